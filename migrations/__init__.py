@@ -1,0 +1,1 @@
+"""Alembic migrations for the app database (Postgres or the embedded SQLite)."""

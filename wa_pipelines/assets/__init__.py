@@ -1,0 +1,1 @@
+"""Assets: the app tables (lineage) and the dashboards computed from them."""

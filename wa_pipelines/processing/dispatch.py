@@ -1,0 +1,168 @@
+"""Process one landed webhook: parse, walk every entry × change × item, record the outcome.
+
+Each item runs in its own savepoint, so a failing item never undoes or blocks its
+siblings. The webhook row's own outcome is written in the same transaction as the items,
+so a crash leaves either everything or nothing of that row applied.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from wa_webhook.db.schema import utcnow, whatsapp_webhook_logs
+from wa_webhook.settings import Settings
+
+from .context import ChangeContext
+from .errors import InvalidPayload, ItemError
+from .handlers import HANDLERS, ignore_change
+
+log = logging.getLogger("wa_pipelines.processing")
+
+
+@dataclass
+class WebhookOutcome:
+    """What happened to one webhook row: item counts, errors and the resulting state."""
+
+    webhook_log_id: int
+    status: str = "processed"
+    items_received: int = 0
+    items_processed: int = 0
+    items_ignored: int = 0
+    items_failed: int = 0
+    fields: Counter = field(default_factory=Counter)
+    errors: list[tuple[str, str, bool]] = field(default_factory=list)  # (kind, message, retryable)
+    organization_id: Any = None
+
+    def fail(self, kind: str, message: str, retryable: bool) -> None:
+        """Record one failed item."""
+        self.items_failed += 1
+        self.errors.append((kind, message, retryable))
+
+
+def retry_delay(attempts: int, settings: Settings) -> float:
+    """Seconds before the next attempt: exponential from ``processing_retry_base_seconds``,
+    capped at ``processing_retry_max_seconds``, with full jitter in [50 %, 100 %]."""
+    delay = min(settings.processing_retry_max_seconds, settings.processing_retry_base_seconds * 2 ** max(0, attempts - 1))
+    return delay * random.uniform(0.5, 1.0)
+
+
+def _apply_change(ctx: ChangeContext, outcome: WebhookOutcome, where: str) -> None:
+    handler = HANDLERS.get(ctx.field, ignore_change)
+    outcome.fields[ctx.field or "(none)"] += 1
+    try:
+        units = list(handler(ctx))
+    except ItemError as exc:
+        outcome.items_received += 1
+        outcome.fail(exc.kind, f"{where}: {exc}", exc.retryable)
+        return
+    for label, apply in units:
+        outcome.items_received += 1
+        savepoint = ctx.conn.begin_nested()
+        try:
+            result = apply()
+            savepoint.commit()
+        except ItemError as exc:
+            savepoint.rollback()
+            outcome.fail(exc.kind, f"{where}.{label}: {exc}", exc.retryable)
+            continue
+        except sa.exc.OperationalError:
+            savepoint.rollback()
+            raise  # the database itself is in trouble: let the whole row retry
+        except Exception as exc:  # a handler bug or an unexpected shape: keep the siblings going
+            savepoint.rollback()
+            log.exception("handler error in webhook %s at %s.%s", outcome.webhook_log_id, where, label)
+            outcome.fail("handler_error", f"{where}.{label}: {type(exc).__name__}: {exc}", True)
+            continue
+        if result == "ignored":
+            outcome.items_ignored += 1
+        else:
+            outcome.items_processed += 1
+
+
+def apply_webhook(conn: Connection, webhook_log_id: int, body: bytes | None, received_at: datetime) -> WebhookOutcome:
+    """Apply every item of one webhook body inside ``conn``'s open transaction.
+
+    Never raises for bad input: a body that is not JSON, or not an envelope, becomes one
+    permanent failure; unknown fields are ignored. Database errors propagate.
+    """
+    outcome = WebhookOutcome(webhook_log_id)
+    if body is None:
+        outcome.fail("body_purged", "the body was removed by retention", False)
+        return outcome
+    try:
+        payload: Any = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        outcome.items_received = 1
+        outcome.fail("invalid_json", f"body is not JSON: {exc}", False)
+        return outcome
+    entries = payload.get("entry") if isinstance(payload, dict) else None
+    if not isinstance(entries, list):
+        outcome.items_received = 1
+        outcome.fail("invalid_envelope", "body has no entry[] array", False)
+        return outcome
+    organization_ids: set = set()
+    for i, entry in enumerate(entries):
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        if not isinstance(changes, list):
+            outcome.items_received += 1
+            outcome.fail("invalid_envelope", f"entry[{i}] has no changes[] array", False)
+            continue
+        for j, change in enumerate(changes):
+            if not isinstance(change, dict):
+                outcome.items_received += 1
+                outcome.fail("invalid_envelope", f"entry[{i}].changes[{j}] is not an object", False)
+                continue
+            ctx = ChangeContext(conn, webhook_log_id, received_at, entry, change, organization_ids)
+            _apply_change(ctx, outcome, f"entry[{i}].changes[{j}]")
+    outcome.organization_id = next(iter(organization_ids), None)
+    return outcome
+
+
+def finish_row(conn: Connection, outcome: WebhookOutcome, attempts: int, settings: Settings) -> None:
+    """Write ``outcome`` onto the webhook row: processed, failed (retry scheduled) or dead.
+
+    A row is dead when one of its failures can never succeed or when ``attempts`` reached
+    ``processing_max_attempts``. Retry state lives in columns, never in the stored body.
+    """
+    now = utcnow()
+    values: dict[str, Any] = {
+        "items_received": outcome.items_received,
+        "items_processed": outcome.items_processed,
+        "items_ignored": outcome.items_ignored,
+        "items_failed": outcome.items_failed,
+        "fields": ",".join(sorted(outcome.fields))[:255] or None,
+        "locked_until": None,
+        "updated_at": now,
+    }
+    if outcome.organization_id is not None:
+        values["organization_id"] = outcome.organization_id
+    if not outcome.errors:
+        outcome.status = "processed"
+        values.update(status="processed", processed_at=now, next_attempt_at=None, last_error=None, error_kind=None)
+    else:
+        kinds = sorted({kind for kind, _, _ in outcome.errors})
+        message = "; ".join(msg for _, msg, _ in outcome.errors[:5])
+        if len(outcome.errors) > 5:
+            message += f"; … and {len(outcome.errors) - 5} more"
+        permanent = any(not retryable for _, _, retryable in outcome.errors)
+        exhausted = attempts >= settings.processing_max_attempts
+        outcome.status = "dead" if (permanent or exhausted) else "failed"
+        values.update(
+            status=outcome.status,
+            error_kind=",".join(kinds)[:64],
+            last_error=message[:4000],
+            next_attempt_at=None if outcome.status == "dead" else now + timedelta(seconds=retry_delay(attempts, settings)),
+        )
+    conn.execute(sa.update(whatsapp_webhook_logs).where(whatsapp_webhook_logs.c.id == outcome.webhook_log_id).values(**values))
+
+
+__all__ = ["WebhookOutcome", "apply_webhook", "finish_row", "retry_delay", "InvalidPayload"]

@@ -1,0 +1,122 @@
+"""``account_update``: partner and coexistence lifecycle events change the connection's state.
+
+Source: Meta webhooks reference, "account_update" (events, ``waba_info``); "Reconnect
+offboarded coexistence clients" (``ACCOUNT_OFFBOARDED``/``ACCOUNT_RECONNECTED``). For
+``PARTNER_*`` events ``entry.id`` is the *partner's* business id, so the WABA comes from
+``value.waba_info.waba_id``; coexistence events carry no ``waba_info`` and ``entry.id`` is
+the WABA.
+
+Events are applied in Meta's order, not ours: an event older (``entry.time``) than the last
+one applied to the connection is recorded as ignored, so redeliveries and out-of-order
+arrivals cannot flip a connection back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from wa_webhook.db.schema import utcnow, whatsapp_configs, whatsapp_connections
+
+from ..context import ChangeContext, Unit
+from ..errors import InvalidPayload, Unroutable
+from ..timeparse import meta_time
+
+#: event → (connection status, config status, reason). ``None`` leaves configs alone.
+TRANSITIONS: dict[str, tuple[str, str | None, str]] = {
+    "PARTNER_ADDED": ("active", "connected", "WABA shared with the app (PARTNER_ADDED)"),
+    "PARTNER_REMOVED": ("inactive", "disconnected", "WABA unshared or disconnected in the Business app (PARTNER_REMOVED)"),
+    "PARTNER_APP_UNINSTALLED": ("inactive", "disconnected", "the customer removed the app (PARTNER_APP_UNINSTALLED)"),
+    "ACCOUNT_OFFBOARDED": ("offboarded", "offboarded", "coexistence companion offboarded (ACCOUNT_OFFBOARDED)"),
+    "ACCOUNT_RECONNECTED": ("active", "connected", "coexistence companion reconnected (ACCOUNT_RECONNECTED)"),
+    "ACCOUNT_DELETED": ("deleted", "disconnected", "WABA deleted (ACCOUNT_DELETED)"),
+}
+
+
+def _disabled_transition(value: dict[str, Any]) -> tuple[str, str | None, str] | None:
+    ban = value.get("ban_info") if isinstance(value.get("ban_info"), dict) else {}
+    state = ban.get("waba_ban_state")
+    if state == "DISABLE":
+        return ("disabled", "disabled", f"WABA disabled (DISABLED_UPDATE, {ban.get('waba_ban_date') or 'no date'})")
+    if state == "REINSTATE":
+        return ("active", "connected", "WABA reinstated (DISABLED_UPDATE)")
+    return None  # SCHEDULE_FOR_DISABLE and unknown states: kept in the body, no state change
+
+
+def waba_id_of(entry: dict[str, Any], value: dict[str, Any]) -> str | None:
+    """The WABA an ``account_update`` is about: ``waba_info.waba_id``, else ``entry.id``."""
+    info = value.get("waba_info")
+    if isinstance(info, dict) and info.get("waba_id"):
+        return str(info["waba_id"])
+    if value.get("event", "").startswith("PARTNER_") and isinstance(info, dict):
+        return None
+    return str(entry["id"]) if entry.get("id") else None
+
+
+def _apply(ctx: ChangeContext, event: str, transition: tuple[str, str | None, str]) -> str:
+    value = ctx.value
+    waba_id = waba_id_of(ctx.entry, value)
+    if not waba_id:
+        raise InvalidPayload(f"{event} without waba_info.waba_id or entry.id")
+    connection = ctx.connection_for_waba(waba_id)
+    if connection is None:
+        # The binding is made by onboarding (or an operator); until then, retry.
+        raise Unroutable(f"no organization is bound to WABA {waba_id} ({event})")
+    event_at = meta_time(ctx.entry.get("time")) or ctx.received_at
+    last = connection.last_event_at
+    if last is not None and last.tzinfo is None:
+        last = last.replace(tzinfo=timezone.utc)
+    if last is not None and event_at < last:
+        return "ignored"  # an older event than the one already applied
+    status, config_status, reason = transition
+    info = value.get("waba_info") if isinstance(value.get("waba_info"), dict) else {}
+    extra = value.get("disconnection_info")
+    if isinstance(extra, dict) and extra.get("reason"):
+        reason = f"{reason}: {extra.get('reason')} by {extra.get('initiated_by') or 'unknown'}"
+    now = utcnow()
+    updates: dict[str, Any] = {
+        "status": status,
+        "status_reason": reason,
+        "last_event": event,
+        "last_event_at": event_at,
+        "updated_at": now,
+    }
+    if info.get("owner_business_id"):
+        updates["owner_business_id"] = str(info["owner_business_id"])
+    if status == "active":
+        updates["connected_at"] = event_at
+        updates["disconnected_at"] = None
+    elif connection.status == "active" or connection.disconnected_at is None:
+        updates["disconnected_at"] = event_at
+    ctx.conn.execute(sa.update(whatsapp_connections).where(whatsapp_connections.c.id == connection.id).values(**updates))
+    if config_status is not None:
+        ctx.conn.execute(
+            sa.update(whatsapp_configs)
+            .where(whatsapp_configs.c.connection_id == connection.id)
+            .values(status=config_status, updated_at=now)
+        )
+    return "processed"
+
+
+def handle_account_update(ctx: ChangeContext) -> Iterable[Unit]:
+    """One unit per change: apply the event's state transition, or mark it ignored."""
+    value = ctx.value
+    event = value.get("event")
+    if not isinstance(event, str) or not event:
+        yield ("event", lambda: "ignored")
+        return
+    transition: tuple[str, str | None, str] | None
+    if event == "DISABLED_UPDATE":
+        transition = _disabled_transition(value)
+    else:
+        transition = TRANSITIONS.get(event)
+    if transition is None:
+        yield (event, lambda: "ignored")  # AD_ACCOUNT_LINKED, VOLUME_BASED_PRICING_TIER_UPDATE…
+        return
+    yield (event, lambda: _apply(ctx, event, transition))
+
+
+__all__ = ["handle_account_update", "waba_id_of", "TRANSITIONS", "datetime"]

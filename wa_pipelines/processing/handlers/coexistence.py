@@ -1,0 +1,162 @@
+"""Coexistence fields: ``history``, ``smb_message_echoes`` and ``smb_app_state_sync``.
+
+Source: Meta webhooks reference, "history", "smb_message_echoes", "smb_app_state_sync";
+"Onboarding WhatsApp Business app users" (coexistence). Echoes are messages the business
+sent from the WhatsApp Business app: stored as outbound, never treated as inbound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..context import ChangeContext, Route, Unit
+from ..errors import InvalidPayload
+from ..store import STATUS_RANK, find_or_create_contact, insert_message
+from ..timeparse import meta_time
+from .messages import _raise_invalid, _str, context_wamid, first_error, render_body
+
+
+def _store(
+    ctx: ChangeContext,
+    route: Route,
+    message: dict[str, Any],
+    *,
+    source: str,
+    direction: str,
+    counterpart: str | None,
+) -> str:
+    wamid = message.get("id")
+    if not isinstance(wamid, str) or not wamid:
+        raise InvalidPayload("message has no id (wamid)")
+    contact_id = find_or_create_contact(ctx.conn, route.organization_id, wa_id=counterpart, seen_at=ctx.received_at)
+    code, title = first_error(message)
+    history_context = message.get("history_context")
+    history_status = history_context.get("status") if isinstance(history_context, dict) else None
+    history_status = history_status.lower() if isinstance(history_status, str) else None
+    mtype = message.get("type")
+    insert_message(
+        ctx.conn,
+        {
+            "organization_id": route.organization_id,
+            "phone_number_id": route.phone_number_id,
+            "wamid": wamid,
+            "contact_id": contact_id,
+            "direction": direction,
+            "source": source,
+            "type": mtype if isinstance(mtype, str) and mtype else "unknown",
+            "body": render_body(message),
+            "context_wamid": context_wamid(message),
+            "raw": message,
+            "error_code": code,
+            "error_title": title,
+            "current_status": history_status,
+            "status_rank": STATUS_RANK.get(history_status or "", 0),
+            "provider_timestamp": meta_time(message.get("timestamp")),
+            "received_at": ctx.received_at,
+            "webhook_log_id": ctx.webhook_log_id,
+        },
+    )
+    return "processed"
+
+
+def handle_smb_message_echoes(ctx: ChangeContext) -> Iterable[Unit]:
+    """One unit per ``message_echoes[]`` item: an outbound message, contact taken from ``to``."""
+    route = ctx.route_phone_number()
+    echoes = ctx.value.get("message_echoes")
+    if not isinstance(echoes, list) or not echoes:
+        yield ("message_echoes", lambda: "ignored")
+        return
+    for k, echo in enumerate(echoes):
+        if not isinstance(echo, dict):
+            yield (f"message_echoes[{k}]", _raise_invalid("echo is not an object"))
+            continue
+        yield (
+            f"message_echoes[{k}]",
+            lambda e=echo: _store(ctx, route, e, source="business_app_echo", direction="outbound", counterpart=_str(e.get("to"))),
+        )
+
+
+def handle_history(ctx: ChangeContext) -> Iterable[Unit]:
+    """One unit per history message, walking chunks in ``chunk_order``.
+
+    A message is outbound when it has ``to`` or its ``from`` is the business number; the
+    contact is the thread id. Media placeholders are kept as ``media_placeholder`` rows. A
+    declined history (``errors`` with 2593109) is one ignored unit.
+    """
+    route = ctx.route_phone_number()
+    chunks = ctx.value.get("history")
+    if not isinstance(chunks, list) or not chunks:
+        yield ("history", lambda: "ignored")
+        return
+    def order(chunk: Any) -> int:
+        meta = chunk.get("metadata") if isinstance(chunk, dict) else None
+        value = meta.get("chunk_order") if isinstance(meta, dict) else None
+        return value if isinstance(value, int) else 0
+
+    business = route.display_phone_number
+    for c, chunk in sorted(enumerate(chunks), key=lambda pair: order(pair[1])):
+        if not isinstance(chunk, dict):
+            yield (f"history[{c}]", _raise_invalid("history chunk is not an object"))
+            continue
+        if chunk.get("errors"):
+            yield (f"history[{c}].errors", lambda: "ignored")
+            continue
+        threads = chunk.get("threads") if isinstance(chunk.get("threads"), list) else []
+        for t, thread in enumerate(threads):
+            if not isinstance(thread, dict):
+                yield (f"history[{c}].threads[{t}]", _raise_invalid("thread is not an object"))
+                continue
+            thread_id = _str(thread.get("id"))
+            messages = thread.get("messages") if isinstance(thread.get("messages"), list) else []
+            for k, message in enumerate(messages):
+                label = f"history[{c}].threads[{t}].messages[{k}]"
+                if not isinstance(message, dict):
+                    yield (label, _raise_invalid("message is not an object"))
+                    continue
+                outbound = bool(message.get("to")) or (business is not None and message.get("from") == business)
+                yield (
+                    label,
+                    lambda m=message, out=outbound, who=thread_id: _store(
+                        ctx, route, m, source="history", direction="outbound" if out else "inbound",
+                        counterpart=who or _str(m.get("to") if out else m.get("from")),
+                    ),
+                )
+
+
+def handle_smb_app_state_sync(ctx: ChangeContext) -> Iterable[Unit]:
+    """One unit per ``state_sync[]`` item: contact ``add`` (also an edit) or ``remove``."""
+    route = ctx.route_phone_number()
+    items = ctx.value.get("state_sync")
+    if not isinstance(items, list) or not items:
+        yield ("state_sync", lambda: "ignored")
+        return
+    for k, item in enumerate(items):
+        if not isinstance(item, dict) or item.get("type") != "contact" or not isinstance(item.get("contact"), dict):
+            yield (f"state_sync[{k}]", lambda: "ignored")
+            continue
+        yield (f"state_sync[{k}]", lambda i=item: _apply_contact_sync(ctx, route, i))
+
+
+def _apply_contact_sync(ctx: ChangeContext, route: Route, item: dict[str, Any]) -> str:
+    contact = item["contact"]
+    phone = _str(contact.get("phone_number"))
+    if not phone:
+        raise InvalidPayload("state_sync contact has no phone_number")
+    action = item.get("action")
+    seen_at = meta_time((item.get("metadata") or {}).get("timestamp")) or ctx.received_at
+    if action == "remove":
+        find_or_create_contact(ctx.conn, route.organization_id, wa_id=phone, in_address_book=False, seen_at=seen_at)
+    elif action == "add":
+        find_or_create_contact(
+            ctx.conn,
+            route.organization_id,
+            wa_id=phone,
+            profile_name=_str(contact.get("full_name")),
+            first_name=_str(contact.get("first_name")),
+            in_address_book=True,
+            seen_at=seen_at,
+        )
+    else:
+        return "ignored"
+    return "processed"

@@ -1,0 +1,112 @@
+"""The processing loop a Dagster run executes: claim, apply, record, repeat while work arrives.
+
+One Dagster run costs seconds to start on a small machine, so a run does not stop after
+one batch: it keeps claiming while rows keep landing, polling every
+``PROCESSING_POLL_SECONDS`` when idle, and ends after ``PROCESSING_IDLE_EXIT_SECONDS``
+without work or ``PROCESSING_RUN_MAX_SECONDS`` in all. This keeps landing-to-processed
+latency under a steady stream to the poll interval plus the work itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from wa_webhook.settings import Settings
+
+from .claim import ClaimedRow, claim_batch
+from .dispatch import WebhookOutcome, apply_webhook, finish_row
+
+log = logging.getLogger("wa_pipelines.processing")
+
+
+@dataclass
+class RunStats:
+    """Counts for one processing run (shown as Dagster metadata)."""
+
+    batches: int = 0
+    webhooks: int = 0
+    by_status: Counter = field(default_factory=Counter)
+    items_received: int = 0
+    items_processed: int = 0
+    items_ignored: int = 0
+    items_failed: int = 0
+    by_field: Counter = field(default_factory=Counter)
+    by_error: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def add(self, outcome: WebhookOutcome) -> None:
+        """Fold one webhook's outcome into the run's counts."""
+        self.webhooks += 1
+        self.by_status[outcome.status] += 1
+        self.items_received += outcome.items_received
+        self.items_processed += outcome.items_processed
+        self.items_ignored += outcome.items_ignored
+        self.items_failed += outcome.items_failed
+        self.by_field.update(outcome.fields)
+        for kind, _, _ in outcome.errors:
+            self.by_error[kind] += 1
+
+
+def process_row(engine: Engine, row: ClaimedRow, settings: Settings) -> WebhookOutcome:
+    """Apply one claimed row and write its outcome, all in one transaction."""
+    with engine.begin() as conn:
+        outcome = apply_webhook(conn, row.id, row.body, row.received_at)
+        finish_row(conn, outcome, row.attempts, settings)
+    if outcome.errors:
+        log.warning(
+            "webhook %s %s after attempt %s: %s",
+            row.id,
+            outcome.status,
+            row.attempts,
+            ", ".join(sorted({kind for kind, _, _ in outcome.errors})),
+        )
+    return outcome
+
+
+def process_batch(engine: Engine, settings: Settings, limit: int | None = None) -> list[WebhookOutcome]:
+    """Claim one batch and process it; returns the outcomes (empty when nothing was claimable)."""
+    rows = claim_batch(engine, limit or settings.processing_batch_size, settings.processing_lease_seconds)
+    return [process_row(engine, row, settings) for row in rows]
+
+
+def run_processing(
+    engine: Engine,
+    settings: Settings,
+    *,
+    batch_size: int | None = None,
+    max_seconds: float | None = None,
+    idle_exit_seconds: float | None = None,
+    poll_seconds: float | None = None,
+    on_batch: Callable[[RunStats], None] | None = None,
+) -> RunStats:
+    """Process batches until idle for ``idle_exit_seconds`` or ``max_seconds`` have passed.
+
+    With ``idle_exit_seconds=0`` it drains what is claimable now and returns. Database
+    errors propagate (the run fails; leased rows become claimable when the lease expires).
+    """
+    max_seconds = settings.processing_run_max_seconds if max_seconds is None else max_seconds
+    idle_exit = settings.processing_idle_exit_seconds if idle_exit_seconds is None else idle_exit_seconds
+    poll = settings.processing_poll_seconds if poll_seconds is None else poll_seconds
+    stats = RunStats()
+    started = last_work = time.monotonic()
+    while time.monotonic() - started < max_seconds:
+        outcomes = process_batch(engine, settings, batch_size)
+        if outcomes:
+            stats.batches += 1
+            for outcome in outcomes:
+                stats.add(outcome)
+            last_work = time.monotonic()
+            if on_batch:
+                on_batch(stats)
+            continue
+        if time.monotonic() - last_work >= idle_exit:
+            break
+        time.sleep(poll)
+    stats.seconds = time.monotonic() - started
+    return stats

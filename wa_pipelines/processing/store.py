@@ -1,0 +1,150 @@
+"""Idempotent writes shared by the handlers: contacts, messages and statuses.
+
+Every write is keyed so that applying the same item twice, or in two concurrent runs,
+leaves exactly one row: messages on (``phone_number_id``, wamid), statuses on
+(wamid, status), contacts on (organization, ``wa_id``) or (organization, ``user_id``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from wa_webhook.db.engine import insert_ignore
+from wa_webhook.db.schema import whatsapp_contacts, whatsapp_message_statuses, whatsapp_messages
+
+#: Forward-only order of outbound statuses. ``failed`` is terminal. Source: Meta webhooks
+#: reference, "status messages" (sent → delivered → read; played for voice; failed).
+STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 9}
+
+
+def _clean_id(value: Any) -> str | None:
+    if value is None or isinstance(value, (dict, list, bool)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def find_or_create_contact(
+    conn: Connection,
+    organization_id: uuid.UUID,
+    *,
+    wa_id: Any = None,
+    user_id: Any = None,
+    profile_name: str | None = None,
+    first_name: str | None = None,
+    in_address_book: bool | None = None,
+    seen_at: datetime,
+) -> uuid.UUID | None:
+    """Return the contact id for ``wa_id`` (preferred) or ``user_id`` in the organization.
+
+    Creates it if needed; fills a missing ``wa_id``/``user_id``, refreshes the profile name
+    and ``last_seen_at``. Returns None when neither id is given. Safe under concurrency:
+    the insert is ``ON CONFLICT DO NOTHING`` followed by a re-read.
+    Source: Meta "business-scoped user IDs" (2026): ``wa_id`` may be empty, ``user_id`` added.
+    """
+    wa_id, user_id = _clean_id(wa_id), _clean_id(user_id)
+    if not wa_id and not user_id:
+        return None
+    c = whatsapp_contacts.c
+
+    def lookup() -> Any:
+        if wa_id:
+            row = conn.execute(sa.select(whatsapp_contacts).where(c.organization_id == organization_id, c.wa_id == wa_id)).first()
+            if row is not None:
+                return row
+        if user_id:
+            return conn.execute(
+                sa.select(whatsapp_contacts).where(c.organization_id == organization_id, c.user_id == user_id)
+            ).first()
+        return None
+
+    row = lookup()
+    if row is None:
+        insert_ignore(
+            conn,
+            whatsapp_contacts,
+            {
+                "id": uuid.uuid4(),
+                "organization_id": organization_id,
+                "wa_id": wa_id,
+                "user_id": user_id,
+                "profile_name": profile_name,
+                "first_name": first_name,
+                "in_address_book": in_address_book,
+                "first_seen_at": seen_at,
+                "last_seen_at": seen_at,
+                "created_at": seen_at,
+                "updated_at": seen_at,
+            },
+            ["organization_id", "wa_id"] if wa_id else ["organization_id", "user_id"],
+        )
+        row = lookup()
+        if row is None:  # pragma: no cover - only if a concurrent delete won
+            raise RuntimeError("contact vanished after insert")
+    updates: dict[str, Any] = {}
+    if wa_id and not row.wa_id:
+        updates["wa_id"] = wa_id
+    if user_id and not row.user_id:
+        updates["user_id"] = user_id
+    if profile_name and profile_name != row.profile_name:
+        updates["profile_name"] = profile_name
+    if first_name and first_name != row.first_name:
+        updates["first_name"] = first_name
+    if in_address_book is not None and in_address_book != row.in_address_book:
+        updates["in_address_book"] = in_address_book
+    if _aware(row.last_seen_at) < seen_at:
+        updates["last_seen_at"] = seen_at
+    if updates:
+        updates["updated_at"] = seen_at
+        conn.execute(sa.update(whatsapp_contacts).where(c.id == row.id).values(**updates))
+    return row.id
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; everything we store is UTC.
+    from datetime import timezone
+
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def insert_message(conn: Connection, values: dict[str, Any]) -> bool:
+    """Insert one message keyed by (``phone_number_id``, ``wamid``); False if it existed.
+
+    When it is new, statuses that arrived before it (parked in ``whatsapp_message_statuses``)
+    are applied so its current status is the highest one seen.
+    """
+    inserted = insert_ignore(conn, whatsapp_messages, values, ["phone_number_id", "wamid"])
+    if inserted:
+        ranks = conn.execute(
+            sa.select(whatsapp_message_statuses.c.status).where(whatsapp_message_statuses.c.wamid == values["wamid"])
+        ).scalars()
+        best = max(ranks, key=lambda s: STATUS_RANK.get(s, 0), default=None)
+        if best is not None:
+            _advance_status(conn, values["wamid"], best)
+    return inserted
+
+
+def _advance_status(conn: Connection, wamid: str, status: str) -> int:
+    rank = STATUS_RANK.get(status, 0)
+    m = whatsapp_messages.c
+    return conn.execute(
+        sa.update(whatsapp_messages)
+        .where(m.wamid == wamid, m.status_rank < rank)
+        .values(current_status=status, status_rank=rank)
+    ).rowcount
+
+
+def record_status(conn: Connection, values: dict[str, Any]) -> bool:
+    """Append one status keyed by (wamid, status) and move the message's status forward only.
+
+    Returns True when the status row is new. A status for a message not stored yet stays in
+    the history table and is applied when the message arrives (:func:`insert_message`).
+    """
+    inserted = insert_ignore(conn, whatsapp_message_statuses, values, ["wamid", "status"])
+    _advance_status(conn, values["wamid"], values["status"])
+    return inserted

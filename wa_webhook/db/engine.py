@@ -1,0 +1,92 @@
+"""Synchronous SQLAlchemy engines (pipelines, CLI, migrations) and dialect helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from wa_webhook.settings import Settings, get_settings
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the receiver write while a processing run reads; busy_timeout makes the
+    # two processes wait for each other instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_sync_engine(settings: Settings | None = None, **kwargs: Any) -> Engine:
+    """Build a synchronous engine for ``settings`` (psycopg 3 on Postgres, pysqlite otherwise).
+
+    The SQLite file's folder is created if needed. Extra ``kwargs`` go to
+    :func:`sqlalchemy.create_engine`.
+    """
+    settings = settings or get_settings()
+    url = settings.sync_database_url
+    if url.startswith("sqlite"):
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 10}, **kwargs)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that
+        # a claim's read and write happen in one write transaction.
+        @sa.event.listens_for(engine, "connect")
+        def _no_autobegin(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(url, **kwargs)
+
+
+@lru_cache(maxsize=4)
+def _cached_engine(url: str) -> Engine:
+    return create_sync_engine(get_settings())
+
+
+def get_engine() -> Engine:
+    """Process-wide engine for the current settings."""
+    return _cached_engine(get_settings().sync_database_url)
+
+
+def insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any], conflict: Sequence[str]) -> bool:
+    """``INSERT … ON CONFLICT (conflict) DO NOTHING`` on Postgres or SQLite.
+
+    Returns True when a row was inserted, False when one with the same key existed.
+    """
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
+    return conn.execute(stmt).rowcount == 1
+
+
+def upsert(
+    conn: Connection,
+    table: sa.Table,
+    values: dict[str, Any],
+    conflict: Sequence[str],
+    update: dict[str, Any],
+    returning: sa.ColumnElement | None = None,
+) -> Any:
+    """``INSERT … ON CONFLICT (conflict) DO UPDATE SET update`` on Postgres or SQLite.
+
+    Returns the ``returning`` column's value when given, else None.
+    """
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**values)
+    stmt = stmt.on_conflict_do_update(index_elements=list(conflict), set_=update)
+    if returning is not None:
+        return conn.execute(stmt.returning(returning)).scalar_one()
+    conn.execute(stmt)
+    return None

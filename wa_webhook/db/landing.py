@@ -1,0 +1,173 @@
+"""The landing store: one durable INSERT per webhook, done by the receiver before it answers 200.
+
+Postgres uses an asyncpg pool (the fastest driver measured for this single insert, see
+``bench/README.md``); the embedded SQLite default uses the synchronous engine in a worker
+thread. Both commit before :meth:`LandingStore.land` returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import anyio
+import sqlalchemy as sa
+
+from wa_webhook.db.engine import create_sync_engine
+from wa_webhook.db.schema import utcnow, whatsapp_webhook_logs
+from wa_webhook.settings import Settings
+
+
+class LandingUnavailable(Exception):
+    """The database could not take the webhook; the receiver answers 503 so Meta redelivers."""
+
+
+@dataclass(frozen=True)
+class LandedWebhook:
+    """One webhook as received: exact body bytes and what we know at the edge."""
+
+    body: bytes
+    signature_status: str
+    request_id: str
+    received_at: datetime
+
+    @property
+    def body_sha256(self) -> str:
+        """Hex SHA-256 of the body, for deduplication and audits."""
+        return hashlib.sha256(self.body).hexdigest()
+
+
+class LandingStore(Protocol):
+    """Durable storage for landed webhooks."""
+
+    async def land(self, webhook: LandedWebhook) -> int:
+        """Insert and commit ``webhook``; return its ``whatsapp_webhook_logs.id``.
+
+        Raises :class:`LandingUnavailable` when the database cannot be reached in time.
+        """
+
+    async def ping(self) -> None:
+        """Raise :class:`LandingUnavailable` unless the database answers."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+_PG_INSERT = """
+INSERT INTO whatsapp_webhook_logs
+    (received_at, body, body_sha256, body_size, signature_status, request_id, status, attempts, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $1)
+RETURNING id
+"""
+
+
+class PostgresLandingStore:
+    """asyncpg pool; created lazily so that the receiver starts even while Postgres is down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._dsn = settings.asyncpg_dsn
+        self._size = settings.db_pool_size
+        self._timeout = settings.db_timeout_seconds
+        self._pool = None
+        self._lock = anyio.Lock()
+
+    async def _get_pool(self):
+        import asyncpg
+
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=1,
+                        max_size=self._size,
+                        timeout=self._timeout,
+                        command_timeout=self._timeout,
+                        # the insert is the only statement; a statement cache is all it needs
+                    )
+        return self._pool
+
+    async def land(self, webhook: LandedWebhook) -> int:
+        try:
+            pool = await self._get_pool()
+            async with pool.acquire(timeout=self._timeout) as conn:
+                return await conn.fetchval(
+                    _PG_INSERT,
+                    webhook.received_at,
+                    webhook.body,
+                    webhook.body_sha256,
+                    len(webhook.body),
+                    webhook.signature_status,
+                    webhook.request_id,
+                )
+        except Exception as exc:  # any driver, network or timeout error
+            raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def ping(self) -> None:
+        try:
+            pool = await self._get_pool()
+            async with pool.acquire(timeout=self._timeout) as conn:
+                await conn.fetchval("SELECT 1")
+        except Exception as exc:
+            raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+class SqliteLandingStore:
+    """Embedded default: the synchronous engine in a worker thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._engine = create_sync_engine(settings)
+
+    def _insert(self, webhook: LandedWebhook) -> int:
+        with self._engine.begin() as conn:
+            return conn.execute(
+                sa.insert(whatsapp_webhook_logs)
+                .values(
+                    received_at=webhook.received_at,
+                    body=webhook.body,
+                    body_sha256=webhook.body_sha256,
+                    body_size=len(webhook.body),
+                    signature_status=webhook.signature_status,
+                    request_id=webhook.request_id,
+                    status="pending",
+                    attempts=0,
+                    updated_at=webhook.received_at,
+                )
+                .returning(whatsapp_webhook_logs.c.id)
+            ).scalar_one()
+
+    def _ping(self) -> None:
+        with self._engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1 FROM whatsapp_webhook_logs LIMIT 1"))
+
+    async def land(self, webhook: LandedWebhook) -> int:
+        try:
+            return await anyio.to_thread.run_sync(self._insert, webhook)
+        except Exception as exc:
+            raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def ping(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._ping)
+        except Exception as exc:
+            raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        self._engine.dispose()
+
+
+def create_landing_store(settings: Settings) -> LandingStore:
+    """The landing store for ``settings``: Postgres when ``DATABASE_URL`` is set, else SQLite."""
+    if settings.is_postgres:
+        return PostgresLandingStore(settings)
+    return SqliteLandingStore(settings)
+
+
+__all__ = ["LandedWebhook", "LandingStore", "LandingUnavailable", "create_landing_store", "utcnow"]

@@ -1,0 +1,111 @@
+"""Meta's webhook endpoint: the verification handshake (GET) and event notifications (POST).
+
+The POST path does exactly four things, in this order: bound the body size while reading,
+verify ``X-Hub-Signature-256`` over the raw bytes, insert and commit the bytes, answer 200.
+Everything else (parsing, routing, business logic) happens later in Dagster, so that a
+delivery is acknowledged only once it is durable and never because it was understood.
+
+Sources: Meta, WhatsApp "Create a webhook endpoint" (handshake, signature, "respond 200"),
+WhatsApp webhooks overview (3 MB payloads; any non-200 is retried for up to 7 days).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from wa_webhook.db.landing import LandedWebhook, LandingUnavailable
+from wa_webhook.db.schema import utcnow
+from wa_webhook.security.signature import SIGNATURE_HEADER, SignatureResult, tokens_equal, verify_signature
+
+log = logging.getLogger("wa_webhook.webhook")
+
+router = APIRouter(prefix="/api/v1/whatsapp", tags=["webhook"])
+
+
+class BodyTooLarge(Exception):
+    """The request body went past ``WEBHOOK_MAX_BODY_BYTES`` while being read."""
+
+
+async def read_body_limited(request: Request, limit: int) -> bytes:
+    """Read the raw request body, raising :class:`BodyTooLarge` as soon as it passes ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before reading anything.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.get("/webhook", response_class=PlainTextResponse)
+async def verify_subscription(
+    request: Request,
+    hub_mode: str | None = Query(default=None, alias="hub.mode"),
+    hub_verify_token: str | None = Query(default=None, alias="hub.verify_token"),
+    hub_challenge: str | None = Query(default=None, alias="hub.challenge"),
+) -> Response:
+    """Meta's verification request: echo ``hub.challenge`` when ``hub.verify_token`` matches.
+
+    Answers 200 with the challenge as plain text, 403 for a wrong, missing or non-ASCII
+    token or a mode other than ``subscribe``, and 503 when no verify token is configured.
+    """
+    settings = request.app.state.settings
+    expected = settings.meta_webhook_verify_token
+    if expected is None or not expected.get_secret_value():
+        return PlainTextResponse("webhook verify token is not configured", status_code=503)
+    if hub_mode != "subscribe" or not tokens_equal(hub_verify_token, expected.get_secret_value()):
+        log.warning("webhook verification refused", extra={"mode": hub_mode})
+        return PlainTextResponse("verification failed", status_code=403)
+    if hub_challenge is None:
+        return PlainTextResponse("hub.challenge is missing", status_code=400)
+    log.info("webhook verification accepted")
+    return PlainTextResponse(hub_challenge, status_code=200)
+
+
+@router.post("/webhook", response_class=PlainTextResponse)
+async def receive_webhook(request: Request) -> Response:
+    """Land one Meta event notification durably, then answer 200.
+
+    - 503 when ``META_APP_SECRET`` is not configured (never accept unsigned deliveries),
+      or when the database cannot take the row (Meta redelivers);
+    - 413 when the body passes ``WEBHOOK_MAX_BODY_BYTES`` (checked while reading);
+    - 401 when ``X-Hub-Signature-256`` is missing, malformed or does not match;
+    - 200 ``EVENT_RECEIVED`` once the exact bytes are committed, whatever they contain.
+    """
+    state = request.app.state
+    secret = state.settings.meta_app_secret
+    if secret is None or not secret.get_secret_value():
+        log.error("META_APP_SECRET is not set: refusing webhook deliveries")
+        return PlainTextResponse("app secret is not configured", status_code=503)
+
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    try:
+        body = await read_body_limited(request, state.settings.webhook_max_body_bytes)
+    except BodyTooLarge:
+        log.warning("webhook body over limit", extra={"request_id": request_id})
+        return PlainTextResponse("payload too large", status_code=413)
+
+    result = verify_signature(body, request.headers.get(SIGNATURE_HEADER), secret.get_secret_value())
+    if result is not SignatureResult.VALID:
+        log.warning("webhook signature %s", result.value, extra={"request_id": request_id, "size": len(body)})
+        return PlainTextResponse("invalid signature", status_code=401)
+
+    webhook = LandedWebhook(body=body, signature_status=result.value, request_id=request_id, received_at=utcnow())
+    try:
+        row_id = await state.landing.land(webhook)
+    except LandingUnavailable as exc:
+        log.error("webhook not stored, answering 503 so Meta redelivers: %s", exc, extra={"request_id": request_id})
+        return PlainTextResponse("storage unavailable", status_code=503)
+    log.debug("webhook landed", extra={"request_id": request_id, "webhook_log_id": row_id, "size": len(body)})
+    return PlainTextResponse("EVENT_RECEIVED", status_code=200, headers={"X-Request-Id": request_id})

@@ -1,0 +1,1 @@
+"""Security helpers: webhook signatures (and, later, token encryption and API auth)."""

@@ -1,0 +1,57 @@
+"""Meta's ``X-Hub-Signature-256`` webhook signature.
+
+Source: Meta, WhatsApp "Create a webhook endpoint" → "Validating payloads", and Graph API
+"Webhooks: getting started": the header is ``sha256=<hex>``, the lowercase hex HMAC-SHA256 of
+the **exact POST body bytes**, keyed with the app secret. The bytes carry JSON escapes
+(``\\uXXXX``, ``\\/``) that no re-serialization reproduces, so the check must run on the raw
+body before any parsing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from enum import Enum
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+_PREFIX = "sha256="
+
+
+class SignatureResult(str, Enum):
+    """Outcome of a signature check; ``VALID`` is the only accepting value."""
+
+    VALID = "valid"
+    MISSING = "missing"
+    MALFORMED = "malformed"
+    MISMATCH = "mismatch"
+
+
+def sign(body: bytes, app_secret: str | bytes) -> str:
+    """Header value Meta would send for ``body``: ``"sha256=" + hex(HMAC-SHA256(app_secret, body))``."""
+    key = app_secret.encode() if isinstance(app_secret, str) else app_secret
+    return _PREFIX + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(body: bytes, header: str | None, app_secret: str | bytes) -> SignatureResult:
+    """Check ``header`` (the ``X-Hub-Signature-256`` value) against the raw ``body`` bytes.
+
+    Constant-time comparison (:func:`hmac.compare_digest`) on ASCII bytes, so a header with
+    non-ASCII characters is a mismatch, never an exception. Uppercase hex is accepted.
+    """
+    if not header:
+        return SignatureResult.MISSING
+    header = header.strip()
+    if not header.startswith(_PREFIX) or len(header) != len(_PREFIX) + 64:
+        return SignatureResult.MALFORMED
+    received = header[len(_PREFIX):].lower().encode("ascii", errors="replace")
+    expected = sign(body, app_secret)[len(_PREFIX):].encode("ascii")
+    if hmac.compare_digest(received, expected):
+        return SignatureResult.VALID
+    return SignatureResult.MISMATCH
+
+
+def tokens_equal(given: str | None, expected: str) -> bool:
+    """Constant-time equality for the verify-token handshake; any str (non-ASCII too) is safe."""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", errors="surrogatepass"), expected.encode("utf-8"))

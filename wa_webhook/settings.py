@@ -1,0 +1,126 @@
+"""The one place where configuration is read.
+
+Every setting comes from an environment variable (or a ``.env`` file in the working
+directory) with the same name in upper case. The README's configuration table lists them
+all with their defaults. With no ``DATABASE_URL`` and no ``REDIS_URL`` the service runs on
+its embedded default: a SQLite file under ``WA_DATA_DIR`` and an in-process cache.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Meta's documented maximum webhook payload (WhatsApp webhooks overview: "up to 3 MB").
+META_MAX_PAYLOAD_BYTES = 3 * 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Service settings, read once per process from the environment.
+
+    Secrets are :class:`pydantic.SecretStr` so they never appear in ``repr`` or logs.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- storage -------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("var"),
+        validation_alias="WA_DATA_DIR",
+        description="Folder for the embedded default (SQLite file, Dagster home).",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql://user@host:port/db for production; unset = SQLite file in WA_DATA_DIR.",
+    )
+    redis_url: str | None = Field(default=None, description="redis://host:port/db; unset = in-process cache.")
+
+    # --- Meta app ------------------------------------------------------------------
+    meta_app_id: str | None = Field(default=None, validation_alias="META_APP_ID")
+    meta_config_id: str | None = None
+    meta_app_secret: SecretStr | None = None
+    meta_webhook_verify_token: SecretStr | None = None
+    meta_app_access_token: SecretStr | None = None
+    token_encryption_key: SecretStr | None = None
+    graph_api_base_url: str = "https://graph.facebook.com"
+    graph_api_version: str = "v25.0"
+    sentry_dsn: SecretStr | None = None
+
+    # --- receiver ------------------------------------------------------------------
+    webhook_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=META_MAX_PAYLOAD_BYTES,
+        description="Largest accepted webhook body in bytes; at least Meta's 3 MB.",
+    )
+    db_pool_size: int = Field(default=10, ge=1, description="Receiver connection pool size per worker.")
+    db_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="How long the receiver waits for the database before answering 503."
+    )
+
+    # --- processing ----------------------------------------------------------------
+    processing_batch_size: int = Field(default=200, ge=1, le=5000, description="Webhook rows claimed per batch.")
+    processing_max_attempts: int = Field(default=5, ge=1, description="Attempts before a webhook row is dead.")
+    processing_retry_base_seconds: float = Field(default=30.0, gt=0, description="First retry delay; doubles per attempt.")
+    processing_retry_max_seconds: float = Field(default=3600.0, gt=0, description="Cap on one retry delay.")
+    processing_lease_seconds: float = Field(
+        default=300.0, gt=0, description="A claimed row whose run died is claimable again after this long."
+    )
+    processing_run_max_seconds: float = Field(
+        default=600.0, gt=0, description="A processing run stops claiming after this long (the sensor starts the next)."
+    )
+    processing_idle_exit_seconds: float = Field(
+        default=60.0, ge=0, description="A processing run ends after this long with nothing to do."
+    )
+    processing_poll_seconds: float = Field(default=0.2, gt=0, description="Idle poll interval inside a processing run.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _blank_redis_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    # --- derived -------------------------------------------------------------------
+    @property
+    def sqlite_path(self) -> Path:
+        """Path of the embedded SQLite database used when ``DATABASE_URL`` is unset."""
+        return self.data_dir / "wa_onboarding.sqlite3"
+
+    @property
+    def is_postgres(self) -> bool:
+        """True when ``DATABASE_URL`` points at Postgres."""
+        return bool(self.database_url) and self.database_url.split(":", 1)[0].startswith("postgres")
+
+    @property
+    def sync_database_url(self) -> str:
+        """SQLAlchemy URL for synchronous use (psycopg 3 on Postgres, pysqlite otherwise)."""
+        if not self.database_url:
+            return f"sqlite:///{self.sqlite_path.resolve()}"
+        scheme, rest = self.database_url.split("://", 1)
+        if scheme in ("postgres", "postgresql", "postgresql+asyncpg", "postgresql+psycopg2"):
+            return f"postgresql+psycopg://{rest}"
+        return self.database_url
+
+    @property
+    def asyncpg_dsn(self) -> str:
+        """Plain ``postgresql://`` DSN for asyncpg (the receiver's driver)."""
+        if not self.is_postgres:
+            raise ValueError("asyncpg_dsn needs a Postgres DATABASE_URL")
+        return "postgresql://" + self.database_url.split("://", 1)[1]
+
+    @property
+    def graph_api_url(self) -> str:
+        """Versioned Graph API root, e.g. ``https://graph.facebook.com/v25.0``."""
+        return f"{self.graph_api_base_url.rstrip('/')}/{self.graph_api_version}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide :class:`Settings` (cached; call ``get_settings.cache_clear()`` in tests)."""
+    return Settings()
