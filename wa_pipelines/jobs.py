@@ -6,14 +6,14 @@ from __future__ import annotations
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
 from wa_pipelines.assets.dashboards import org_whatsapp_status
-from wa_pipelines.processing_assets import process_webhooks
+from wa_pipelines.processing_assets import apply_landed_webhooks
 
 #: Runs carrying this tag are limited to one at a time by dagster.yaml's run queue.
 PROCESSING_TAG = {"wa/queue": "processing"}
 
 process_webhooks_job = define_asset_job(
     "process_webhooks",
-    selection=AssetSelection.assets(process_webhooks),
+    selection=AssetSelection.assets(apply_landed_webhooks),
     executor_def=in_process_executor,
     tags=PROCESSING_TAG,
     description="Claim landed webhooks and apply them; keeps running while webhooks keep arriving.",

@@ -1,4 +1,4 @@
-"""The ``process_webhooks`` multi-asset: one run claims and applies landed webhooks.
+"""The ``apply_landed_webhooks`` multi-asset (run by the ``process_webhooks`` job): one run claims and applies landed webhooks.
 
 A run keeps working while webhooks keep landing (see :mod:`wa_pipelines.processing.runner`),
 so the sensor starts one only when there is a backlog and none is in flight.
@@ -37,7 +37,7 @@ class ProcessingConfig(Config):
 
 
 @multi_asset(
-    name="process_webhooks",
+    name="apply_landed_webhooks",
     specs=[
         AssetSpec(key, description=text, deps=[RAW_WEBHOOKS.key, BINDINGS.key], group_name="processing", kinds={"sql"})
         for key, text in PROCESSED_TABLES.items()
@@ -45,7 +45,7 @@ class ProcessingConfig(Config):
     can_subset=False,
     description="Claim landed webhooks and apply every entry × change × item to the app tables.",
 )
-def process_webhooks(context: AssetExecutionContext, config: ProcessingConfig, app_db: AppDatabase):
+def apply_landed_webhooks(context: AssetExecutionContext, config: ProcessingConfig, app_db: AppDatabase):
     """Process landed webhooks until idle; report counts per outcome, field and error kind."""
     settings = app_db.settings
     engine = app_db.get_engine()

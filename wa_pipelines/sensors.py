@@ -41,7 +41,7 @@ def pending_webhooks_sensor(context: SensorEvaluationContext, app_db: AppDatabas
         return SkipReason("no claimable webhooks")
     idle = app_db.settings.processing_idle_exit_seconds
     return RunRequest(
-        run_config={"ops": {"process_webhooks": {"config": {"idle_exit_seconds": idle}}}},
+        run_config={"ops": {"apply_landed_webhooks": {"config": {"idle_exit_seconds": idle}}}},
         tags={"wa/claimable_at_launch": str(waiting), "wa/launched_by": "pending_webhooks_sensor"},
     )
 

@@ -95,9 +95,10 @@ def bind_waba(
             "updated_at": now,
         }
         if existing is None:
+            config_status = "connected" if status == "active" else "pending"
             conn.execute(
                 sa.insert(whatsapp_configs).values(
-                    id=uuid.uuid4(), phone_number_id=number.phone_number_id, status="pending", created_at=now, **values
+                    id=uuid.uuid4(), phone_number_id=number.phone_number_id, status=config_status, created_at=now, **values
                 )
             )
         elif existing.organization_id != organization_id:

@@ -2,7 +2,7 @@
 
 ``whatsapp_webhook_logs`` is written by the receiver (outside Dagster) and declared as an
 external asset. The tables that processing writes are materialised by the
-``process_webhooks`` multi-asset (see :mod:`wa_pipelines.processing_assets`).
+``apply_landed_webhooks`` multi-asset (the ``process_webhooks`` job) (see :mod:`wa_pipelines.processing_assets`).
 """
 
 from __future__ import annotations

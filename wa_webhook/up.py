@@ -1,0 +1,319 @@
+"""``wa-onboarding up``: the main job. Migrate, start the receiver and Dagster, replay the
+fixture corpus and a steady synthetic stream as signed webhooks, wait for processing,
+print where to look and what was stored.
+
+On the embedded default (no ``DATABASE_URL``) everything lives under ``WA_DATA_DIR``:
+the SQLite app database and ``dagster_home`` with Dagster's own SQLite storage. With a
+Postgres ``DATABASE_URL`` the app uses it and Dagster uses a sibling database
+``<name>_dagster`` on the same server (``DAGSTER_POSTGRES_URL`` overrides), created if missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+from pydantic import SecretStr
+
+from wa_webhook.bindings import PhoneNumber, bind_waba, ensure_organization
+from wa_webhook.db.engine import create_sync_engine
+from wa_webhook.db.schema import whatsapp_webhook_logs
+from wa_webhook.migrate import upgrade
+from wa_webhook.settings import Settings
+from wa_webhook.simulate import (
+    DEFAULT_CORPUS,
+    SendReport,
+    SyntheticStream,
+    load_corpus,
+    send_corpus,
+    send_stream,
+    synthetic_numbers,
+)
+from wa_webhook.summary import format_summary, stored_summary
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEMO_APP_SECRET = "demo_app_secret_not_real"
+DEMO_VERIFY_TOKEN = "demo_verify_token"
+
+#: The fixture corpus's numbers, bound to two demo organizations (``acme`` is a coexistence
+#: number: the corpus carries history, echoes and contact sync for it).
+CORPUS_BINDINGS = [
+    ("acme", "Acme Store", "100000000000001", PhoneNumber("200000000000001", "15550000001", "Acme Store", True)),
+    ("globex", "Globex Ltd", "100000000000002", PhoneNumber("200000000000002", "15550000002", "Globex Ltd", False)),
+]
+
+
+@dataclass
+class UpOptions:
+    """Options of ``wa-onboarding up`` (see ``--help``)."""
+
+    host: str = "127.0.0.1"
+    receiver_port: int = 8000
+    dagster_port: int = 3000
+    rate: float = 10.0
+    duration: float = 30.0
+    orgs: int = 3
+    exit_when_done: bool = False
+    wait_seconds: float = 300.0
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def dagster_postgres_url(settings: Settings) -> str:
+    """Dagster's storage URL: ``DAGSTER_POSTGRES_URL`` or ``<DATABASE_URL>_dagster``, always
+    with the ``postgresql+psycopg2`` scheme dagster-postgres needs under SQLAlchemy 2.1."""
+    explicit = os.environ.get("DAGSTER_POSTGRES_URL")
+    base = explicit or settings.database_url
+    rest = base.split("://", 1)[1]
+    if not explicit:
+        head, _, tail = rest.rpartition("/")
+        name, _, query = tail.partition("?")
+        rest = f"{head}/{name}_dagster" + (f"?{query}" if query else "")
+    return "postgresql+psycopg2://" + rest
+
+
+def ensure_postgres_database(url: str) -> None:
+    """Create the database named in ``url`` if it does not exist (needs CREATEDB)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    admin = parsed.set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{parsed.database}"')
+
+
+def prepare_dagster_home(settings: Settings, env: dict[str, str]) -> Path:
+    """Create ``DAGSTER_HOME`` with the project's ``dagster.yaml`` (SQLite or Postgres flavour).
+
+    An existing ``DAGSTER_HOME`` set by the operator is used as it is.
+    """
+    if os.environ.get("DAGSTER_HOME"):
+        home = Path(os.environ["DAGSTER_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        if not (home / "dagster.yaml").exists():
+            shutil.copy(PROJECT_ROOT / "dagster" / "dagster.yaml", home / "dagster.yaml")
+        return home
+    home = (settings.data_dir / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    flavour = "dagster.postgres.yaml" if settings.is_postgres else "dagster.yaml"
+    shutil.copy(PROJECT_ROOT / "dagster" / flavour, home / "dagster.yaml")
+    if settings.is_postgres:
+        url = dagster_postgres_url(settings)
+        ensure_postgres_database(url)
+        env["DAGSTER_POSTGRES_URL"] = url
+    env["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def bind_demo_numbers(settings: Settings, orgs: int) -> None:
+    """Bind the corpus's numbers and ``orgs`` synthetic organizations (idempotent)."""
+    engine = create_sync_engine(settings)
+    try:
+        with engine.begin() as conn:
+            for external_id, name, waba_id, number in CORPUS_BINDINGS:
+                org_id = ensure_organization(conn, external_id, name)
+                bind_waba(conn, org_id, waba_id, [number], owner_business_id="300000000000001")
+            for n in synthetic_numbers(orgs):
+                org_id = ensure_organization(conn, n.org_external_id, n.org_name)
+                bind_waba(conn, org_id, n.waba_id, [PhoneNumber(n.phone_number_id, n.display_phone_number, n.org_name)], status="active")
+    finally:
+        engine.dispose()
+
+
+class Services:
+    """The receiver, the Dagster webserver and one Dagster daemon as child process groups."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, args: list[str]) -> None:
+        """Start ``args`` in its own session, output to ``<log_dir>/<name>.log``."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(args, cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((name, proc))
+
+    def check(self) -> None:
+        """Raise ``RuntimeError`` if a service exited."""
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.log_dir / (name + '.log')}")
+
+    def stop(self) -> None:
+        """SIGTERM each process group, then SIGKILL what is left after 10 s."""
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        for _, proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def _wait_http(url: str, services: Services, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        services.check()
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def wait_processed(settings: Settings, timeout: float, services: Services | None = None) -> bool:
+    """Wait until no webhook row is pending or leased; True if reached before ``timeout``."""
+    engine = create_sync_engine(settings)
+    logs = whatsapp_webhook_logs.c
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if services:
+                services.check()
+            with engine.connect() as conn:
+                busy = conn.execute(
+                    sa.select(sa.func.count()).select_from(whatsapp_webhook_logs).where(
+                        sa.or_(logs.status == "pending", logs.locked_until.is_not(None))
+                    )
+                ).scalar_one()
+            if not busy:
+                return True
+            time.sleep(1)
+        return False
+    finally:
+        engine.dispose()
+
+
+def latency_figures(settings: Settings) -> str:
+    """Landing-to-processed latency of processed rows: p50/p95/max in seconds."""
+    engine = create_sync_engine(settings)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(whatsapp_webhook_logs.c.received_at, whatsapp_webhook_logs.c.processed_at).where(
+                    whatsapp_webhook_logs.c.processed_at.is_not(None)
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    waits = sorted((p - r).total_seconds() for r, p in rows if p and r)
+    if not waits:
+        return "no processed webhooks"
+    pick = lambda q: waits[min(len(waits) - 1, int(len(waits) * q))]  # noqa: E731
+    return f"landing→processed over {len(waits)} webhooks: p50 {pick(0.5):.2f}s, p95 {pick(0.95):.2f}s, max {waits[-1]:.2f}s"
+
+
+def run_up(settings: Settings, options: UpOptions) -> int:
+    """Run the main job; returns a process exit code."""
+    env = dict(os.environ)
+    if not settings.meta_app_secret:
+        print(f"META_APP_SECRET is not set: using the demo secret {DEMO_APP_SECRET!r} for this run.")
+        env["META_APP_SECRET"] = DEMO_APP_SECRET
+        settings = settings.model_copy(update={"meta_app_secret": SecretStr(DEMO_APP_SECRET)})
+    if not settings.meta_webhook_verify_token:
+        env["META_WEBHOOK_VERIFY_TOKEN"] = DEMO_VERIFY_TOKEN
+    env["WA_DATA_DIR"] = str(settings.data_dir.resolve())
+    for port in (options.receiver_port, options.dagster_port):
+        if not _port_free(options.host, port):
+            print(f"error: port {port} on {options.host} is in use; choose another with --receiver-port/--dagster-port", file=sys.stderr)
+            return 2
+    from wa_pipelines import defs
+
+    defs.get_repository_def().load_all_definitions()  # fail here, not silently in the daemon
+    where = "Postgres" if settings.is_postgres else f"SQLite {settings.sqlite_path}"
+    print(f"app database: {where}")
+    upgrade(settings)
+    print("migrations: at head")
+    home = prepare_dagster_home(settings, env)
+    print(f"dagster home: {home} ({'Postgres' if settings.is_postgres else 'SQLite'} storage)")
+    bind_demo_numbers(settings, options.orgs)
+
+    bin_dir = Path(sys.executable).parent
+    services = Services(env, settings.data_dir.resolve() / "logs")
+    try:
+        services.start("receiver", [str(bin_dir / "wa-onboarding"), "serve", "--host", options.host, "--port", str(options.receiver_port)])
+        services.start("dagster-webserver", [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", options.host, "-p", str(options.dagster_port)])
+        services.start("dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"])
+        base = f"http://{options.host}:{options.receiver_port}"
+        _wait_http(f"{base}/readyz", services, 60)
+        print(f"receiver: {base} (ready)")
+        _wait_http(f"http://{options.host}:{options.dagster_port}/server_info", services, 120)
+        print(f"dagster: http://{options.host}:{options.dagster_port} (ready)")
+
+        url = f"{base}/api/v1/whatsapp/webhook"
+        secret = settings.meta_app_secret.get_secret_value()
+        corpus = load_corpus(DEFAULT_CORPUS)
+        corpus_report, stream_report = SendReport(), SendReport()
+        asyncio.run(send_corpus(url, secret, corpus, corpus_report))
+        print(f"fixture corpus ({len(corpus)} files): {corpus_report.summary()}")
+        if options.duration > 0 and options.rate > 0:
+            stream = SyntheticStream(synthetic_numbers(options.orgs))
+            print(f"steady stream: {options.rate:g} webhooks/s for {options.duration:g}s over {options.orgs} organizations…")
+            asyncio.run(send_stream(url, secret, stream, options.rate, options.duration, stream_report))
+            print(f"steady stream: {stream_report.summary()}")
+        print("waiting for Dagster to process everything…")
+        done = wait_processed(settings, options.wait_seconds, services)
+        engine = create_sync_engine(settings)
+        with engine.connect() as conn:
+            summary = stored_summary(conn)
+        engine.dispose()
+        print("\nstored:")
+        print(format_summary(summary))
+        print(f"  {latency_figures(settings)}")
+        if not done:
+            print(f"warning: webhooks still pending after {options.wait_seconds:.0f}s; see {services.log_dir}")
+        print(
+            f"\nwhere to look:\n"
+            f"  Dagster UI        http://{options.host}:{options.dagster_port}  (Runs: process_webhooks; Assets: lineage to org_whatsapp_status)\n"
+            f"  receiver          {base}/docs, {base}/readyz\n"
+            f"  logs              {services.log_dir}\n"
+            f"  stored rows       wa-onboarding status"
+        )
+        lost = corpus_report.gave_up + stream_report.gave_up
+        if options.exit_when_done:
+            return 0 if done and not lost else 1
+        print("\nrunning; press Ctrl-C to stop.")
+        while True:
+            services.check()
+            time.sleep(2)
+    except KeyboardInterrupt:
+        print("\nstopping…")
+        return 0
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        services.stop()
