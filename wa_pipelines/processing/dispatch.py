@@ -64,6 +64,10 @@ def _apply_change(ctx: ChangeContext, outcome: WebhookOutcome, where: str) -> No
         outcome.items_received += 1
         outcome.fail(exc.kind, f"{where}: {exc}", exc.retryable)
         return
+    if not units:  # nothing to apply (e.g. an empty array): one ignored item, never silence
+        outcome.items_received += 1
+        outcome.items_ignored += 1
+        return
     for label, apply in units:
         outcome.items_received += 1
         savepoint = ctx.conn.begin_nested()

@@ -68,7 +68,8 @@ def insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any], con
     """
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
-    return conn.execute(stmt).rowcount == 1
+    # RETURNING, not rowcount: drivers disagree on rowcount for INSERT … ON CONFLICT
+    return conn.execute(stmt.returning(sa.literal(1))).first() is not None
 
 
 def upsert(

@@ -101,6 +101,13 @@ def _apply(ctx: ChangeContext, event: str, transition: tuple[str, str | None, st
     return "processed"
 
 
+def _note_organization(ctx: ChangeContext) -> str:
+    waba_id = waba_id_of(ctx.entry, ctx.value)
+    if waba_id:
+        ctx.connection_for_waba(waba_id)
+    return "ignored"
+
+
 def handle_account_update(ctx: ChangeContext) -> Iterable[Unit]:
     """One unit per change: apply the event's state transition, or mark it ignored."""
     value = ctx.value
@@ -114,7 +121,9 @@ def handle_account_update(ctx: ChangeContext) -> Iterable[Unit]:
     else:
         transition = TRANSITIONS.get(event)
     if transition is None:
-        yield (event, lambda: "ignored")  # AD_ACCOUNT_LINKED, VOLUME_BASED_PRICING_TIER_UPDATE…
+        # AD_ACCOUNT_LINKED, PARTNER_APP_INSTALLED, VOLUME_BASED_PRICING_TIER_UPDATE…: kept, no
+        # state change; the organization is still noted on the webhook row when the WABA is known.
+        yield (event, lambda: _note_organization(ctx))
         return
     yield (event, lambda: _apply(ctx, event, transition))
 

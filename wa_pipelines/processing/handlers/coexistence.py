@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import sqlalchemy as sa
+
+from wa_webhook.db.schema import whatsapp_messages
+
 from ..context import ChangeContext, Route, Unit
 from ..errors import InvalidPayload
 from ..store import STATUS_RANK, find_or_create_contact, insert_message
@@ -35,28 +39,33 @@ def _store(
     history_status = history_context.get("status") if isinstance(history_context, dict) else None
     history_status = history_status.lower() if isinstance(history_status, str) else None
     mtype = message.get("type")
-    insert_message(
-        ctx.conn,
-        {
-            "organization_id": route.organization_id,
-            "phone_number_id": route.phone_number_id,
-            "wamid": wamid,
-            "contact_id": contact_id,
-            "direction": direction,
-            "source": source,
-            "type": mtype if isinstance(mtype, str) and mtype else "unknown",
-            "body": render_body(message),
-            "context_wamid": context_wamid(message),
-            "raw": message,
-            "error_code": code,
-            "error_title": title,
-            "current_status": history_status,
-            "status_rank": STATUS_RANK.get(history_status or "", 0),
-            "provider_timestamp": meta_time(message.get("timestamp")),
-            "received_at": ctx.received_at,
-            "webhook_log_id": ctx.webhook_log_id,
-        },
-    )
+    values: dict[str, Any] = {
+        "organization_id": route.organization_id,
+        "phone_number_id": route.phone_number_id,
+        "wamid": wamid,
+        "contact_id": contact_id,
+        "direction": direction,
+        "source": source,
+        "type": mtype if isinstance(mtype, str) and mtype else "unknown",
+        "body": render_body(message),
+        "context_wamid": context_wamid(message),
+        "raw": message,
+        "error_code": code,
+        "error_title": title,
+        "current_status": history_status,
+        "status_rank": STATUS_RANK.get(history_status or "", 0),
+        "provider_timestamp": meta_time(message.get("timestamp")),
+        "received_at": ctx.received_at,
+        "webhook_log_id": ctx.webhook_log_id,
+    }
+    if not insert_message(ctx.conn, values) and values["type"] != "media_placeholder":
+        # A later history webhook gives the media of an earlier placeholder (same wamid).
+        m = whatsapp_messages.c
+        ctx.conn.execute(
+            sa.update(whatsapp_messages)
+            .where(m.phone_number_id == route.phone_number_id, m.wamid == wamid, m.type == "media_placeholder")
+            .values(type=values["type"], body=values["body"], raw=message)
+        )
     return "processed"
 
 
@@ -100,8 +109,22 @@ def handle_history(ctx: ChangeContext) -> Iterable[Unit]:
             yield (f"history[{c}]", _raise_invalid("history chunk is not an object"))
             continue
         if chunk.get("errors"):
-            yield (f"history[{c}].errors", lambda: "ignored")
+            yield (f"history[{c}].errors", lambda: "ignored")  # the business declined to share history
             continue
+        media = chunk.get("messages") if isinstance(chunk.get("messages"), list) else []
+        for k, message in enumerate(media):
+            label = f"history[{c}].messages[{k}]"
+            if not isinstance(message, dict):
+                yield (label, _raise_invalid("message is not an object"))
+                continue
+            outbound = bool(message.get("to")) or (business is not None and message.get("from") == business)
+            yield (
+                label,
+                lambda m=message, out=outbound: _store(
+                    ctx, route, m, source="history", direction="outbound" if out else "inbound",
+                    counterpart=_str(m.get("to") if out else m.get("from")),
+                ),
+            )
         threads = chunk.get("threads") if isinstance(chunk.get("threads"), list) else []
         for t, thread in enumerate(threads):
             if not isinstance(thread, dict):

@@ -1,0 +1,204 @@
+"""Helpers shared by the bench scripts (not part of the product).
+
+Everything here works on loopback only and on databases named ``wa_bench_*``, which the
+scripts create and drop themselves. Nothing here changes product code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+BENCH_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+VENV_BIN = Path(sys.executable).parent
+ADMIN_DSN = os.environ.get("WA_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+BENCH_SECRET = "bench_app_secret_not_real"
+
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+
+# --- databases -------------------------------------------------------------------------
+def _check_name(name: str) -> None:
+    if not name.startswith("wa_bench_") or not name.replace("_", "").isalnum():
+        raise ValueError(f"refusing to touch database {name!r}: bench databases are named wa_bench_*")
+
+
+def db_url(name: str) -> str:
+    """``postgresql://`` URL of database ``name`` on the admin server."""
+    _check_name(name)
+    base, _, _ = ADMIN_DSN.rpartition("/")
+    return f"{base}/{name}"
+
+
+def drop_db(name: str) -> None:
+    """Drop the bench database ``name`` if it exists (``wa_bench_*`` only)."""
+    _check_name(name)
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def fresh_db(name: str) -> str:
+    """Drop and re-create the bench database ``name``; return its URL."""
+    drop_db(name)
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return db_url(name)
+
+
+def make_settings(database_url: str | None, data_dir: Path, **extra: Any):
+    """Product ``Settings`` for the bench, ignoring any ``.env`` file."""
+    from wa_webhook.settings import Settings
+
+    values: dict[str, Any] = {"database_url": database_url, "WA_DATA_DIR": str(data_dir), "meta_app_secret": BENCH_SECRET}
+    values.update(extra)
+    return Settings(_env_file=None, **values)
+
+
+# --- bodies ----------------------------------------------------------------------------
+def combined_bodies(count: int, entries: int = 3, orgs: int = 3, seed: int = 7) -> list[bytes]:
+    """``count`` webhook bodies of ``entries`` entries each, built from ``SyntheticStream``.
+
+    One ``SyntheticStream.next_body()`` is 360-590 bytes; Meta batches several entries
+    in one delivery, so three of them in one envelope give realistic 1.1-1.8 KB bodies.
+    """
+    from wa_webhook.simulate import SyntheticStream, synthetic_numbers, wire_bytes
+
+    stream = SyntheticStream(synthetic_numbers(orgs), seed=seed)
+    out = []
+    for _ in range(count):
+        parts = [json.loads(stream.next_body()) for _ in range(entries)]
+        payload = {"object": "whatsapp_business_account", "entry": [e for p in parts for e in p["entry"]]}
+        out.append(wire_bytes(payload))
+    return out
+
+
+# --- processes and ports ---------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM the process group started by us (start_new_session=True), then SIGKILL."""
+    import signal
+
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=5)
+
+
+# --- CPU accounting ---------------------------------------------------------------------
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> tuple[str, int, float] | None:
+    """(comm, ppid, cpu seconds) of a live process, or None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def cpu_snapshot(root_pids: list[int]) -> dict[str, float]:
+    """CPU seconds used so far by: the process trees under ``root_pids`` ("server") and all
+    ``postgres`` processes ("postgres"). Used as a before/after difference."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            st = _proc_stat(int(entry.name))
+            if st:
+                stats[int(entry.name)] = st
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    tree, todo = set(), list(root_pids)
+    while todo:
+        pid = todo.pop()
+        if pid in tree:
+            continue
+        tree.add(pid)
+        todo.extend(children.get(pid, []))
+    server = sum(stats[p][2] for p in tree if p in stats)
+    postgres = sum(cpu for comm, _, cpu in stats.values() if comm.startswith("postgres"))
+    return {"server": server, "postgres": postgres}
+
+
+# --- stats and output --------------------------------------------------------------------
+def pct(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..1) of ``values``; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    try:
+        with psycopg.connect(ADMIN_DSN) as conn:
+            pg = conn.execute("SHOW server_version").fetchone()[0]
+    except Exception:  # noqa: BLE001
+        pg = "?"
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "mem_gib": round(mem_kb / 1024 / 1024, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "postgres": pg,
+    }
+
+
+def save_results(name: str, data: dict[str, Any]) -> Path:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS_DIR / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(data, indent=2, default=str))
+    return path

@@ -1,0 +1,165 @@
+"""Processing-loop throughput: ``run_processing`` over pre-landed webhooks, Postgres and SQLite.
+
+For each backend, batch size and repetition: a fresh database (``wa_bench_processing`` on
+Postgres, a new SQLite file under /tmp), migrated, demo numbers bound with ``up``'s
+``bind_demo_numbers``, then N synthetic ``SyntheticStream`` bodies inserted directly as
+``pending`` rows (as the receiver would land them), ``ANALYZE``d on Postgres, then timed:
+
+    run_processing(engine, settings, batch_size=B, idle_exit_seconds=0)
+
+in this process (no Dagster: this is the loop a Dagster run executes). Reported:
+webhooks/s, items/s (items received = messages + statuses), the share of time spent in
+``claim_batch``, SQL statements per webhook, and a check that every row ended ``processed``.
+
+Usage (about 3 minutes with the defaults):
+    .venv/bin/python bench/processing.py
+    .venv/bin/python bench/processing.py --rows 2000 --repeat 1 --backends postgres  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+from _common import drop_db, fresh_db, machine_info, make_settings, save_results
+
+import sqlalchemy as sa
+
+DB_NAME = "wa_bench_processing"
+SQLITE_DIR = Path("/tmp/wa_bench_processing_sqlite")
+
+
+def prepare(backend: str, rows: int, orgs: int, seed: int):
+    from wa_webhook.db.engine import create_sync_engine
+    from wa_webhook.db.schema import utcnow, whatsapp_webhook_logs
+    from wa_webhook.migrate import upgrade
+    from wa_webhook.simulate import SyntheticStream, synthetic_numbers
+    from wa_webhook.up import bind_demo_numbers
+
+    if backend == "postgres":
+        settings = make_settings(fresh_db(DB_NAME), Path("/tmp/wa_bench_processing"))
+    else:
+        shutil.rmtree(SQLITE_DIR, ignore_errors=True)
+        SQLITE_DIR.mkdir(parents=True)
+        settings = make_settings(None, SQLITE_DIR)
+    upgrade(settings)
+    bind_demo_numbers(settings, orgs)
+    stream = SyntheticStream(synthetic_numbers(orgs), seed=seed)
+    now = utcnow()
+    values = []
+    for _ in range(rows):
+        body = stream.next_body()
+        values.append({
+            "received_at": now, "body": body, "body_sha256": hashlib.sha256(body).hexdigest(), "body_size": len(body),
+            "signature_status": "valid", "request_id": uuid.uuid4().hex, "status": "pending", "attempts": 0, "updated_at": now,
+        })
+    engine = create_sync_engine(settings)
+    with engine.begin() as conn:
+        for i in range(0, rows, 2000):
+            conn.execute(sa.insert(whatsapp_webhook_logs), values[i : i + 2000])
+    if backend == "postgres":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("VACUUM ANALYZE"))
+    sizes = [len(v["body"]) for v in values]
+    return settings, engine, sizes
+
+
+def one_case(backend: str, batch: int, rows: int, orgs: int, seed: int) -> dict:
+    import wa_pipelines.processing.runner as runner
+
+    settings, engine, sizes = prepare(backend, rows, orgs, seed)
+    claim_time = [0.0]
+    statements = [0]
+    original_claim = runner.claim_batch
+
+    def timed_claim(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return original_claim(*a, **kw)
+        finally:
+            claim_time[0] += time.perf_counter() - t0
+
+    def count_stmt(*_a, **_kw):
+        statements[0] += 1
+
+    runner.claim_batch = timed_claim  # this process only: time the claims
+    sa.event.listen(engine, "before_cursor_execute", count_stmt)
+    try:
+        t0 = time.perf_counter()
+        stats = runner.run_processing(engine, settings, batch_size=batch, idle_exit_seconds=0)
+        elapsed = time.perf_counter() - t0
+    finally:
+        runner.claim_batch = original_claim
+        sa.event.remove(engine, "before_cursor_execute", count_stmt)
+    with engine.connect() as conn:
+        by_status = dict(conn.execute(sa.text("SELECT status, count(*) FROM whatsapp_webhook_logs GROUP BY status")).all())
+        messages = conn.execute(sa.text("SELECT count(*) FROM whatsapp_messages")).scalar_one()
+        statuses = conn.execute(sa.text("SELECT count(*) FROM whatsapp_message_statuses")).scalar_one()
+    engine.dispose()
+    return {
+        "backend": backend, "batch_size": batch, "rows": rows, "seconds": elapsed,
+        "webhooks": stats.webhooks, "batches": stats.batches,
+        "items_received": stats.items_received, "items_processed": stats.items_processed,
+        "items_ignored": stats.items_ignored, "items_failed": stats.items_failed,
+        "webhooks_per_s": stats.webhooks / elapsed, "items_per_s": stats.items_received / elapsed,
+        "claim_share": claim_time[0] / elapsed, "statements_per_webhook": statements[0] / max(1, stats.webhooks),
+        "final_status": by_status, "messages": messages, "statuses": statuses,
+        "body_bytes_median": statistics.median(sizes),
+        "ok": stats.webhooks == rows and by_status == {"processed": rows},
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backends", default="postgres,sqlite")
+    ap.add_argument("--batches", default="100,1000")
+    ap.add_argument("--rows", type=int, default=10000, help="pre-landed webhooks per case")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--orgs", type=int, default=3)
+    args = ap.parse_args()
+
+    results = []
+    print(f"{'backend':8} {'batch':>5} {'rep':>3} {'rows':>6} {'secs':>6} {'webhooks/s':>10} {'items/s':>8} {'claim%':>6} {'stmts/wh':>8}  final")
+    try:
+        for rep in range(args.repeat):
+            for backend in args.backends.split(","):
+                for batch in [int(b) for b in args.batches.split(",")]:
+                    r = one_case(backend, batch, args.rows, args.orgs, seed=rep)
+                    r["rep"] = rep
+                    results.append(r)
+                    print(f"{backend:8} {batch:>5} {rep:>3} {r['rows']:>6} {r['seconds']:>6.1f} {r['webhooks_per_s']:>10.0f} "
+                          f"{r['items_per_s']:>8.0f} {100 * r['claim_share']:>5.1f}% {r['statements_per_webhook']:>8.1f}  {r['final_status']}",
+                          flush=True)
+    finally:
+        drop_db(DB_NAME)
+        shutil.rmtree(SQLITE_DIR, ignore_errors=True)
+
+    summary = []
+    print("\nmedian over repetitions:")
+    for key in sorted({(r["backend"], r["batch_size"]) for r in results}):
+        runs = [r for r in results if (r["backend"], r["batch_size"]) == key]
+        s = {"backend": key[0], "batch_size": key[1], "runs": len(runs),
+             "webhooks_per_s": statistics.median(r["webhooks_per_s"] for r in runs),
+             "webhooks_per_s_range": [min(r["webhooks_per_s"] for r in runs), max(r["webhooks_per_s"] for r in runs)],
+             "items_per_s": statistics.median(r["items_per_s"] for r in runs),
+             "claim_share": statistics.median(r["claim_share"] for r in runs),
+             "statements_per_webhook": statistics.median(r["statements_per_webhook"] for r in runs)}
+        summary.append(s)
+        print(f"{key[0]:8} batch {key[1]:>5}: {s['webhooks_per_s']:.0f} webhooks/s "
+              f"[{s['webhooks_per_s_range'][0]:.0f}-{s['webhooks_per_s_range'][1]:.0f}], {s['items_per_s']:.0f} items/s, "
+              f"claim {100 * s['claim_share']:.1f}%, {s['statements_per_webhook']:.1f} SQL statements/webhook")
+    bad = [r for r in results if not r["ok"]]
+    path = save_results("processing", {"machine": machine_info(), "args": vars(args), "runs": results, "summary": summary})
+    print(f"\nresults: {path}")
+    for r in bad:
+        print(f"PROBLEM: {r['backend']} batch {r['batch_size']} rep {r['rep']}: {r['webhooks']} webhooks, final {r['final_status']}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,287 @@
+"""Receiver throughput and latency: the real receiver vs a bare FastAPI endpoint, with wrk.
+
+For each repetition, each target, each uvicorn worker count and each concurrency level:
+start the server (fresh process), warm up, run ``wrk`` for a fixed duration, record
+requests/s, p50/p90/p99 latency and the CPU seconds used by the server processes, Postgres
+and wrk; for the real receiver, compare the rows landed with the 200 answers.
+
+Targets (all served by uvicorn with the receiver's settings: 127.0.0.1, log level warning,
+no access log, proxy headers, default loop/http = uvloop + httptools):
+
+- ``bare``     ``bench/apps.py:bare_app``: POST answers 200 without reading the body;
+- ``nodb``     the real receiver app with a no-op landing store (body, HMAC, no INSERT);
+- ``receiver`` ``wa-onboarding serve``: the real receiver on Postgres (asyncpg pool).
+
+Bodies: ``--bodies`` distinct 1-2 KB bodies (three ``SyntheticStream`` entries per body),
+each signed correctly with the app secret; wrk rotates through them.
+
+Row check: wrk stops at the end of its duration without waiting for requests in flight,
+and the server still lands those, so after each wrk run ``rows - 200s`` must lie in
+[0, connections]. An exact check follows at the end: a Python client sends a fixed number
+of signed bodies (plus some badly signed ones) and every 200 must match exactly one row
+with the same SHA-256, and no 401 may leave a row.
+
+Usage (about 6 minutes with the defaults):
+    .venv/bin/python bench/receiver.py
+    .venv/bin/python bench/receiver.py --duration 5 --repeat 1 --targets bare,receiver  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import (
+    BENCH_DIR,
+    BENCH_SECRET,
+    PROJECT_ROOT,
+    RESULTS_DIR,
+    VENV_BIN,
+    combined_bodies,
+    cpu_snapshot,
+    drop_db,
+    free_port,
+    fresh_db,
+    machine_info,
+    save_results,
+    stop_group,
+    wait_http,
+)
+
+import psycopg
+
+DB_NAME = "wa_bench_receiver"
+LOG_DIR = Path("/tmp/wa_bench_receiver")
+PATH = "/api/v1/whatsapp/webhook"
+
+
+def server_cmd(target: str, port: int, workers: int) -> list[str]:
+    if target == "receiver":
+        return [str(VENV_BIN / "wa-onboarding"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    factory = {"bare": "bench.apps:bare_app", "nodb": "bench.apps:receiver_nodb_app"}[target]
+    # the same uvicorn options as `wa-onboarding serve` (wa_webhook/cli.py cmd_serve)
+    return [
+        sys.executable, "-m", "uvicorn", factory, "--factory", "--app-dir", str(PROJECT_ROOT),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--log-level", "warning", "--no-access-log", "--proxy-headers",
+    ]
+
+
+def run_wrk(url: str, bodies_file: Path, connections: int, duration: float, threads: int) -> dict:
+    cmd = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "30s",
+        "-s", str(BENCH_DIR / "wrk_webhook.lua"), url, "--", str(bodies_file),
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next(l for l in out.splitlines() if l.startswith("WRKJSON "))
+    data = json.loads(line[len("WRKJSON "):])
+    data["wrk_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return data
+
+
+def count_rows(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM whatsapp_webhook_logs").fetchone()[0]
+
+
+def truncate(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE whatsapp_webhook_logs RESTART IDENTITY CASCADE")
+
+
+def stray_hashes(url: str, known: set[str]) -> int:
+    with psycopg.connect(url) as conn:
+        hashes = {r[0] for r in conn.execute("SELECT DISTINCT body_sha256 FROM whatsapp_webhook_logs")}
+    return len(hashes - known)
+
+
+async def exact_check(url: str, bodies: list[bytes], bad: int, concurrency: int) -> dict:
+    """Send every body once, signed, and ``bad`` bodies with a wrong signature; count answers."""
+    import httpx
+
+    from wa_webhook.security.signature import sign
+
+    ok_hashes: list[str] = []
+    statuses: dict[int, int] = {}
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        async def one(body: bytes, good: bool) -> None:
+            sig = sign(body, BENCH_SECRET if good else "wrong_secret")
+            async with sem:
+                try:
+                    r = await client.post(url, content=body, headers={"Content-Type": "application/json", "X-Hub-Signature-256": sig})
+                    status = r.status_code
+                except httpx.HTTPError:
+                    status = 0
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                ok_hashes.append(hashlib.sha256(body).hexdigest())
+
+        tasks = [one(b, True) for b in bodies] + [one(b + b" ", False) for b in bodies[:bad]]
+        await asyncio.gather(*tasks)
+    return {"statuses": statuses, "ok_hashes": ok_hashes}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--targets", default="bare,nodb,receiver")
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--concurrency", default="16,64")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk warm-up before each run")
+    ap.add_argument("--repeat", type=int, default=2, help="repetitions of the whole matrix (interleaved)")
+    ap.add_argument("--threads", type=int, default=1, help="wrk threads (1 leaves the most CPU to the server)")
+    ap.add_argument("--bodies", type=int, default=500, help="distinct signed bodies wrk rotates through")
+    ap.add_argument("--exact", type=int, default=2000, help="bodies sent by the exact row check (0 = skip)")
+    ap.add_argument("--keep-db", action="store_true")
+    args = ap.parse_args()
+
+    targets = args.targets.split(",")
+    workers_list = [int(w) for w in args.workers.split(",")]
+    conc_list = [int(c) for c in args.concurrency.split(",")]
+
+    from wa_webhook.migrate import upgrade
+    from wa_webhook.security.signature import sign
+
+    from _common import make_settings
+
+    db = fresh_db(DB_NAME)
+    upgrade(make_settings(db, Path("/tmp/wa_bench_receiver")))
+    bodies = combined_bodies(args.bodies)
+    sizes = [len(b) for b in bodies]
+    known = {hashlib.sha256(b).hexdigest() for b in bodies}
+    RESULTS_DIR.mkdir(exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    bodies_file = RESULTS_DIR / "wrk_bodies.tmp"
+    bodies_file.write_text("".join(f"{sign(b, BENCH_SECRET)} {b.decode('ascii')}\n" for b in bodies))
+
+    env = dict(os.environ, DATABASE_URL=db, META_APP_SECRET=BENCH_SECRET, WA_DATA_DIR="/tmp/wa_bench_receiver")
+    env.pop("REDIS_URL", None)
+    results: list[dict] = []
+    problems: list[str] = []
+    print(f"bodies: {len(bodies)} distinct, {min(sizes)}-{max(sizes)} bytes (median {statistics.median(sizes):.0f})")
+    print(f"{'target':9} {'w':>2} {'c':>3} {'rep':>3} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'non200':>6} {'rows-200':>8}  cpu s: server/pg/wrk")
+    try:
+        for rep in range(args.repeat):
+            for target in targets:
+                for workers in workers_list:
+                    port = free_port()
+                    log_path = LOG_DIR / f"{target}-w{workers}.log"
+                    log_file = open(log_path, "wb")
+                    proc = subprocess.Popen(server_cmd(target, port, workers), cwd=PROJECT_ROOT, env=env,
+                                            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+                    try:
+                        wait_http(f"http://127.0.0.1:{port}/readyz" if target == "receiver" else f"http://127.0.0.1:{port}/", 60, proc)
+                        url = f"http://127.0.0.1:{port}{PATH}"
+                        for conc in conc_list:
+                            if args.warmup > 0:
+                                run_wrk(url, bodies_file, conc, args.warmup, args.threads)
+                            if target == "receiver":
+                                time.sleep(0.5)
+                                truncate(db)
+                            cpu0 = cpu_snapshot([proc.pid])
+                            w = run_wrk(url, bodies_file, conc, args.duration, args.threads)
+                            cpu1 = cpu_snapshot([proc.pid])
+                            secs = w["duration_us"] / 1e6
+                            non200 = w["err_status"]
+                            ok = w["requests"] - non200
+                            row = {
+                                "target": target, "workers": workers, "concurrency": conc, "rep": rep,
+                                "requests": w["requests"], "ok": ok, "non200": non200,
+                                "socket_errors": w["err_connect"] + w["err_read"] + w["err_write"] + w["err_timeout"],
+                                "rps": ok / secs, "p50_ms": w["lat_p50_us"] / 1000, "p90_ms": w["lat_p90_us"] / 1000,
+                                "p99_ms": w["lat_p99_us"] / 1000, "max_ms": w["lat_max_us"] / 1000, "seconds": secs,
+                                "cpu_server_s": cpu1["server"] - cpu0["server"], "cpu_postgres_s": cpu1["postgres"] - cpu0["postgres"],
+                                "cpu_wrk_s": w["wrk_cpu_s"],
+                            }
+                            if target == "receiver":
+                                time.sleep(1.0)  # let requests abandoned by wrk at its deadline finish landing
+                                rows = count_rows(db)
+                                row["rows"] = rows
+                                row["rows_minus_ok"] = rows - ok
+                                row["stray_bodies"] = stray_hashes(db, known)
+                                if not (0 <= rows - ok <= conc) or row["stray_bodies"]:
+                                    problems.append(f"{target} w={workers} c={conc} rep={rep}: rows {rows} vs 200s {ok}, stray {row['stray_bodies']}")
+                            if non200 or row["socket_errors"]:
+                                problems.append(f"{target} w={workers} c={conc} rep={rep}: {non200} non-200, {row['socket_errors']} socket errors")
+                            results.append(row)
+                            print(f"{target:9} {workers:>2} {conc:>3} {rep:>3} {row['rps']:>8.0f} {row['p50_ms']:>7.1f} {row['p90_ms']:>7.1f} "
+                                  f"{row['p99_ms']:>7.1f} {non200:>6} {str(row.get('rows_minus_ok', '-')):>8}  "
+                                  f"{row['cpu_server_s']:.1f}/{row['cpu_postgres_s']:.1f}/{row['cpu_wrk_s']:.1f}", flush=True)
+                    finally:
+                        stop_group(proc)
+                        log_file.close()
+                        err = log_path.read_text(errors="replace")
+                        if "Traceback" in err or "ERROR" in err:
+                            problems.append(f"{target} w={workers} server stderr: {err[-800:]}")
+
+        exact = None
+        if args.exact and "receiver" in targets:
+            exact_bodies = combined_bodies(args.exact, seed=99)
+            port = free_port()
+            proc = subprocess.Popen(server_cmd("receiver", port, 1), cwd=PROJECT_ROOT, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                wait_http(f"http://127.0.0.1:{port}/readyz", 60, proc)
+                truncate(db)
+                res = asyncio.run(exact_check(f"http://127.0.0.1:{port}{PATH}", exact_bodies, bad=100, concurrency=16))
+            finally:
+                stop_group(proc)
+            with psycopg.connect(db) as conn:
+                landed = [r[0] for r in conn.execute("SELECT body_sha256 FROM whatsapp_webhook_logs")]
+            exact = {
+                "sent_signed": len(exact_bodies), "sent_bad_signature": 100, "statuses": res["statuses"],
+                "rows": len(landed), "ok": len(res["ok_hashes"]),
+                "rows_equal_200s": len(landed) == len(res["ok_hashes"]),
+                "hashes_match": sorted(landed) == sorted(res["ok_hashes"]),
+            }
+            print(f"exact check: {exact}")
+            if not (exact["rows_equal_200s"] and exact["hashes_match"] and res["statuses"].get(401) == 100):
+                problems.append(f"exact check failed: {exact}")
+    finally:
+        bodies_file.unlink(missing_ok=True)
+        if not args.keep_db:
+            drop_db(DB_NAME)
+
+    # medians over repetitions
+    summary = []
+    keys = sorted({(r["target"], r["workers"], r["concurrency"]) for r in results}, key=lambda k: (targets.index(k[0]), k[1], k[2]))
+    print("\nmedian over repetitions:")
+    print(f"{'target':9} {'w':>2} {'c':>3} {'req/s':>8} {'[min-max]':>13} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>7}")
+    for key in keys:
+        runs = [r for r in results if (r["target"], r["workers"], r["concurrency"]) == key]
+        med = lambda f: statistics.median(r[f] for r in runs)  # noqa: E731
+        s = {"target": key[0], "workers": key[1], "concurrency": key[2], "runs": len(runs),
+             "rps": med("rps"), "rps_min": min(r["rps"] for r in runs), "rps_max": max(r["rps"] for r in runs),
+             "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
+             "cpu_server_s": med("cpu_server_s"), "cpu_postgres_s": med("cpu_postgres_s"), "cpu_wrk_s": med("cpu_wrk_s")}
+        summary.append(s)
+    for s in summary:
+        bare = next((b for b in summary if b["target"] == "bare" and b["workers"] == s["workers"] and b["concurrency"] == s["concurrency"]), None)
+        s["ratio_vs_bare"] = s["rps"] / bare["rps"] if bare else None
+        ratio = f"{s['ratio_vs_bare']:.2f}" if s["ratio_vs_bare"] else "-"
+        print(f"{s['target']:9} {s['workers']:>2} {s['concurrency']:>3} {s['rps']:>8.0f} {s['rps_min']:>6.0f}-{s['rps_max']:<6.0f} "
+              f"{s['p50_ms']:>7.1f} {s['p99_ms']:>7.1f} {ratio:>7}")
+
+    path = save_results("receiver", {"machine": machine_info(), "args": vars(args), "body_sizes": [min(sizes), statistics.median(sizes), max(sizes)],
+                                     "runs": results, "summary": summary, "exact_check": exact, "problems": problems})
+    print(f"\nresults: {path}")
+    for p in problems:
+        print(f"PROBLEM: {p}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

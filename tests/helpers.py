@@ -1,0 +1,57 @@
+"""Helpers shared by tests: landing rows directly, binding the fixture numbers, reading rows."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from wa_webhook.bindings import PhoneNumber, bind_waba, ensure_organization
+from wa_webhook.db.schema import utcnow, whatsapp_webhook_logs
+
+ACME_WABA, ACME_PHONE = "100000000000001", "200000000000001"
+GLOBEX_WABA, GLOBEX_PHONE = "100000000000002", "200000000000002"
+
+
+def land(engine: Engine, body: bytes) -> int:
+    """Insert a webhook row as the receiver would; returns its id."""
+    now = utcnow()
+    with engine.begin() as conn:
+        return conn.execute(
+            sa.insert(whatsapp_webhook_logs)
+            .values(
+                body=body,
+                body_sha256=hashlib.sha256(body).hexdigest(),
+                body_size=len(body),
+                signature_status="valid",
+                status="pending",
+                attempts=0,
+                received_at=now,
+                updated_at=now,
+            )
+            .returning(whatsapp_webhook_logs.c.id)
+        ).scalar_one()
+
+
+def bind_fixture_numbers(engine: Engine, *, acme_status: str = "awaiting_confirmation") -> dict[str, Any]:
+    """Bind the corpus's WABAs and numbers: Acme (coexistence) and Globex."""
+    with engine.begin() as conn:
+        acme = ensure_organization(conn, "acme", "Acme Store")
+        globex = ensure_organization(conn, "globex", "Globex Ltd")
+        bind_waba(conn, acme, ACME_WABA, [PhoneNumber(ACME_PHONE, "15550000001", "Acme Store", True)], status=acme_status)
+        bind_waba(conn, globex, GLOBEX_WABA, [PhoneNumber(GLOBEX_PHONE, "15550000002", "Globex Ltd")], status="active")
+    return {"acme": acme, "globex": globex}
+
+
+def rows(engine: Engine, table: sa.Table, *where: Any) -> list[Any]:
+    """All rows of ``table`` matching ``where``."""
+    with engine.connect() as conn:
+        return conn.execute(sa.select(table).where(*where)).all()
+
+
+def webhook_row(engine: Engine, row_id: int) -> Any:
+    """One ``whatsapp_webhook_logs`` row."""
+    with engine.connect() as conn:
+        return conn.execute(sa.select(whatsapp_webhook_logs).where(whatsapp_webhook_logs.c.id == row_id)).one()

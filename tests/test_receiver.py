@@ -1,0 +1,195 @@
+"""The receiver: handshake, signature, size limit, durable landing before 200, 503 paths."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy.engine import Engine
+
+from tests.conftest import APP_SECRET, VERIFY_TOKEN, fixture_bytes
+from tests.helpers import rows
+from wa_webhook.app import create_app
+from wa_webhook.db.schema import whatsapp_webhook_logs
+from wa_webhook.security.signature import sign
+from wa_webhook.settings import Settings
+
+URL = "/api/v1/whatsapp/webhook"
+
+
+@pytest.fixture()
+def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(whatsapp_webhook_logs)).scalar_one()
+
+
+def post(client: TestClient, body: bytes, header: str | None, **headers: str):
+    h = {"Content-Type": "application/json", **headers}
+    if header is not None:
+        h["X-Hub-Signature-256"] = header
+    return client.post(URL, content=body, headers=h)
+
+
+# --- handshake -------------------------------------------------------------------------
+def test_handshake_echoes_the_challenge(client: TestClient) -> None:
+    r = client.get(URL, params={"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1158201444"})
+    assert r.status_code == 200
+    assert r.text == "1158201444"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"hub.mode": "subscribe", "hub.verify_token": "wrong", "hub.challenge": "1"},
+        {"hub.mode": "subscribe", "hub.verify_token": "tökén-ñ-✓", "hub.challenge": "1"},
+        {"hub.mode": "unsubscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1"},
+        {"hub.challenge": "1"},
+    ],
+)
+def test_handshake_refuses_wrong_non_ascii_or_missing_token_with_403(client: TestClient, params: dict) -> None:
+    assert client.get(URL, params=params).status_code == 403
+
+
+def test_handshake_with_raw_non_utf8_query_is_403_not_500(client: TestClient) -> None:
+    r = client.get(URL + "?hub.mode=subscribe&hub.verify_token=%FF%FE&hub.challenge=1")
+    assert r.status_code == 403
+
+
+def test_handshake_without_configured_token_is_503(settings: Settings, engine: Engine) -> None:
+    with TestClient(create_app(settings.model_copy(update={"meta_webhook_verify_token": None}))) as c:
+        r = c.get(URL, params={"hub.mode": "subscribe", "hub.verify_token": "x", "hub.challenge": "1"})
+    assert r.status_code == 503
+
+
+# --- POST ------------------------------------------------------------------------------
+def test_signed_delivery_is_stored_byte_exact_before_200(client: TestClient, engine: Engine, signatures: dict) -> None:
+    name = "messages_text_unicode_escaped.json"
+    body = fixture_bytes(name)
+    r = post(client, body, signatures[name], **{"X-Request-Id": "req-123"})
+    assert r.status_code == 200
+    [row] = rows(engine, whatsapp_webhook_logs)
+    assert bytes(row.body) == body
+    assert row.body_sha256 == hashlib.sha256(body).hexdigest()
+    assert row.body_size == len(body)
+    assert row.signature_status == "valid"
+    assert row.status == "pending" and row.attempts == 0
+    assert row.organization_id is None  # filled by processing, not at landing
+    assert row.request_id == "req-123"
+    assert row.received_at.tzinfo is not None
+
+
+def test_reserialized_body_with_original_signature_is_401(client: TestClient, engine: Engine, signatures: dict) -> None:
+    import json
+
+    name = "messages_text_unicode_escaped.json"
+    reserialized = json.dumps(json.loads(fixture_bytes(name)), separators=(",", ":")).encode()
+    assert post(client, reserialized, signatures[name]).status_code == 401
+    assert count(engine) == 0
+
+
+@pytest.mark.parametrize("header", [None, "", "sha256=deadbeef", "sha256=" + "a" * 64, "sha1=" + "a" * 40])
+def test_missing_or_wrong_signature_is_401_and_nothing_stored(client: TestClient, engine: Engine, header) -> None:
+    assert post(client, fixture_bytes("messages_text.json"), header).status_code == 401
+    assert count(engine) == 0
+
+
+def test_no_app_secret_configured_refuses_with_503(settings: Settings, engine: Engine, signatures: dict) -> None:
+    with TestClient(create_app(settings.model_copy(update={"meta_app_secret": None}))) as c:
+        r = post(c, fixture_bytes("messages_text.json"), signatures["messages_text.json"])
+    assert r.status_code == 503
+    assert count(engine) == 0
+
+
+def test_empty_app_secret_also_refuses(settings: Settings, engine: Engine) -> None:
+    with TestClient(create_app(settings.model_copy(update={"meta_app_secret": SecretStr("")}))) as c:
+        r = post(c, b"{}", sign(b"{}", ""))
+    assert r.status_code == 503
+    assert count(engine) == 0
+
+
+def test_body_over_limit_is_413_by_content_length(settings: Settings, engine: Engine) -> None:
+    limit = 3 * 1024 * 1024
+    with TestClient(create_app(settings.model_copy(update={"webhook_max_body_bytes": limit}))) as c:
+        body = b"x" * (limit + 1)
+        assert post(c, body, sign(body, APP_SECRET)).status_code == 413
+        ok = b'{"entry":[]}' + b" " * (limit - 12)  # exactly at the limit: accepted
+        assert post(c, ok, sign(ok, APP_SECRET)).status_code == 200
+    assert count(engine) == 1
+
+
+def test_body_over_limit_is_413_while_streaming_without_content_length(settings: Settings, engine: Engine) -> None:
+    limit = 3 * 1024 * 1024
+    body = b"y" * (limit + 10)
+
+    def chunks():
+        for i in range(0, len(body), 65536):
+            yield body[i : i + 65536]
+
+    with TestClient(create_app(settings.model_copy(update={"webhook_max_body_bytes": limit}))) as c:
+        r = c.post(URL, content=chunks(), headers={"X-Hub-Signature-256": sign(body, APP_SECRET)})
+    assert r.status_code == 413
+    assert count(engine) == 0
+
+
+def test_limit_cannot_be_configured_below_metas_3mb() -> None:
+    with pytest.raises(ValueError):
+        Settings(webhook_max_body_bytes=1024)
+
+
+def test_signed_non_json_body_is_stored_and_acknowledged(client: TestClient, engine: Engine, signatures: dict) -> None:
+    body = fixture_bytes("not_json.txt")
+    assert post(client, body, signatures["not_json.txt"]).status_code == 200
+    [row] = rows(engine, whatsapp_webhook_logs)
+    assert bytes(row.body) == body
+
+
+def test_database_unreachable_is_503_so_meta_redelivers(settings: Settings, signatures: dict) -> None:
+    down = settings.model_copy(
+        update={"database_url": "postgresql://postgres@127.0.0.1:1/nowhere", "db_timeout_seconds": 1.0}
+    )
+    with TestClient(create_app(down)) as c:
+        r = post(c, fixture_bytes("messages_text.json"), signatures["messages_text.json"])
+        assert r.status_code == 503
+        assert c.get("/readyz").status_code == 503
+        assert c.get("/healthz").status_code == 200
+
+
+def test_missing_table_is_503_not_500(settings: Settings, signatures: dict) -> None:
+    # a database that exists but was never migrated: still a 503, Meta retries
+    down = settings.model_copy(update={"database_url": settings.database_url.rsplit("/", 1)[0] + "/postgres"})
+    with TestClient(create_app(down)) as c:
+        r = post(c, fixture_bytes("messages_text.json"), signatures["messages_text.json"])
+    assert r.status_code == 503
+
+
+def test_health_endpoints(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ok"
+
+
+def test_embedded_sqlite_default_lands_too(tmp_path, signatures: dict) -> None:
+    from wa_webhook.migrate import upgrade
+
+    local = Settings(
+        data_dir=tmp_path, database_url=None, meta_app_secret=APP_SECRET, meta_webhook_verify_token=VERIFY_TOKEN
+    )
+    assert not local.is_postgres
+    upgrade(local)
+    with TestClient(create_app(local)) as c:
+        assert post(c, fixture_bytes("history.json"), signatures["history.json"]).status_code == 200
+        assert c.get("/readyz").status_code == 200
+    from wa_webhook.db.engine import create_sync_engine
+
+    eng = create_sync_engine(local)
+    [row] = rows(eng, whatsapp_webhook_logs)
+    assert bytes(row.body) == fixture_bytes("history.json")
+    eng.dispose()
