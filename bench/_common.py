@@ -131,14 +131,16 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _proc_stat(pid: int) -> tuple[str, int, float] | None:
-    """(comm, ppid, cpu seconds) of a live process, or None."""
+    """(comm, ppid, cpu seconds) of a live process, or None. CPU seconds include its
+    reaped children (cutime/cstime), so work done by short-lived children such as Dagster
+    run processes and finished Postgres backends is not lost when they exit."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     comm = raw[raw.index("(") + 1 : raw.rindex(")")]
     fields = raw[raw.rindex(")") + 2 :].split()
-    return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
+    return comm, int(fields[1]), sum(int(f) for f in fields[11:15]) / _TICK
 
 
 def cpu_snapshot(root_pids: list[int]) -> dict[str, float]:

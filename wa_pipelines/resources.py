@@ -1,8 +1,6 @@
 """Dagster resources: the app database (same settings as the receiver)."""
 
 
-from functools import cached_property
-
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
@@ -18,7 +16,7 @@ class AppDatabase(ConfigurableResource):
     database_url: str | None = None
     _engine: Engine | None = PrivateAttr(default=None)
 
-    @cached_property
+    @property
     def settings(self) -> Settings:
         """Service settings with this resource's URL applied."""
         base = get_settings()

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     Secrets are :class:`pydantic.SecretStr` so they never appear in ``repr`` or logs.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
     # --- storage -------------------------------------------------------------------
     data_dir: Path = Field(

@@ -217,6 +217,31 @@ def wait_processed(settings: Settings, timeout: float, services: Services | None
         engine.dispose()
 
 
+def wait_runs_finished(env: dict[str, str], timeout: float, services: Services) -> bool:
+    """Wait until Dagster has no queued or running run; True if reached within ``timeout``."""
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    old = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    if "DAGSTER_POSTGRES_URL" in env:
+        os.environ["DAGSTER_POSTGRES_URL"] = env["DAGSTER_POSTGRES_URL"]
+    busy = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+    deadline = time.monotonic() + timeout
+    try:
+        with DagsterInstance.get() as instance:
+            while time.monotonic() < deadline:
+                services.check()
+                if not instance.get_runs_count(RunsFilter(statuses=busy)):
+                    return True
+                time.sleep(1)
+        return False
+    finally:
+        if old is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = old
+
+
 def latency_figures(settings: Settings) -> str:
     """Landing-to-processed latency of processed rows: p50/p95/max in seconds."""
     engine = create_sync_engine(settings)
@@ -304,6 +329,8 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         )
         lost = corpus_report.gave_up + stream_report.gave_up
         if options.exit_when_done:
+            # let the lingering processing run end by itself (idle exit) so it records SUCCESS
+            wait_runs_finished(env, settings.processing_idle_exit_seconds + 30, services)
             return 0 if done and not lost else 1
         print("\nrunning; press Ctrl-C to stop.")
         while True:

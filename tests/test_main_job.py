@@ -1,0 +1,92 @@
+"""The main job end to end: `wa-onboarding up` starts the receiver, Dagster's webserver and
+daemon, replays signed webhooks, and sensor-launched runs process them, on the embedded
+default (SQLite) and on Postgres (app + dagster-postgres storage)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from tests.conftest import ADMIN_URL
+from tests.test_simulate import free_port
+from wa_webhook.db.engine import create_sync_engine
+from wa_webhook.db.schema import whatsapp_connections, whatsapp_messages, whatsapp_webhook_logs
+from wa_webhook.settings import Settings
+from wa_webhook.simulate import load_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).parent / "wa-onboarding")
+
+
+def run_up(env: dict[str, str]) -> subprocess.CompletedProcess:
+    args = [CLI, "up", "--exit-when-done", "--rate", "5", "--duration", "4", "--orgs", "2",
+            "--receiver-port", str(free_port()), "--dagster-port", str(free_port()), "--wait-seconds", "150"]
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DAGSTER_HOME", "DAGSTER_POSTGRES_URL", "REDIS_URL")}
+    env = {"PROCESSING_IDLE_EXIT_SECONDS": "3", **env}  # runs end soon after the stream, so the job exits early
+    return subprocess.run(args, cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=400)
+
+
+def check_stored(settings: Settings, output: str) -> None:
+    corpus = len(load_corpus())
+    assert "where to look" in output and "Dagster UI" in output
+    engine = create_sync_engine(settings)
+    with engine.connect() as conn:
+        states = dict(conn.execute(sa.select(whatsapp_webhook_logs.c.status, sa.func.count()).group_by(whatsapp_webhook_logs.c.status)).all())
+        messages = conn.execute(sa.select(sa.func.count()).select_from(whatsapp_messages)).scalar_one()
+        connections = conn.execute(sa.select(whatsapp_connections.c.waba_id, whatsapp_connections.c.status)).all()
+    engine.dispose()
+    assert sum(states.values()) == corpus + 20  # every delivery landed: corpus + 5/s × 4 s
+    assert states.get("pending", 0) == 0
+    assert states.get("dead") == 1  # the corpus's non-JSON body
+    assert states.get("failed") == 1  # the corpus's number nobody onboarded, waiting for a retry
+    assert states["processed"] == corpus + 20 - 2
+    assert messages > 40
+    assert dict(connections)["100000000000001"] in {"active", "inactive", "offboarded", "disabled"}
+
+
+def test_main_job_on_the_embedded_default(tmp_path: Path) -> None:
+    proc = run_up({"WA_DATA_DIR": str(tmp_path), "META_APP_SECRET": "e2e_secret"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "SQLite" in proc.stdout
+    check_stored(Settings(data_dir=tmp_path, database_url=None), proc.stdout)
+    # Dagster's own SQLite storage recorded successful sensor-launched processing runs
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    os.environ["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
+    try:
+        with DagsterInstance.get() as instance:
+            runs = instance.get_runs(RunsFilter(job_name="process_webhooks"))
+            assert runs and any(r.status == DagsterRunStatus.SUCCESS for r in runs)
+            assert any(r.tags.get("wa/launched_by") == "pending_webhooks_sensor" for r in runs)
+    finally:
+        del os.environ["DAGSTER_HOME"]
+
+
+@pytest.fixture()
+def fresh_pg_db() -> str:
+    name = f"wa_test_e2e_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        for db in (name, f"{name}_dagster"):  # both created by this test (the second by `up`)
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def test_main_job_on_postgres_with_dagster_postgres_storage(tmp_path: Path, fresh_pg_db: str) -> None:
+    proc = run_up({"WA_DATA_DIR": str(tmp_path), "DATABASE_URL": fresh_pg_db, "META_APP_SECRET": "e2e_secret"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Postgres storage" in proc.stdout
+    check_stored(Settings(data_dir=tmp_path, database_url=fresh_pg_db), proc.stdout)
+    dagster_db = make_url(fresh_pg_db).set(database=make_url(fresh_pg_db).database + "_dagster")
+    with psycopg.connect(dagster_db.render_as_string(hide_password=False)) as conn:
+        statuses = [r[0] for r in conn.execute("SELECT status FROM runs WHERE pipeline_name = 'process_webhooks'")]
+    assert "SUCCESS" in statuses  # a sensor-launched run completed on dagster-postgres storage
