@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,16 +48,6 @@ def create_sync_engine(settings: Settings | None = None, **kwargs: Any) -> Engin
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return sa.create_engine(url, **kwargs)
-
-
-@lru_cache(maxsize=4)
-def _cached_engine(url: str) -> Engine:
-    return create_sync_engine(get_settings())
-
-
-def get_engine() -> Engine:
-    """Process-wide engine for the current settings."""
-    return _cached_engine(get_settings().sync_database_url)
 
 
 def insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any], conflict: Sequence[str]) -> bool:
