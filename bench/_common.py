@@ -144,8 +144,9 @@ def _proc_stat(pid: int) -> tuple[str, int, float] | None:
 
 
 def cpu_snapshot(root_pids: list[int]) -> dict[str, float]:
-    """CPU seconds used so far by: the process trees under ``root_pids`` ("server") and all
-    ``postgres`` processes ("postgres"). Used as a before/after difference."""
+    """CPU seconds used so far by: the process trees under ``root_pids`` ("server"), all
+    ``postgres`` processes ("postgres") and the whole machine ("machine"). Used as a
+    before/after difference; machine minus the rest is what other processes used."""
     stats = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -164,7 +165,10 @@ def cpu_snapshot(root_pids: list[int]) -> dict[str, float]:
         todo.extend(children.get(pid, []))
     server = sum(stats[p][2] for p in tree if p in stats)
     postgres = sum(cpu for comm, _, cpu in stats.values() if comm.startswith("postgres"))
-    return {"server": server, "postgres": postgres}
+    # whole machine: busy = all CPU time but idle and iowait (first line of /proc/stat)
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    machine = (sum(ticks[:8]) - ticks[3] - ticks[4]) / _TICK
+    return {"server": server, "postgres": postgres, "machine": machine}
 
 
 # --- stats and output --------------------------------------------------------------------

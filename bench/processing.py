@@ -69,10 +69,31 @@ def prepare(backend: str, rows: int, orgs: int, seed: int):
     return settings, engine, sizes
 
 
-def one_case(backend: str, batch: int, rows: int, orgs: int, seed: int) -> dict:
+def variant_engine(settings, variant: str):
+    """Diagnostic engines (bench only): what one change to the connection would buy."""
+    from wa_webhook.db.engine import create_sync_engine
+
+    if variant == "no_pre_ping":
+        return create_sync_engine(settings, pool_pre_ping=False)
+    engine = create_sync_engine(settings)
+    if variant == "async_commit":
+
+        @sa.event.listens_for(engine, "connect")
+        def _async_commit(dbapi_conn, _record):  # noqa: ANN001
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET synchronous_commit = off")
+            dbapi_conn.commit()
+
+    return engine
+
+
+def one_case(backend: str, batch: int, rows: int, orgs: int, seed: int, variant: str = "as_shipped") -> dict:
     import wa_pipelines.processing.runner as runner
 
     settings, engine, sizes = prepare(backend, rows, orgs, seed)
+    if variant != "as_shipped":
+        engine.dispose()
+        engine = variant_engine(settings, variant)
     claim_time = [0.0]
     statements = [0]
     original_claim = runner.claim_batch
@@ -102,7 +123,7 @@ def one_case(backend: str, batch: int, rows: int, orgs: int, seed: int) -> dict:
         statuses = conn.execute(sa.text("SELECT count(*) FROM whatsapp_message_statuses")).scalar_one()
     engine.dispose()
     return {
-        "backend": backend, "batch_size": batch, "rows": rows, "seconds": elapsed,
+        "backend": backend, "variant": variant, "batch_size": batch, "rows": rows, "seconds": elapsed,
         "webhooks": stats.webhooks, "batches": stats.batches,
         "items_received": stats.items_received, "items_processed": stats.items_processed,
         "items_ignored": stats.items_ignored, "items_failed": stats.items_failed,
@@ -121,7 +142,11 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=10000, help="pre-landed webhooks per case")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--orgs", type=int, default=3)
+    ap.add_argument("--diagnose", action="store_true",
+                    help="instead: Postgres, batch 100, as shipped vs synchronous_commit=off vs no pool_pre_ping (engine changes made here only)")
     args = ap.parse_args()
+    if args.diagnose:
+        return diagnose(args)
 
     results = []
     print(f"{'backend':8} {'batch':>5} {'rep':>3} {'rows':>6} {'secs':>6} {'webhooks/s':>10} {'items/s':>8} {'claim%':>6} {'stmts/wh':>8}  final")
@@ -159,6 +184,30 @@ def main() -> int:
     for r in bad:
         print(f"PROBLEM: {r['backend']} batch {r['batch_size']} rep {r['rep']}: {r['webhooks']} webhooks, final {r['final_status']}")
     return 1 if bad else 0
+
+
+def diagnose(args) -> int:
+    results = []
+    try:
+        for rep in range(args.repeat):
+            for variant in ("as_shipped", "async_commit", "no_pre_ping"):
+                r = one_case("postgres", 100, args.rows, args.orgs, seed=rep, variant=variant)
+                r["rep"] = rep
+                results.append(r)
+                print(f"{variant:13} rep {rep}: {r['webhooks_per_s']:.0f} webhooks/s, {r['items_per_s']:.0f} items/s, {r['final_status']}", flush=True)
+    finally:
+        drop_db(DB_NAME)
+    print("\nmedian over repetitions:")
+    summary = []
+    for variant in ("as_shipped", "async_commit", "no_pre_ping"):
+        runs = [r for r in results if r["variant"] == variant]
+        s = {"variant": variant, "webhooks_per_s": statistics.median(r["webhooks_per_s"] for r in runs),
+             "range": [min(r["webhooks_per_s"] for r in runs), max(r["webhooks_per_s"] for r in runs)]}
+        summary.append(s)
+        print(f"{variant:13} {s['webhooks_per_s']:.0f} webhooks/s [{s['range'][0]:.0f}-{s['range'][1]:.0f}]")
+    path = save_results("processing-diagnose", {"machine": machine_info(), "args": vars(args), "runs": results, "summary": summary})
+    print(f"\nresults: {path}")
+    return 0 if all(r["ok"] for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ def main() -> int:
     results: list[dict] = []
     problems: list[str] = []
     print(f"bodies: {len(bodies)} distinct, {min(sizes)}-{max(sizes)} bytes (median {statistics.median(sizes):.0f})")
-    print(f"{'target':9} {'w':>2} {'c':>3} {'rep':>3} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'non200':>6} {'rows-200':>8}  cpu s: server/pg/wrk")
+    print(f"{'target':9} {'w':>2} {'c':>3} {'rep':>3} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'non200':>6} {'rows-200':>8}  cpu cores: server/pg/wrk/other")
     try:
         for rep in range(args.repeat):
             for target in targets:
@@ -205,7 +205,10 @@ def main() -> int:
                                 "p99_ms": w["lat_p99_us"] / 1000, "max_ms": w["lat_max_us"] / 1000, "seconds": secs,
                                 "cpu_server_s": cpu1["server"] - cpu0["server"], "cpu_postgres_s": cpu1["postgres"] - cpu0["postgres"],
                                 "cpu_wrk_s": w["wrk_cpu_s"],
+                                "cpu_machine_s": cpu1["machine"] - cpu0["machine"],
                             }
+                            # CPU used by anything else on the machine (other users' jobs), in cores
+                            row["other_cores"] = max(0.0, row["cpu_machine_s"] - row["cpu_server_s"] - row["cpu_postgres_s"] - row["cpu_wrk_s"]) / secs
                             if target == "receiver":
                                 time.sleep(1.0)  # let requests abandoned by wrk at its deadline finish landing
                                 rows = count_rows(db)
@@ -219,7 +222,7 @@ def main() -> int:
                             results.append(row)
                             print(f"{target:9} {workers:>2} {conc:>3} {rep:>3} {row['rps']:>8.0f} {row['p50_ms']:>7.1f} {row['p90_ms']:>7.1f} "
                                   f"{row['p99_ms']:>7.1f} {non200:>6} {str(row.get('rows_minus_ok', '-')):>8}  "
-                                  f"{row['cpu_server_s']:.1f}/{row['cpu_postgres_s']:.1f}/{row['cpu_wrk_s']:.1f}", flush=True)
+                                  f"{row['cpu_server_s'] / secs:.2f}/{row['cpu_postgres_s'] / secs:.2f}/{row['cpu_wrk_s'] / secs:.2f}/{row['other_cores']:.2f}", flush=True)
                     finally:
                         stop_group(proc)
                         log_file.close()
@@ -266,7 +269,8 @@ def main() -> int:
         s = {"target": key[0], "workers": key[1], "concurrency": key[2], "runs": len(runs),
              "rps": med("rps"), "rps_min": min(r["rps"] for r in runs), "rps_max": max(r["rps"] for r in runs),
              "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
-             "cpu_server_s": med("cpu_server_s"), "cpu_postgres_s": med("cpu_postgres_s"), "cpu_wrk_s": med("cpu_wrk_s")}
+             "cpu_server_s": med("cpu_server_s"), "cpu_postgres_s": med("cpu_postgres_s"), "cpu_wrk_s": med("cpu_wrk_s"),
+             "other_cores_max": max(r["other_cores"] for r in runs)}
         summary.append(s)
     for s in summary:
         bare = next((b for b in summary if b["target"] == "bare" and b["workers"] == s["workers"] and b["concurrency"] == s["concurrency"]), None)

@@ -5,7 +5,7 @@ from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
 
-from wa_webhook.db.engine import create_sync_engine
+from wa_webhook.db.engine import create_processing_engine
 from wa_webhook.settings import Settings, get_settings
 
 
@@ -27,7 +27,8 @@ class AppDatabase(ConfigurableResource):
     def get_engine(self) -> Engine:
         """A SQLAlchemy engine, created once per resource instance (i.e. per run)."""
         if self._engine is None:
-            self._engine = create_sync_engine(self.settings, pool_size=2, max_overflow=2) if self.settings.is_postgres else create_sync_engine(self.settings)
+            extra = {"pool_size": 2, "max_overflow": 2} if self.settings.is_postgres else {}
+            self._engine = create_processing_engine(self.settings, **extra)
         return self._engine
 
     def teardown_after_execution(self, context) -> None:  # noqa: D401 - Dagster hook

@@ -98,10 +98,10 @@ def cmd_bind_waba(args: argparse.Namespace) -> int:
 
 def cmd_process(args: argparse.Namespace) -> int:
     from wa_pipelines.processing.runner import run_processing
-    from wa_webhook.db.engine import create_sync_engine
+    from wa_webhook.db.engine import create_processing_engine
 
     settings = _settings()
-    engine = create_sync_engine(settings)
+    engine = create_processing_engine(settings)
     stats = run_processing(engine, settings, idle_exit_seconds=args.idle_exit_seconds, max_seconds=args.max_seconds)
     print(
         f"processed {stats.webhooks} webhooks: {dict(stats.by_status)}; items processed {stats.items_processed}, "

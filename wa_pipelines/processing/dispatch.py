@@ -38,6 +38,7 @@ class WebhookOutcome:
     items_processed: int = 0
     items_ignored: int = 0
     items_failed: int = 0
+    items_dead: int = 0
     fields: Counter = field(default_factory=Counter)
     errors: list[tuple[str, str, bool]] = field(default_factory=list)  # (kind, message, retryable)
     organization_id: Any = None
@@ -53,6 +54,11 @@ def retry_delay(attempts: int, settings: Settings) -> float:
     capped at ``processing_retry_max_seconds``, with full jitter in [50 %, 100 %]."""
     delay = min(settings.processing_retry_max_seconds, settings.processing_retry_base_seconds * 2 ** max(0, attempts - 1))
     return delay * random.uniform(0.5, 1.0)
+
+
+#: units applied between intermediate commits of one webhook (a 3 MB history webhook holds
+#: thousands of messages: it must not become one giant transaction)
+COMMIT_EVERY = 500
 
 
 def _apply_change(ctx: ChangeContext, outcome: WebhookOutcome, where: str) -> None:
@@ -90,13 +96,17 @@ def _apply_change(ctx: ChangeContext, outcome: WebhookOutcome, where: str) -> No
             outcome.items_ignored += 1
         else:
             outcome.items_processed += 1
+        if outcome.items_received % COMMIT_EVERY == 0:
+            ctx.conn.commit()  # every applied unit is idempotent: a crash after this re-applies safely
 
 
 def apply_webhook(conn: Connection, webhook_log_id: int, body: bytes | None, received_at: datetime) -> WebhookOutcome:
-    """Apply every item of one webhook body inside ``conn``'s open transaction.
+    """Apply every item of one webhook body on ``conn`` (each item in a savepoint).
 
-    Never raises for bad input: a body that is not JSON, or not an envelope, becomes one
-    permanent failure; unknown fields are ignored. Database errors propagate.
+    Commits every :data:`COMMIT_EVERY` units so a huge webhook is not one giant transaction;
+    the caller commits the rest with the row's outcome. Never raises for bad input: a body
+    that is not JSON, or not an envelope, becomes one permanent failure; unknown fields are
+    ignored. Database errors propagate.
     """
     outcome = WebhookOutcome(webhook_log_id)
     if body is None:
@@ -143,6 +153,7 @@ def finish_row(conn: Connection, outcome: WebhookOutcome, attempts: int, setting
         "items_processed": outcome.items_processed,
         "items_ignored": outcome.items_ignored,
         "items_failed": outcome.items_failed,
+        "items_dead": 0,
         "fields": ",".join(sorted(outcome.fields))[:255] or None,
         "locked_until": None,
         "updated_at": now,
@@ -160,6 +171,8 @@ def finish_row(conn: Connection, outcome: WebhookOutcome, attempts: int, setting
         permanent = any(not retryable for _, _, retryable in outcome.errors)
         exhausted = attempts >= settings.processing_max_attempts
         outcome.status = "dead" if (permanent or exhausted) else "failed"
+        outcome.items_dead = outcome.items_failed if exhausted else sum(1 for *_, retryable in outcome.errors if not retryable)
+        values["items_dead"] = outcome.items_dead
         values.update(
             status=outcome.status,
             error_kind=",".join(kinds)[:64],

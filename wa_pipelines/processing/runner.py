@@ -36,6 +36,7 @@ class RunStats:
     items_processed: int = 0
     items_ignored: int = 0
     items_failed: int = 0
+    items_dead: int = 0
     by_field: Counter = field(default_factory=Counter)
     by_error: Counter = field(default_factory=Counter)
     seconds: float = 0.0
@@ -48,16 +49,19 @@ class RunStats:
         self.items_processed += outcome.items_processed
         self.items_ignored += outcome.items_ignored
         self.items_failed += outcome.items_failed
+        self.items_dead += outcome.items_dead
         self.by_field.update(outcome.fields)
         for kind, _, _ in outcome.errors:
             self.by_error[kind] += 1
 
 
 def process_row(engine: Engine, row: ClaimedRow, settings: Settings) -> WebhookOutcome:
-    """Apply one claimed row and write its outcome, all in one transaction."""
-    with engine.begin() as conn:
+    """Apply one claimed row and write its outcome (one transaction, with intermediate
+    commits only for very large webhooks, see :data:`~.dispatch.COMMIT_EVERY`)."""
+    with engine.connect() as conn:
         outcome = apply_webhook(conn, row.id, row.body, row.received_at)
         finish_row(conn, outcome, row.attempts, settings)
+        conn.commit()
     if outcome.errors:
         log.warning(
             "webhook %s %s after attempt %s: %s",

@@ -15,7 +15,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from wa_webhook.db.engine import insert_ignore
-from wa_webhook.db.schema import whatsapp_contacts, whatsapp_message_statuses, whatsapp_messages
+from wa_webhook.db.schema import (
+    whatsapp_contacts,
+    whatsapp_message_reactions,
+    whatsapp_message_revisions,
+    whatsapp_message_statuses,
+    whatsapp_messages,
+)
 
 #: Forward-only order of outbound statuses. ``failed`` is terminal. Source: Meta webhooks
 #: reference, "status messages" (sent → delivered → read; played for voice; failed).
@@ -115,11 +121,12 @@ def _aware(value: datetime) -> datetime:
 def insert_message(conn: Connection, values: dict[str, Any]) -> bool:
     """Insert one message keyed by (``phone_number_id``, ``wamid``); False if it existed.
 
-    When it is new, statuses that arrived before it (parked in ``whatsapp_message_statuses``)
-    are applied so its current status is the highest one seen.
+    When it is new, what arrived before it is applied: parked statuses (its current status
+    becomes the highest one seen) and parked edits and revokes.
     """
     inserted = insert_ignore(conn, whatsapp_messages, values, ["phone_number_id", "wamid"])
     if inserted:
+        apply_revisions(conn, values["phone_number_id"], values["wamid"])
         ranks = conn.execute(
             sa.select(whatsapp_message_statuses.c.status).where(whatsapp_message_statuses.c.wamid == values["wamid"])
         ).scalars()
@@ -148,3 +155,85 @@ def record_status(conn: Connection, values: dict[str, Any]) -> bool:
     inserted = insert_ignore(conn, whatsapp_message_statuses, values, ["wamid", "status"])
     _advance_status(conn, values["wamid"], values["status"])
     return inserted
+
+
+def apply_reaction(
+    conn: Connection,
+    *,
+    organization_id: uuid.UUID,
+    phone_number_id: str,
+    target_wamid: str,
+    reactor: str,
+    emoji: str | None,
+    reaction_wamid: str,
+    provider_timestamp: datetime | None,
+    now: datetime,
+) -> None:
+    """Set (or, with a missing or empty ``emoji``, remove) ``reactor``'s reaction on ``target_wamid``.
+
+    Kept against the target id even when that message is unknown to us. Applied in Meta's
+    order: a reaction older than the one stored is ignored, so late redeliveries cannot undo
+    a newer change. Source: Meta webhooks reference, "messages: reaction" (a removed reaction
+    arrives with ``emoji`` omitted).
+    """
+    r = whatsapp_message_reactions.c
+    values = {
+        "organization_id": organization_id,
+        "phone_number_id": phone_number_id,
+        "target_wamid": target_wamid,
+        "reactor": reactor,
+        "emoji": emoji or None,
+        "reaction_wamid": reaction_wamid,
+        "provider_timestamp": provider_timestamp,
+        "updated_at": now,
+    }
+    if insert_ignore(conn, whatsapp_message_reactions, values, ["phone_number_id", "target_wamid", "reactor"]):
+        return
+    newer = sa.or_(r.provider_timestamp.is_(None), r.provider_timestamp <= provider_timestamp) if provider_timestamp else sa.true()
+    conn.execute(
+        sa.update(whatsapp_message_reactions)
+        .where(r.phone_number_id == phone_number_id, r.target_wamid == target_wamid, r.reactor == reactor, newer)
+        .values(emoji=values["emoji"], reaction_wamid=reaction_wamid, provider_timestamp=provider_timestamp, updated_at=now)
+    )
+
+
+def record_revision(conn: Connection, values: dict[str, Any]) -> None:
+    """Store an ``edit`` or ``revoke`` of a message, keyed by its own wamid, and apply it if
+    the original is stored; otherwise it stays parked until :func:`insert_message` stores it.
+
+    Source: Meta webhooks reference, "messages: edit" and "messages: revoke" (coexistence).
+    """
+    insert_ignore(conn, whatsapp_message_revisions, values, ["phone_number_id", "revision_wamid"])
+    apply_revisions(conn, values["phone_number_id"], values["original_wamid"])
+
+
+def apply_revisions(conn: Connection, phone_number_id: str, original_wamid: str) -> None:
+    """Apply every revision of ``original_wamid`` in Meta's order: the latest edit's text
+    becomes the body (the original stays in ``raw`` and the revisions table); a revoke marks
+    the message revoked and clears its body."""
+    m, v = whatsapp_messages.c, whatsapp_message_revisions.c
+    original = conn.execute(
+        sa.select(m.id).where(m.phone_number_id == phone_number_id, m.wamid == original_wamid)
+    ).first()
+    if original is None:
+        return  # parked
+    revisions = conn.execute(
+        sa.select(whatsapp_message_revisions)
+        .where(v.phone_number_id == phone_number_id, v.original_wamid == original_wamid)
+        .order_by(v.provider_timestamp.is_(None), v.provider_timestamp, v.id)
+    ).all()
+    updates: dict[str, Any] = {}
+    for revision in revisions:
+        if revision.kind == "edit" and "revoked_at" not in updates:
+            updates["body"] = revision.body
+            updates["edited_at"] = revision.provider_timestamp or revision.received_at
+        elif revision.kind == "revoke":
+            updates["body"] = None
+            updates["revoked_at"] = revision.provider_timestamp or revision.received_at
+    if updates:
+        conn.execute(sa.update(whatsapp_messages).where(m.id == original.id).values(**updates))
+    pending = [r.id for r in revisions if r.applied_at is None]
+    if pending:
+        from wa_webhook.db.schema import utcnow
+
+        conn.execute(sa.update(whatsapp_message_revisions).where(v.id.in_(pending)).values(applied_at=utcnow()))

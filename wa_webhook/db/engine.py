@@ -50,6 +50,26 @@ def create_sync_engine(settings: Settings | None = None, **kwargs: Any) -> Engin
     return sa.create_engine(url, **kwargs)
 
 
+def create_processing_engine(settings: Settings | None = None, **kwargs: Any) -> Engine:
+    """Engine for processing runs: on Postgres, sessions use ``synchronous_commit = off``.
+
+    Safe because a webhook's effects and its ``processed`` mark commit in the same
+    transaction: if Postgres crashes before flushing the tail of the WAL, both are lost
+    together and the row is simply processed again (every write is idempotent). The
+    receiver's landing insert keeps fully durable commits: that one answers Meta.
+    """
+    engine = create_sync_engine(settings, **kwargs)
+    if engine.dialect.name == "postgresql":
+
+        @sa.event.listens_for(engine, "connect")
+        def _async_commit(dbapi_connection: Any, _record: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit TO OFF")
+            dbapi_connection.commit()
+
+    return engine
+
+
 def insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any], conflict: Sequence[str]) -> bool:
     """``INSERT … ON CONFLICT (conflict) DO NOTHING`` on Postgres or SQLite.
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from wa_webhook.db.schema import whatsapp_messages
+from wa_webhook.db.engine import insert_ignore
+from wa_webhook.db.schema import whatsapp_configs, whatsapp_history_chunks, whatsapp_messages
 
 from ..context import ChangeContext, Route, Unit
 from ..errors import InvalidPayload
@@ -109,8 +110,10 @@ def handle_history(ctx: ChangeContext) -> Iterable[Unit]:
             yield (f"history[{c}]", _raise_invalid("history chunk is not an object"))
             continue
         if chunk.get("errors"):
-            yield (f"history[{c}].errors", lambda: "ignored")  # the business declined to share history
+            yield (f"history[{c}].errors", lambda ch=chunk: _history_declined(ctx, route, ch))
             continue
+        if isinstance(chunk.get("metadata"), dict):
+            yield (f"history[{c}].metadata", lambda ch=chunk: _history_chunk(ctx, route, ch))
         media = chunk.get("messages") if isinstance(chunk.get("messages"), list) else []
         for k, message in enumerate(media):
             label = f"history[{c}].messages[{k}]"
@@ -145,6 +148,61 @@ def handle_history(ctx: ChangeContext) -> Iterable[Unit]:
                         counterpart=who or _str(m.get("to") if out else m.get("from")),
                     ),
                 )
+
+
+def _history_chunk(ctx: ChangeContext, route: Route, chunk: dict[str, Any]) -> str:
+    """Record a chunk (idempotency key: phone number, phase, ``chunk_order``) and the number's
+    progress; ``progress == 100`` marks the history sync complete."""
+    meta = chunk["metadata"]
+    phase, order, progress = meta.get("phase"), meta.get("chunk_order"), meta.get("progress")
+    if not isinstance(phase, int) or not isinstance(order, int):
+        raise InvalidPayload("history metadata without integer phase and chunk_order")
+    progress = progress if isinstance(progress, int) and 0 <= progress <= 100 else None
+    threads = chunk.get("threads") if isinstance(chunk.get("threads"), list) else []
+    count = sum(len(t.get("messages") or []) for t in threads if isinstance(t, dict) and isinstance(t.get("messages"), list))
+    insert_ignore(
+        ctx.conn,
+        whatsapp_history_chunks,
+        {
+            "organization_id": route.organization_id,
+            "phone_number_id": route.phone_number_id,
+            "phase": phase,
+            "chunk_order": order,
+            "progress": progress,
+            "messages": count,
+            "received_at": ctx.received_at,
+            "webhook_log_id": ctx.webhook_log_id,
+        },
+        ["phone_number_id", "phase", "chunk_order"],
+    )
+    if progress is not None:
+        cfg = whatsapp_configs.c
+        ctx.conn.execute(
+            sa.update(whatsapp_configs)
+            .where(cfg.phone_number_id == route.phone_number_id)
+            .values(history_progress=sa.func.coalesce(sa.case((cfg.history_progress > progress, cfg.history_progress), else_=progress), progress))
+        )
+        if progress == 100:
+            ctx.conn.execute(
+                sa.update(whatsapp_configs)
+                .where(cfg.phone_number_id == route.phone_number_id, cfg.history_completed_at.is_(None))
+                .values(history_completed_at=ctx.received_at)
+            )
+    return "processed"
+
+
+def _history_declined(ctx: ChangeContext, route: Route, chunk: dict[str, Any]) -> str:
+    """The business declined to share its chat history (error 2593109): recorded on the number."""
+    errors = chunk.get("errors")
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    reason = f"{first.get('code', '?')}: {first.get('title') or first.get('message') or 'history not shared'}"
+    cfg = whatsapp_configs.c
+    ctx.conn.execute(
+        sa.update(whatsapp_configs)
+        .where(cfg.phone_number_id == route.phone_number_id, cfg.history_declined_at.is_(None))
+        .values(history_declined_at=ctx.received_at, history_declined_reason=reason[:500])
+    )
+    return "processed"
 
 
 def handle_smb_app_state_sync(ctx: ChangeContext) -> Iterable[Unit]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..context import ChangeContext, Route, Unit
 from ..errors import InvalidPayload
-from ..store import STATUS_RANK, find_or_create_contact, insert_message, record_status
+from ..store import STATUS_RANK, apply_reaction, find_or_create_contact, insert_message, record_revision, record_status
 from ..timeparse import meta_time
 
 
@@ -39,6 +39,9 @@ def render_body(message: dict[str, Any]) -> str | None:
         return _str(content.get("text")) or _str(content.get("payload"))
     if mtype == "reaction":
         return _str(content.get("emoji"))
+    if mtype == "edit":
+        edited = content.get("message")
+        return render_body(edited) if isinstance(edited, dict) else None
     if mtype == "system":
         return _str(content.get("body"))
     if mtype == "order":
@@ -107,6 +110,9 @@ def _inbound(ctx: ChangeContext, route: Route, message: dict[str, Any], contacts
     )
     code, title = first_error(message)
     mtype = message.get("type")
+    mtype = mtype[:64] if isinstance(mtype, str) and mtype else "unknown"
+    provider_time = meta_time(message.get("timestamp"))
+    group_id = message.get("group_id")
     insert_message(
         ctx.conn,
         {
@@ -116,18 +122,56 @@ def _inbound(ctx: ChangeContext, route: Route, message: dict[str, Any], contacts
             "contact_id": contact_id,
             "direction": "inbound",
             "source": "cloud_api",
-            "type": mtype if isinstance(mtype, str) and mtype else "unknown",
+            "type": mtype,
             "body": render_body(message),
             "context_wamid": context_wamid(message),
+            "group_id": str(group_id)[:255] if isinstance(group_id, (str, int)) and group_id else None,
             "raw": message,
             "error_code": code,
             "error_title": title,
             "status_rank": 0,
-            "provider_timestamp": meta_time(message.get("timestamp")),
+            "provider_timestamp": provider_time,
             "received_at": ctx.received_at,
             "webhook_log_id": ctx.webhook_log_id,
         },
     )
+    reactor = contact.get("wa_id") or sender or contact.get("user_id") or sender_user_id
+    if mtype == "reaction" and isinstance(message.get("reaction"), dict) and reactor:
+        target = message["reaction"].get("message_id")
+        if not isinstance(target, str) or not target:
+            raise InvalidPayload("reaction without message_id")
+        emoji = message["reaction"].get("emoji")
+        apply_reaction(
+            ctx.conn,
+            organization_id=route.organization_id,
+            phone_number_id=route.phone_number_id,
+            target_wamid=target,
+            reactor=str(reactor),
+            emoji=emoji if isinstance(emoji, str) else None,
+            reaction_wamid=wamid,
+            provider_timestamp=provider_time,
+            now=ctx.received_at,
+        )
+    elif mtype in ("edit", "revoke") and isinstance(message.get(mtype), dict):
+        revision = message[mtype]
+        original = revision.get("original_message_id")
+        if not isinstance(original, str) or not original:
+            raise InvalidPayload(f"{mtype} without original_message_id")
+        edited = revision.get("message") if isinstance(revision.get("message"), dict) else {}
+        record_revision(
+            ctx.conn,
+            {
+                "organization_id": route.organization_id,
+                "phone_number_id": route.phone_number_id,
+                "original_wamid": original,
+                "revision_wamid": wamid,
+                "kind": mtype,
+                "body": render_body(edited) if mtype == "edit" else None,
+                "raw": message,
+                "provider_timestamp": provider_time,
+                "received_at": ctx.received_at,
+            },
+        )
     return "processed"
 
 
