@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import sys
 import time
@@ -181,6 +182,21 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def cpu_window(stack: Stack) -> dict:
+    snap = cpu_snapshot(stack.pids())
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    snap["bench"] = own.ru_utime + own.ru_stime
+    return snap
+
+
+def cores(before: dict, after: dict, seconds: float) -> dict:
+    """Cores used over a window: the stack (receiver + daemon + runs), Postgres, this bench
+    process (load generator), and everything else on the machine."""
+    d = {k: (after[k] - before[k]) / seconds for k in before}
+    d["other"] = max(0.0, d.pop("machine") - d["server"] - d["postgres"] - d["bench"])
+    return {k: round(v, 3) for k, v in d.items()}
+
+
 def run_sample(stack: Stack, label: str) -> dict:
     before = datetime.now(timezone.utc) - timedelta(seconds=1)
     rid, _sent = stack.send_one()
@@ -212,10 +228,9 @@ def bench_backend(backend: str, args) -> dict:
         stack.wait_no_run()
 
         # idle CPU of the stack (no run in flight)
-        cpu0, t0 = cpu_snapshot(stack.pids()), time.monotonic()
+        cpu0, t0 = cpu_window(stack), time.monotonic()
         time.sleep(max(args.idle_exit + 3, 10))
-        cpu1, dt = cpu_snapshot(stack.pids()), time.monotonic() - t0
-        result["idle_cpu_cores"] = {k: (cpu1[k] - cpu0[k]) / dt for k in cpu0}
+        result["idle_cpu_cores"] = cores(cpu0, cpu_window(stack), time.monotonic() - t0)
         print(f"[{stamp()}] idle CPU (cores): {result['idle_cpu_cores']}", flush=True)
         stack.wait_no_run()
 
@@ -225,9 +240,9 @@ def bench_backend(backend: str, args) -> dict:
         stream_start = datetime.now(timezone.utc)
         report = SendReport()
         print(f"[{stamp()}] steady stream: {args.rate:g}/s for {args.duration:g}s", flush=True)
-        cpu0, t0 = cpu_snapshot(stack.pids()), time.monotonic()
+        cpu0, t0 = cpu_window(stack), time.monotonic()
         asyncio.run(send_stream(stack.url, BENCH_SECRET, SyntheticStream(synthetic_numbers(3)), args.rate, args.duration, report, 32))
-        cpu1, dt = cpu_snapshot(stack.pids()), time.monotonic() - t0
+        stream_cpu = cores(cpu0, cpu_window(stack), time.monotonic() - t0)
         print(f"[{stamp()}] stream sent: {report.summary()}", flush=True)
         drained = stack.wait_drained(300)
         rows = stack.latencies_since(stream_start)
@@ -245,7 +260,7 @@ def bench_backend(backend: str, args) -> dict:
             "all": {"n": len(lat_all), "p50": pct(lat_all, 0.5), "p95": pct(lat_all, 0.95), "max": max(lat_all, default=None)},
             "after_first_run_start": {"n": len(lat_after), "p50": pct(lat_after, 0.5), "p95": pct(lat_after, 0.95),
                                       "max": max(lat_after, default=None)},
-            "cpu_cores": {k: (cpu1[k] - cpu0[k]) / dt for k in cpu0},
+            "cpu_cores": stream_cpu,
         }
         result["steady"] = steady
         a, b = steady["after_first_run_start"], steady["all"]

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import statistics
 import time
 import uuid
 from pathlib import Path
 
-from _common import drop_db, fresh_db, machine_info, make_settings, save_results
+from _common import cpu_snapshot, drop_db, fresh_db, machine_info, make_settings, save_results
 
 import sqlalchemy as sa
 
@@ -111,9 +112,11 @@ def one_case(backend: str, batch: int, rows: int, orgs: int, seed: int, variant:
     runner.claim_batch = timed_claim  # this process only: time the claims
     sa.event.listen(engine, "before_cursor_execute", count_stmt)
     try:
+        cpu0 = cpu_snapshot([os.getpid()])
         t0 = time.perf_counter()
         stats = runner.run_processing(engine, settings, batch_size=batch, idle_exit_seconds=0)
         elapsed = time.perf_counter() - t0
+        cpu1 = cpu_snapshot([os.getpid()])
     finally:
         runner.claim_batch = original_claim
         sa.event.remove(engine, "before_cursor_execute", count_stmt)
@@ -132,7 +135,14 @@ def one_case(backend: str, batch: int, rows: int, orgs: int, seed: int, variant:
         "final_status": by_status, "messages": messages, "statuses": statuses,
         "body_bytes_median": statistics.median(sizes),
         "ok": stats.webhooks == rows and by_status == {"processed": rows},
+        "cpu_cores": {k: (cpu1[k] - cpu0[k]) / elapsed for k in cpu0},
     }
+
+
+def _cores(r: dict) -> str:
+    c = r["cpu_cores"]
+    other = max(0.0, c["machine"] - c["server"] - c["postgres"])
+    return f"{c['server']:.2f}/{c['postgres']:.2f}/{other:.2f}"
 
 
 def main() -> int:
@@ -158,7 +168,8 @@ def main() -> int:
                     r["rep"] = rep
                     results.append(r)
                     print(f"{backend:8} {batch:>5} {rep:>3} {r['rows']:>6} {r['seconds']:>6.1f} {r['webhooks_per_s']:>10.0f} "
-                          f"{r['items_per_s']:>8.0f} {100 * r['claim_share']:>5.1f}% {r['statements_per_webhook']:>8.1f}  {r['final_status']}",
+                          f"{r['items_per_s']:>8.0f} {100 * r['claim_share']:>5.1f}% {r['statements_per_webhook']:>8.1f}  {r['final_status']}  "
+                          f"cpu cores bench/pg/other {_cores(r)}",
                           flush=True)
     finally:
         drop_db(DB_NAME)
@@ -194,7 +205,8 @@ def diagnose(args) -> int:
                 r = one_case("postgres", 100, args.rows, args.orgs, seed=rep, variant=variant)
                 r["rep"] = rep
                 results.append(r)
-                print(f"{variant:13} rep {rep}: {r['webhooks_per_s']:.0f} webhooks/s, {r['items_per_s']:.0f} items/s, {r['final_status']}", flush=True)
+                print(f"{variant:13} rep {rep}: {r['webhooks_per_s']:.0f} webhooks/s, {r['items_per_s']:.0f} items/s, {r['final_status']}, "
+                      f"cpu cores bench/pg/other {_cores(r)}", flush=True)
     finally:
         drop_db(DB_NAME)
     print("\nmedian over repetitions:")

@@ -262,7 +262,7 @@ def main() -> int:
     summary = []
     keys = sorted({(r["target"], r["workers"], r["concurrency"]) for r in results}, key=lambda k: (targets.index(k[0]), k[1], k[2]))
     print("\nmedian over repetitions:")
-    print(f"{'target':9} {'w':>2} {'c':>3} {'req/s':>8} {'[min-max]':>13} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>7}")
+    print(f"{'target':9} {'w':>2} {'c':>3} {'req/s':>8} {'[min-max]':>13} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>7} {'max other cores':>15}")
     for key in keys:
         runs = [r for r in results if (r["target"], r["workers"], r["concurrency"]) == key]
         med = lambda f: statistics.median(r[f] for r in runs)  # noqa: E731
@@ -277,7 +277,7 @@ def main() -> int:
         s["ratio_vs_bare"] = s["rps"] / bare["rps"] if bare else None
         ratio = f"{s['ratio_vs_bare']:.2f}" if s["ratio_vs_bare"] else "-"
         print(f"{s['target']:9} {s['workers']:>2} {s['concurrency']:>3} {s['rps']:>8.0f} {s['rps_min']:>6.0f}-{s['rps_max']:<6.0f} "
-              f"{s['p50_ms']:>7.1f} {s['p99_ms']:>7.1f} {ratio:>7}")
+              f"{s['p50_ms']:>7.1f} {s['p99_ms']:>7.1f} {ratio:>7} {s['other_cores_max']:>15.2f}")
 
     path = save_results("receiver", {"machine": machine_info(), "args": vars(args), "body_sizes": [min(sizes), statistics.median(sizes), max(sizes)],
                                      "runs": results, "summary": summary, "exact_check": exact, "problems": problems})

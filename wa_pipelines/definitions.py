@@ -7,6 +7,12 @@ from dagster import Definitions
 from wa_pipelines.assets.dashboards import org_whatsapp_status
 from wa_pipelines.assets.tables import EXTERNAL_TABLES
 from wa_pipelines.jobs import dashboards_job, process_webhooks_job
+from wa_pipelines.maintenance import (
+    purge_dead_letters_job,
+    purge_webhook_bodies_job,
+    replay_dead_letters_job,
+    retention_schedule,
+)
 from wa_pipelines.processing_assets import apply_landed_webhooks
 from wa_pipelines.resources import AppDatabase
 from wa_pipelines.schedules import dashboards_schedule
@@ -14,8 +20,8 @@ from wa_pipelines.sensors import dashboards_after_processing, pending_webhooks_s
 
 defs = Definitions(
     assets=[*EXTERNAL_TABLES, apply_landed_webhooks, org_whatsapp_status],
-    jobs=[process_webhooks_job, dashboards_job],
+    jobs=[process_webhooks_job, dashboards_job, replay_dead_letters_job, purge_dead_letters_job, purge_webhook_bodies_job],
     sensors=[pending_webhooks_sensor, dashboards_after_processing],
-    schedules=[dashboards_schedule],
+    schedules=[dashboards_schedule, retention_schedule],
     resources={"app_db": AppDatabase()},
 )

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from wa_webhook.db.landing import create_landing_store
 from wa_webhook.logs import configure_logging
-from wa_webhook.routes import health, webhook
+from wa_webhook.routes import admin, health, webhook
 from wa_webhook.settings import Settings, get_settings
 
 
@@ -22,10 +22,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.landing = create_landing_store(settings)
+        app.state.admin_engine = None
         try:
             yield
         finally:
             await app.state.landing.close()
+            if app.state.admin_engine is not None:
+                app.state.admin_engine.dispose()
 
     app = FastAPI(
         title="WhatsApp onboarding and webhook receiver",
@@ -34,4 +37,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(webhook.router)
+    app.include_router(admin.router)
     return app

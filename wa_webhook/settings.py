@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     )
     processing_poll_seconds: float = Field(default=0.2, gt=0, description="Idle poll interval inside a processing run.")
 
+    # --- retention and admin -------------------------------------------------------------
+    retention_days: float = Field(
+        default=30.0, gt=0, description="Bodies of processed webhooks older than this many days are removed."
+    )
+    admin_api_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the admin API (/api/admin/...); unset = admin API disabled (503)."
+    )
+
     @field_validator("database_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:

@@ -62,7 +62,15 @@ def process_row(engine: Engine, row: ClaimedRow, settings: Settings) -> WebhookO
         outcome = apply_webhook(conn, row.id, row.body, row.received_at)
         finish_row(conn, outcome, row.attempts, settings)
         conn.commit()
-    if outcome.errors:
+    if outcome.status == "dead":
+        # an alert line: a dead letter waits for an operator (replay_dead_letters job or admin API)
+        log.error(
+            "dead letter: webhook %s after attempt %s (%s); replay it with the replay_dead_letters job",
+            row.id,
+            row.attempts,
+            ", ".join(sorted({kind for kind, _, _ in outcome.errors})),
+        )
+    elif outcome.errors:
         log.warning(
             "webhook %s %s after attempt %s: %s",
             row.id,

@@ -1,0 +1,108 @@
+"""Admin API for operators: failed and dead webhooks, and replaying dead letters.
+
+Every route needs ``Authorization: Bearer <ADMIN_API_TOKEN>``; with no token configured the
+admin API is disabled (503). These routes read live tables (freshness matters here).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from wa_webhook.db.engine import create_sync_engine
+from wa_webhook.db.schema import whatsapp_webhook_logs as logs
+from wa_webhook.dead_letters import DeadLetterSelection, EmptySelection, replay_dead_letters
+from wa_webhook.security.signature import tokens_equal
+
+router = APIRouter(prefix="/api/admin/whatsapp", tags=["admin"])
+
+
+def require_admin(request: Request) -> None:
+    """Check the admin bearer token (constant time); 401 without it, 403 if wrong, 503 if unset."""
+    expected = request.app.state.settings.admin_api_token
+    if expected is None or not expected.get_secret_value():
+        raise HTTPException(503, "admin API is disabled: ADMIN_API_TOKEN is not set")
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(401, "admin bearer token required", headers={"WWW-Authenticate": "Bearer"})
+    if not tokens_equal(token.strip(), expected.get_secret_value()):
+        raise HTTPException(403, "not an admin token")
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
+
+
+def _engine(request: Request) -> sa.Engine:
+    state = request.app.state
+    if getattr(state, "admin_engine", None) is None:
+        state.admin_engine = create_sync_engine(state.settings, pool_size=2, max_overflow=2) if state.settings.is_postgres else create_sync_engine(state.settings)
+    return state.admin_engine
+
+
+class ReplayRequest(BaseModel):
+    """Which dead webhooks to replay; filters combine with AND (at least one, or ``everything``)."""
+
+    ids: list[int] = Field(default_factory=list, max_length=10000)
+    received_from: datetime | None = None
+    received_to: datetime | None = None
+    error_kind: str | None = Field(default=None, max_length=64)
+    organization: str | None = Field(default=None, max_length=255, description="organization id or external id")
+    everything: bool = False
+    dry_run: bool = False
+
+
+@router.get("/failed-webhooks")
+def failed_webhooks(
+    request: Request,
+    _: AdminDep,
+    status: Annotated[list[str], Query()] = ["failed", "dead"],  # noqa: B006
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """Counts by state and error kind, and the latest failed/dead webhooks (no bodies)."""
+    wanted = [s for s in status if s in ("failed", "dead")] or ["failed", "dead"]
+    with _engine(request).connect() as conn:
+        counts = conn.execute(
+            sa.select(logs.c.status, logs.c.error_kind, sa.func.count())
+            .where(logs.c.status.in_(wanted))
+            .group_by(logs.c.status, logs.c.error_kind)
+        ).all()
+        latest = conn.execute(
+            sa.select(
+                logs.c.id, logs.c.received_at, logs.c.status, logs.c.attempts, logs.c.next_attempt_at,
+                logs.c.error_kind, logs.c.last_error, logs.c.organization_id, logs.c.fields,
+                logs.c.items_received, logs.c.items_processed, logs.c.items_failed, logs.c.items_dead,
+                logs.c.replay_count, (logs.c.body.is_(None)).label("body_purged"),
+            )
+            .where(logs.c.status.in_(wanted))
+            .order_by(logs.c.id.desc())
+            .limit(limit)
+        ).mappings().all()
+    return {
+        "source": "live",
+        "counts": [{"status": s, "error_kind": k, "count": n} for s, k, n in counts],
+        "webhooks": [dict(r) for r in latest],
+    }
+
+
+@router.post("/webhooks/replay")
+def replay(request: Request, _: AdminDep, body: ReplayRequest) -> dict[str, Any]:
+    """Put the selected dead webhooks back in line (the processing sensor picks them up)."""
+    selection = DeadLetterSelection(
+        ids=body.ids,
+        received_from=body.received_from,
+        received_to=body.received_to,
+        error_kind=body.error_kind,
+        organization=body.organization,
+        everything=body.everything,
+    )
+    try:
+        with _engine(request).begin() as conn:
+            ids = replay_dead_letters(conn, selection, dry_run=body.dry_run)
+    except EmptySelection as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return {"dry_run": body.dry_run, "count": len(ids), "ids": ids}
