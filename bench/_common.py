@@ -192,8 +192,16 @@ def machine_info() -> dict[str, Any]:
             pg = conn.execute("SHOW server_version").fetchone()[0]
     except Exception:  # noqa: BLE001
         pg = "?"
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception:  # noqa: BLE001
+            return "?"
+
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_head": git("rev-parse", "--short", "HEAD"),
+        "git_dirty_files": len([l for l in git("status", "--porcelain", "--untracked-files=no").splitlines() if l.strip()]),
         "nproc": os.cpu_count(),
         "mem_gib": round(mem_kb / 1024 / 1024, 1),
         "cpu": cpu,

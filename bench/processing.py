@@ -7,7 +7,8 @@ Postgres, a new SQLite file under /tmp), migrated, demo numbers bound with ``up`
 
     run_processing(engine, settings, batch_size=B, idle_exit_seconds=0)
 
-in this process (no Dagster: this is the loop a Dagster run executes). Reported:
+in this process with the engine a Dagster run uses (no Dagster: this is the loop a Dagster
+run executes; see ``shipped_engine``). Reported:
 webhooks/s, items/s (items received = messages + statuses), the share of time spent in
 ``claim_batch``, SQL statements per webhook, and a check that every row ended ``processed``.
 
@@ -32,11 +33,24 @@ from _common import cpu_snapshot, drop_db, fresh_db, machine_info, make_settings
 import sqlalchemy as sa
 
 DB_NAME = "wa_bench_processing"
+VARIANTS = ("as_shipped", "durable_commit", "no_pre_ping")
 SQLITE_DIR = Path("/tmp/wa_bench_processing_sqlite")
 
 
+def shipped_engine(settings, **overrides):
+    """The engine a Dagster processing run uses (``wa_pipelines.resources.AppDatabase``):
+    ``create_processing_engine`` (Postgres sessions with ``synchronous_commit = off``) with
+    ``pool_size=2, max_overflow=2`` on Postgres; ``create_sync_engine`` if the product
+    has no ``create_processing_engine`` (older revisions)."""
+    from wa_webhook.db import engine as db_engine
+
+    factory = getattr(db_engine, "create_processing_engine", db_engine.create_sync_engine)
+    extra = {"pool_size": 2, "max_overflow": 2} if settings.is_postgres else {}
+    extra.update(overrides)
+    return factory(settings, **extra)
+
+
 def prepare(backend: str, rows: int, orgs: int, seed: int):
-    from wa_webhook.db.engine import create_sync_engine
     from wa_webhook.db.schema import utcnow, whatsapp_webhook_logs
     from wa_webhook.migrate import upgrade
     from wa_webhook.simulate import SyntheticStream, synthetic_numbers
@@ -59,7 +73,7 @@ def prepare(backend: str, rows: int, orgs: int, seed: int):
             "received_at": now, "body": body, "body_sha256": hashlib.sha256(body).hexdigest(), "body_size": len(body),
             "signature_status": "valid", "request_id": uuid.uuid4().hex, "status": "pending", "attempts": 0, "updated_at": now,
         })
-    engine = create_sync_engine(settings)
+    engine = shipped_engine(settings)
     with engine.begin() as conn:
         for i in range(0, rows, 2000):
             conn.execute(sa.insert(whatsapp_webhook_logs), values[i : i + 2000])
@@ -74,18 +88,11 @@ def variant_engine(settings, variant: str):
     """Diagnostic engines (bench only): what one change to the connection would buy."""
     from wa_webhook.db.engine import create_sync_engine
 
+    if variant == "durable_commit":  # plain create_sync_engine: synchronous_commit on
+        return create_sync_engine(settings, pool_size=2, max_overflow=2)
     if variant == "no_pre_ping":
-        return create_sync_engine(settings, pool_pre_ping=False)
-    engine = create_sync_engine(settings)
-    if variant == "async_commit":
-
-        @sa.event.listens_for(engine, "connect")
-        def _async_commit(dbapi_conn, _record):  # noqa: ANN001
-            with dbapi_conn.cursor() as cur:
-                cur.execute("SET synchronous_commit = off")
-            dbapi_conn.commit()
-
-    return engine
+        return shipped_engine(settings, pool_pre_ping=False)
+    raise ValueError(variant)
 
 
 def one_case(backend: str, batch: int, rows: int, orgs: int, seed: int, variant: str = "as_shipped") -> dict:
@@ -153,7 +160,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--orgs", type=int, default=3)
     ap.add_argument("--diagnose", action="store_true",
-                    help="instead: Postgres, batch 100, as shipped vs synchronous_commit=off vs no pool_pre_ping (engine changes made here only)")
+                    help="instead: Postgres, batch 100: the shipped engine vs durable commits (synchronous_commit on) vs no pool_pre_ping (engine changes made here only)")
     args = ap.parse_args()
     if args.diagnose:
         return diagnose(args)
@@ -201,7 +208,7 @@ def diagnose(args) -> int:
     results = []
     try:
         for rep in range(args.repeat):
-            for variant in ("as_shipped", "async_commit", "no_pre_ping"):
+            for variant in VARIANTS:
                 r = one_case("postgres", 100, args.rows, args.orgs, seed=rep, variant=variant)
                 r["rep"] = rep
                 results.append(r)
@@ -211,7 +218,7 @@ def diagnose(args) -> int:
         drop_db(DB_NAME)
     print("\nmedian over repetitions:")
     summary = []
-    for variant in ("as_shipped", "async_commit", "no_pre_ping"):
+    for variant in VARIANTS:
         runs = [r for r in results if r["variant"] == variant]
         s = {"variant": variant, "webhooks_per_s": statistics.median(r["webhooks_per_s"] for r in runs),
              "range": [min(r["webhooks_per_s"] for r in runs), max(r["webhooks_per_s"] for r in runs)]}

@@ -193,3 +193,27 @@ def test_embedded_sqlite_default_lands_too(tmp_path, signatures: dict) -> None:
     [row] = rows(eng, whatsapp_webhook_logs)
     assert bytes(row.body) == fixture_bytes("history.json")
     eng.dispose()
+
+
+def test_database_down_answers_fast_503s_not_a_queue_of_timeouts(settings: Settings, signatures: dict) -> None:
+    import time
+
+    import socket
+
+    # a local "database" that accepts connections and never answers: each connection attempt
+    # waits out its 1 s timeout; without failing fast, 5 requests would take 5 s
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    port = silent.getsockname()[1]
+    down = settings.model_copy(update={"database_url": f"postgresql://postgres@127.0.0.1:{port}/x", "db_timeout_seconds": 1.0})
+    body, header = fixture_bytes("messages_text.json"), signatures["messages_text.json"]
+    try:
+        with TestClient(create_app(down)) as c:
+            started = time.monotonic()
+            codes = [post(c, body, header).status_code for _ in range(5)]
+            elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert codes == [503] * 5
+    assert elapsed < 3.5  # the first waits its timeout; the next fail fast

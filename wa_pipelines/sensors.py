@@ -18,6 +18,9 @@ from wa_pipelines.jobs import dashboards_job, process_webhooks_job
 from wa_pipelines.processing.claim import count_claimable
 from wa_pipelines.resources import AppDatabase
 
+#: at most one dashboard refresh per this many seconds after processing runs
+DASHBOARD_REFRESH_SECONDS = 300
+
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -72,8 +75,9 @@ def pending_webhooks_sensor(context: SensorEvaluationContext, app_db: AppDatabas
     request_job=dashboards_job,
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Refresh the dashboards after each successful processing run.",
+    description="Refresh the dashboards after processing runs (at most one refresh per 5 minutes).",
 )
 def dashboards_after_processing(context):
-    """One dashboard refresh per finished processing run."""
-    return RunRequest(run_key=f"after-{context.dagster_run.run_id}")
+    """A dashboard refresh after a finished processing run, deduplicated per 5-minute window
+    (the run key), so sparse traffic does not double the number of runs."""
+    return RunRequest(run_key=f"dashboards-{int(time.time() // DASHBOARD_REFRESH_SECONDS)}")

@@ -1,4 +1,4 @@
-"""What a handler gets: the change being processed and cached routing look-ups."""
+"""What a handler gets: the change being processed and routing look-ups cached for one batch."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ class ChangeContext:
     entry: dict[str, Any]
     change: dict[str, Any]
     organization_ids: set[uuid.UUID] = field(default_factory=set)
+    routes: dict[str, Route] = field(default_factory=dict)  # found routes, shared by one batch
 
     @property
     def field(self) -> str:
@@ -66,6 +67,10 @@ class ChangeContext:
         if not phone_number_id or not isinstance(phone_number_id, (str, int)):
             raise InvalidPayload("value.metadata.phone_number_id is missing")
         phone_number_id = str(phone_number_id)
+        cached = self.routes.get(phone_number_id)
+        if cached is not None:
+            self.organization_ids.add(cached.organization_id)
+            return cached
         row = self.conn.execute(
             sa.select(
                 whatsapp_configs.c.organization_id,
@@ -77,7 +82,9 @@ class ChangeContext:
         if row is None:
             raise Unroutable(f"no organization has phone_number_id {phone_number_id}")
         self.organization_ids.add(row.organization_id)
-        return Route(row.organization_id, row.connection_id, row.waba_id, phone_number_id, row.display_phone_number)
+        route = Route(row.organization_id, row.connection_id, row.waba_id, phone_number_id, row.display_phone_number)
+        self.routes[phone_number_id] = route
+        return route
 
     def connection_for_waba(self, waba_id: str) -> Any:
         """The ``whatsapp_connections`` row bound to ``waba_id``, or None."""

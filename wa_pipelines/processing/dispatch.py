@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from wa_webhook.db.schema import utcnow, whatsapp_webhook_logs
 from wa_webhook.settings import Settings
 
-from .context import ChangeContext
+from .context import ChangeContext, Route
 from .errors import InvalidPayload, ItemError
 from .handlers import HANDLERS, ignore_change
 
@@ -100,15 +100,23 @@ def _apply_change(ctx: ChangeContext, outcome: WebhookOutcome, where: str) -> No
             ctx.conn.commit()  # every applied unit is idempotent: a crash after this re-applies safely
 
 
-def apply_webhook(conn: Connection, webhook_log_id: int, body: bytes | None, received_at: datetime) -> WebhookOutcome:
+def apply_webhook(
+    conn: Connection,
+    webhook_log_id: int,
+    body: bytes | None,
+    received_at: datetime,
+    routes: dict[str, Route] | None = None,
+) -> WebhookOutcome:
     """Apply every item of one webhook body on ``conn`` (each item in a savepoint).
 
     Commits every :data:`COMMIT_EVERY` units so a huge webhook is not one giant transaction;
     the caller commits the rest with the row's outcome. Never raises for bad input: a body
     that is not JSON, or not an envelope, becomes one permanent failure; unknown fields are
-    ignored. Database errors propagate.
+    ignored. Database errors propagate. ``routes`` caches found phone-number routes across
+    the webhooks of one batch (only found routes: an unroutable number is looked up again).
     """
     outcome = WebhookOutcome(webhook_log_id)
+    routes = {} if routes is None else routes
     if body is None:
         outcome.fail("body_purged", "the body was removed by retention", False)
         return outcome
@@ -135,8 +143,10 @@ def apply_webhook(conn: Connection, webhook_log_id: int, body: bytes | None, rec
                 outcome.items_received += 1
                 outcome.fail("invalid_envelope", f"entry[{i}].changes[{j}] is not an object", False)
                 continue
-            ctx = ChangeContext(conn, webhook_log_id, received_at, entry, change, organization_ids)
+            ctx = ChangeContext(conn, webhook_log_id, received_at, entry, change, organization_ids, routes)
             _apply_change(ctx, outcome, f"entry[{i}].changes[{j}]")
+    if outcome.items_received == 0:  # an envelope with no entries or no changes: say so
+        outcome.items_received = outcome.items_ignored = 1
     outcome.organization_id = next(iter(organization_ids), None)
     return outcome
 

@@ -55,11 +55,11 @@ class RunStats:
             self.by_error[kind] += 1
 
 
-def process_row(engine: Engine, row: ClaimedRow, settings: Settings) -> WebhookOutcome:
+def process_row(engine: Engine, row: ClaimedRow, settings: Settings, routes: dict | None = None) -> WebhookOutcome:
     """Apply one claimed row and write its outcome (one transaction, with intermediate
     commits only for very large webhooks, see :data:`~.dispatch.COMMIT_EVERY`)."""
     with engine.connect() as conn:
-        outcome = apply_webhook(conn, row.id, row.body, row.received_at)
+        outcome = apply_webhook(conn, row.id, row.body, row.received_at, routes)
         finish_row(conn, outcome, row.attempts, settings)
         conn.commit()
     if outcome.status == "dead":
@@ -84,7 +84,8 @@ def process_row(engine: Engine, row: ClaimedRow, settings: Settings) -> WebhookO
 def process_batch(engine: Engine, settings: Settings, limit: int | None = None) -> list[WebhookOutcome]:
     """Claim one batch and process it; returns the outcomes (empty when nothing was claimable)."""
     rows = claim_batch(engine, limit or settings.processing_batch_size, settings.processing_lease_seconds)
-    return [process_row(engine, row, settings) for row in rows]
+    routes: dict = {}  # phone-number routes found in this batch
+    return [process_row(engine, row, settings, routes) for row in rows]
 
 
 def run_processing(

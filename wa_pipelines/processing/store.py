@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from wa_webhook.db.engine import insert_ignore
+from wa_webhook.db.engine import insert_ignore, without_nul
 from wa_webhook.db.schema import (
     whatsapp_contacts,
     whatsapp_message_reactions,
@@ -107,7 +107,7 @@ def find_or_create_contact(
         updates["last_seen_at"] = seen_at
     if updates:
         updates["updated_at"] = seen_at
-        conn.execute(sa.update(whatsapp_contacts).where(c.id == row.id).values(**updates))
+        conn.execute(sa.update(whatsapp_contacts).where(c.id == row.id).values(**without_nul(updates)))
     return row.id
 
 
@@ -127,6 +127,7 @@ def insert_message(conn: Connection, values: dict[str, Any]) -> bool:
     inserted = insert_ignore(conn, whatsapp_messages, values, ["phone_number_id", "wamid"])
     if inserted:
         apply_revisions(conn, values["phone_number_id"], values["wamid"])
+    if inserted and values["direction"] == "outbound":  # only outbound messages get statuses
         ranks = conn.execute(
             sa.select(whatsapp_message_statuses.c.status).where(whatsapp_message_statuses.c.wamid == values["wamid"])
         ).scalars()
@@ -212,16 +213,18 @@ def apply_revisions(conn: Connection, phone_number_id: str, original_wamid: str)
     becomes the body (the original stays in ``raw`` and the revisions table); a revoke marks
     the message revoked and clears its body."""
     m, v = whatsapp_messages.c, whatsapp_message_revisions.c
-    original = conn.execute(
-        sa.select(m.id).where(m.phone_number_id == phone_number_id, m.wamid == original_wamid)
-    ).first()
-    if original is None:
-        return  # parked
     revisions = conn.execute(
         sa.select(whatsapp_message_revisions)
         .where(v.phone_number_id == phone_number_id, v.original_wamid == original_wamid)
         .order_by(v.provider_timestamp.is_(None), v.provider_timestamp, v.id)
     ).all()
+    if not revisions:
+        return
+    original = conn.execute(
+        sa.select(m.id).where(m.phone_number_id == phone_number_id, m.wamid == original_wamid)
+    ).first()
+    if original is None:
+        return  # parked until the original is stored
     updates: dict[str, Any] = {}
     for revision in revisions:
         if revision.kind == "edit" and "revoked_at" not in updates:

@@ -58,6 +58,7 @@ def create_processing_engine(settings: Settings | None = None, **kwargs: Any) ->
     together and the row is simply processed again (every write is idempotent). The
     receiver's landing insert keeps fully durable commits: that one answers Meta.
     """
+    kwargs.setdefault("pool_pre_ping", False)  # a run is short-lived; a dead connection fails the run, rows retry
     engine = create_sync_engine(settings, **kwargs)
     if engine.dialect.name == "postgresql":
 
@@ -70,12 +71,28 @@ def create_processing_engine(settings: Settings | None = None, **kwargs: Any) ->
     return engine
 
 
+def without_nul(value: Any) -> Any:
+    """``value`` with NUL characters removed from every string inside it (dicts and lists too).
+
+    Postgres text and jsonb cannot hold U+0000, which a webhook may carry in user text; the
+    exact bytes stay in ``whatsapp_webhook_logs.body``, so nothing is lost.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
 def insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any], conflict: Sequence[str]) -> bool:
     """``INSERT … ON CONFLICT (conflict) DO NOTHING`` on Postgres or SQLite.
 
     Returns True when a row was inserted, False when one with the same key existed.
     """
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    values = {key: without_nul(value) for key, value in values.items()}
     stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
     # RETURNING, not rowcount: drivers disagree on rowcount for INSERT … ON CONFLICT
     return conn.execute(stmt.returning(sa.literal(1))).first() is not None

@@ -1,13 +1,14 @@
 """The landing store: one durable INSERT per webhook, done by the receiver before it answers 200.
 
 Postgres uses an asyncpg pool (the fastest driver measured for this single insert, see
-``bench/README.md``); the embedded SQLite default uses the synchronous engine in a worker
+``docs/benchmarks.md``); the embedded SQLite default uses the synchronous engine in a worker
 thread. Both commit before :meth:`LandingStore.land` returns.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -71,23 +72,40 @@ class PostgresLandingStore:
         self._size = settings.db_pool_size
         self._timeout = settings.db_timeout_seconds
         self._pool = None
+        self._failed_at: float | None = None
         self._lock = anyio.Lock()
+
+    #: after a failed pool creation, requests fail fast (503) for this long instead of each
+    #: waiting out its own connection timeout behind the lock
+    RETRY_AFTER_FAILURE_SECONDS = 1.0
 
     async def _get_pool(self):
         import asyncpg
 
         if self._pool is None:
+            self._fail_fast()
             async with self._lock:
+                self._fail_fast()
                 if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
-                        self._dsn,
-                        min_size=1,
-                        max_size=self._size,
-                        timeout=self._timeout,
-                        command_timeout=self._timeout,
-                        # the insert is the only statement; a statement cache is all it needs
-                    )
+                    try:
+                        self._pool = await self._create_pool(asyncpg)
+                    except Exception:
+                        self._failed_at = time.monotonic()
+                        raise
         return self._pool
+
+    def _fail_fast(self) -> None:
+        if self._failed_at is not None and time.monotonic() - self._failed_at < self.RETRY_AFTER_FAILURE_SECONDS:
+            raise LandingUnavailable("database unavailable (recent connection failure)")
+
+    async def _create_pool(self, asyncpg):
+        return await asyncpg.create_pool(
+            self._dsn,
+            min_size=1,
+            max_size=self._size,
+            timeout=self._timeout,
+            command_timeout=self._timeout,
+        )
 
     async def land(self, webhook: LandedWebhook) -> int:
         try:

@@ -65,7 +65,13 @@ def _apply(ctx: ChangeContext, event: str, transition: tuple[str, str | None, st
     if connection is None:
         # The binding is made by onboarding (or an operator); until then, retry.
         raise Unroutable(f"no organization is bound to WABA {waba_id} ({event})")
-    event_at = meta_time(ctx.entry.get("time")) or ctx.received_at
+    event_at = meta_time(ctx.entry.get("time"))
+    if event_at is None:
+        # Meta always sends entry.time here; without it we cannot order events, so a
+        # redelivery of the event already applied must not move the connection's times.
+        if connection.last_event == event:
+            return "ignored"
+        event_at = ctx.received_at
     last = connection.last_event_at
     if last is not None and last.tzinfo is None:
         last = last.replace(tzinfo=timezone.utc)

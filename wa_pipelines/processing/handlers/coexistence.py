@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from wa_webhook.db.engine import insert_ignore
+from wa_webhook.db.engine import insert_ignore, without_nul
 from wa_webhook.db.schema import whatsapp_configs, whatsapp_history_chunks, whatsapp_messages
 
 from ..context import ChangeContext, Route, Unit
@@ -65,7 +65,7 @@ def _store(
         ctx.conn.execute(
             sa.update(whatsapp_messages)
             .where(m.phone_number_id == route.phone_number_id, m.wamid == wamid, m.type == "media_placeholder")
-            .values(type=values["type"], body=values["body"], raw=message)
+            .values(**without_nul({"type": values["type"], "body": values["body"], "raw": message}))
         )
     return "processed"
 
