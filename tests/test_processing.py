@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+
+import pytest
 import sys
 import threading
 import time
@@ -261,7 +263,8 @@ def test_a_bad_item_does_not_block_or_undo_its_siblings(engine: Engine, settings
     row = webhook_row(engine, row_id)
     assert (row.items_received, row.items_processed, row.items_failed) == (5, 2, 3)
     assert row.status == "dead"  # two of the failures can never succeed
-    assert "invalid_payload" in row.error_kind and "handler_error" in row.error_kind
+    assert row.error_kind == "invalid_payload,invalid_value"  # both permanent: no retry can help
+    assert row.items_dead == 3
     assert "messages[1]" in row.last_error and "messages[3]" in row.last_error
 
 
@@ -424,3 +427,75 @@ def test_a_run_killed_mid_batch_leaves_rows_claimable_and_nothing_is_applied_twi
     wamids = [r.wamid for r in rows(engine, whatsapp_messages)]
     assert sorted(wamids) == sorted(f"wamid.CRASH{i}" for i in range(10))
     assert {webhook_row(engine, i).attempts for i in ids} <= {1, 2}
+
+
+def test_bodies_that_break_the_json_parser_are_dead_and_do_not_stop_the_run(engine: Engine, settings: Settings) -> None:
+    bind_fixture_numbers(engine)
+    deep = land(engine, b"[" * 100_000 + b"]" * 100_000)
+    huge_int = land(engine, b'{"entry": ' + b"9" * 5000 + b"}")
+    good = land(engine, fixture_bytes("messages_text.json"))
+    stats = drain(engine, settings)
+    assert stats.webhooks == 3
+    for row_id in (deep, huge_int):
+        row = webhook_row(engine, row_id)
+        assert (row.status, row.error_kind) == ("dead", "invalid_json")
+    assert webhook_row(engine, good).status == "processed"
+
+
+def test_a_row_that_kills_every_run_ends_dead_instead_of_blocking_processing(engine: Engine, settings: Settings) -> None:
+    settings = settings.model_copy(update={"processing_max_attempts": 2})
+    bind_fixture_numbers(engine)
+    row_id = land(engine, fixture_bytes("messages_text.json"))
+    for _ in range(2):  # two runs claim it and die before finishing
+        claim_batch(engine, 10, lease_seconds=0)
+    drain(engine, settings)
+    row = webhook_row(engine, row_id)
+    assert (row.status, row.error_kind, row.attempts) == ("dead", "crashed", 3)
+    assert not rows(engine, whatsapp_messages)  # not applied: an operator replays it
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"messages": {"id": "wamid.OBJ", "type": "text", "text": {"body": "x"}}},
+        {"messages": "wamid.STR"},
+        {"statuses": {"id": "wamid.S", "status": "read"}},
+    ],
+)
+def test_wrong_container_types_are_invalid_not_silently_ignored(engine: Engine, settings: Settings, value: dict) -> None:
+    bind_fixture_numbers(engine)
+    row_id = land(engine, body_with(acme_value(**value)))
+    drain(engine, settings)
+    row = webhook_row(engine, row_id)
+    assert (row.status, row.error_kind) == ("dead", "invalid_payload")
+
+
+def test_a_status_on_one_number_never_touches_another_numbers_message(engine: Engine, settings: Settings) -> None:
+    orgs = bind_fixture_numbers(engine)
+    _outbound(engine, orgs["acme"], "wamid.SHARED")
+    globex_value = {"messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550000002", "phone_number_id": "200000000000002"}}
+    failed = {"id": "wamid.SHARED", "status": "failed", "timestamp": "1767225600", "recipient_id": "1"}
+    land(engine, body_with({**globex_value, "statuses": [failed]}, waba="100000000000002"))
+    land(engine, body_with(acme_value(statuses=[{**failed, "status": "delivered"}])))
+    drain(engine, settings)
+    assert message(engine, "wamid.SHARED").current_status == "delivered"
+    assert len(rows(engine, whatsapp_message_statuses)) == 2
+
+
+def test_errors_and_logs_never_carry_message_text_or_phone_numbers(engine: Engine, settings: Settings, caplog) -> None:
+    import logging
+
+    bind_fixture_numbers(engine)
+    secret_text = "PII-BODY-do-not-log"
+    phone = "15559998877"
+    bad = [
+        {"from": phone, "id": "wamid." + "L" * 300, "timestamp": "1", "type": "text", "text": {"body": secret_text}},
+        {"from": phone * 10, "id": "wamid.LONGFROM", "timestamp": "1", "type": "text", "text": {"body": secret_text}},
+    ]
+    row_id = land(engine, body_with(acme_value(contacts=[{"profile": {"name": secret_text}, "wa_id": phone}], messages=bad)))
+    with caplog.at_level(logging.DEBUG, logger="wa_pipelines"):
+        drain(engine, settings)
+    row = webhook_row(engine, row_id)
+    assert row.status == "dead" and row.items_failed == 2
+    text = row.last_error + "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    assert secret_text not in text and phone not in text

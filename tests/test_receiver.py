@@ -217,3 +217,44 @@ def test_database_down_answers_fast_503s_not_a_queue_of_timeouts(settings: Setti
         silent.close()
     assert codes == [503] * 5
     assert elapsed < 3.5  # the first waits its timeout; the next fail fast
+
+
+def test_an_unusable_request_id_header_never_costs_a_delivery(client: TestClient, engine: Engine, signatures: dict) -> None:
+    body, header = fixture_bytes("messages_text.json"), signatures["messages_text.json"]
+    for request_id in ("x" * 65, "a b\tc", "ünïcode".encode()):
+        assert post(client, body, header, **{"X-Request-Id": request_id}).status_code == 200
+    stored = [r.request_id for r in rows(engine, whatsapp_webhook_logs)]
+    assert len(stored) == 3 and all(len(r) == 32 for r in stored)
+
+
+def test_handshake_refuses_repeated_parameters_and_odd_challenges(client: TestClient) -> None:
+    ok = f"hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}"
+    assert client.get(f"{URL}?{ok}&hub.verify_token=wrong&hub.challenge=1").status_code == 403
+    assert client.get(f"{URL}?hub.verify_token=wrong&{ok}&hub.challenge=1").status_code == 403
+    assert client.get(f"{URL}?{ok}&hub.challenge=%3Cscript%3E").status_code == 400
+    r = client.get(f"{URL}?{ok}&hub.challenge=987654321")
+    assert r.status_code == 200 and r.text == "987654321" and r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_sqlite_file_deleted_under_the_receiver_is_503_not_a_lost_200(tmp_path, signatures: dict) -> None:
+    import os
+
+    from wa_webhook.migrate import upgrade
+
+    local = Settings(data_dir=tmp_path, database_url=None, meta_app_secret=APP_SECRET, meta_webhook_verify_token=VERIFY_TOKEN)
+    upgrade(local)
+    body, header = fixture_bytes("messages_text.json"), signatures["messages_text.json"]
+    with TestClient(create_app(local)) as c:
+        assert post(c, body, header).status_code == 200
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(str(local.sqlite_path) + suffix):
+                os.remove(str(local.sqlite_path) + suffix)
+        assert post(c, body, header).status_code == 503
+        assert c.get("/readyz").status_code == 503
+        upgrade(local)  # the operator restores a database: deliveries land in it again
+        assert post(c, body, header).status_code == 200
+    from wa_webhook.db.engine import create_sync_engine
+
+    eng = create_sync_engine(local)
+    assert len(rows(eng, whatsapp_webhook_logs)) == 1
+    eng.dispose()

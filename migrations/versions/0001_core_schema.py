@@ -164,7 +164,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_whatsapp_message_statuses_organization_id_organizations'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['webhook_log_id'], ['whatsapp_webhook_logs.id'], name=op.f('fk_whatsapp_message_statuses_webhook_log_id_whatsapp_webhook_logs'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_whatsapp_message_statuses')),
-    sa.UniqueConstraint('wamid', 'status', name='uq_whatsapp_message_statuses_wamid_status')
+    sa.UniqueConstraint('phone_number_id', 'wamid', 'status', name='uq_whatsapp_message_statuses_phone_wamid_status')
     )
     with op.batch_alter_table('whatsapp_message_statuses', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_whatsapp_message_statuses_organization_id'), ['organization_id'], unique=False)

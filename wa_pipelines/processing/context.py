@@ -64,8 +64,10 @@ class ChangeContext:
         """
         metadata = self.value.get("metadata")
         phone_number_id = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
-        if not phone_number_id or not isinstance(phone_number_id, (str, int)):
+        if phone_number_id is None or phone_number_id == "":
             raise InvalidPayload("value.metadata.phone_number_id is missing")
+        if isinstance(phone_number_id, bool) or not isinstance(phone_number_id, (str, int)) or len(str(phone_number_id)) > 64:
+            raise InvalidPayload(f"value.metadata.phone_number_id is not an id ({type(phone_number_id).__name__})")
         phone_number_id = str(phone_number_id)
         cached = self.routes.get(phone_number_id)
         if cached is not None:

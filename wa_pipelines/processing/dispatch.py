@@ -49,6 +49,30 @@ class WebhookOutcome:
         self.errors.append((kind, message, retryable))
 
 
+def describe_error(exc: BaseException) -> tuple[str, str, bool]:
+    """(error kind, message without payload values, retryable) for an unexpected exception.
+
+    A value the database refuses (too long, out of range, untranslatable) will be refused
+    on every attempt: ``invalid_value``, permanent. Anything else is a handler error and is
+    retried (a fix can be deployed meanwhile). Messages never carry SQL parameters (engines
+    use ``hide_parameters``) nor the exception's own text for non-database errors, since
+    that text may quote message bodies or phone numbers.
+    """
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        first_line = str(exc.orig).strip().splitlines()[0][:200] if str(exc.orig).strip() else ""
+        detail = f"{type(exc.orig).__name__}: {first_line}"
+        if isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError)):
+            return "invalid_value", detail, False
+        return "handler_error", detail, True
+    if isinstance(exc, (UnicodeError, OverflowError)):
+        return "invalid_value", type(exc).__name__, False
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = f" at {frame.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.tb_lineno}" if frame else ""
+    return "handler_error", f"{type(exc).__name__}{where}", True
+
+
 def retry_delay(attempts: int, settings: Settings) -> float:
     """Seconds before the next attempt: exponential from ``processing_retry_base_seconds``,
     capped at ``processing_retry_max_seconds``, with full jitter in [50 %, 100 %]."""
@@ -70,6 +94,14 @@ def _apply_change(ctx: ChangeContext, outcome: WebhookOutcome, where: str) -> No
         outcome.items_received += 1
         outcome.fail(exc.kind, f"{where}: {exc}", exc.retryable)
         return
+    except sa.exc.OperationalError:
+        raise
+    except Exception as exc:  # a handler bug while reading the change: the change fails, not the run
+        outcome.items_received += 1
+        kind, message, retryable = describe_error(exc)
+        log.error("handler error in webhook %s at %s: %s", outcome.webhook_log_id, where, message)
+        outcome.fail(kind, f"{where}: {message}", retryable)
+        return
     if not units:  # nothing to apply (e.g. an empty array): one ignored item, never silence
         outcome.items_received += 1
         outcome.items_ignored += 1
@@ -89,8 +121,10 @@ def _apply_change(ctx: ChangeContext, outcome: WebhookOutcome, where: str) -> No
             raise  # the database itself is in trouble: let the whole row retry
         except Exception as exc:  # a handler bug or an unexpected shape: keep the siblings going
             savepoint.rollback()
-            log.exception("handler error in webhook %s at %s.%s", outcome.webhook_log_id, where, label)
-            outcome.fail("handler_error", f"{where}.{label}: {type(exc).__name__}: {exc}", True)
+            kind, message, retryable = describe_error(exc)
+            log.error("handler error in webhook %s at %s.%s: %s", outcome.webhook_log_id, where, label, message)
+            log.debug("handler error traceback", exc_info=True)  # may hold payload values: DEBUG only
+            outcome.fail(kind, f"{where}.{label}: {message}", retryable)
             continue
         if result == "ignored":
             outcome.items_ignored += 1
@@ -122,9 +156,9 @@ def apply_webhook(
         return outcome
     try:
         payload: Any = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep, absurd numbers
         outcome.items_received = 1
-        outcome.fail("invalid_json", f"body is not JSON: {exc}", False)
+        outcome.fail("invalid_json", f"body is not JSON: {type(exc).__name__}: {str(exc)[:200]}", False)
         return outcome
     entries = payload.get("entry") if isinstance(payload, dict) else None
     if not isinstance(entries, list):

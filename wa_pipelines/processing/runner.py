@@ -58,10 +58,18 @@ class RunStats:
 def process_row(engine: Engine, row: ClaimedRow, settings: Settings, routes: dict | None = None) -> WebhookOutcome:
     """Apply one claimed row and write its outcome (one transaction, with intermediate
     commits only for very large webhooks, see :data:`~.dispatch.COMMIT_EVERY`)."""
-    with engine.connect() as conn:
-        outcome = apply_webhook(conn, row.id, row.body, row.received_at, routes)
-        finish_row(conn, outcome, row.attempts, settings)
-        conn.commit()
+    if row.attempts > settings.processing_max_attempts:
+        # Claimed more often than allowed without ever finishing: every run that took it died
+        # or hit its lease. A poison row must not take every later run down with it.
+        outcome = WebhookOutcome(row.id, items_received=1)
+        outcome.fail("crashed", f"processing never finished in {row.attempts - 1} attempts (run died or lease expired)", False)
+        with engine.begin() as conn:
+            finish_row(conn, outcome, row.attempts, settings)
+    else:
+        with engine.connect() as conn:
+            outcome = apply_webhook(conn, row.id, row.body, row.received_at, routes)
+            finish_row(conn, outcome, row.attempts, settings)
+            conn.commit()
     if outcome.status == "dead":
         # an alert line: a dead letter waits for an operator (replay_dead_letters job or admin API)
         log.error(

@@ -2,7 +2,7 @@
 
 Every write is keyed so that applying the same item twice, or in two concurrent runs,
 leaves exactly one row: messages on (``phone_number_id``, wamid), statuses on
-(wamid, status), contacts on (organization, ``wa_id``) or (organization, ``user_id``).
+(``phone_number_id``, wamid, status), contacts on (organization, ``wa_id``) or (organization, ``user_id``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from wa_webhook.db.engine import insert_ignore, without_nul
+from wa_webhook.db.engine import insert_ignore, storable
 from wa_webhook.db.schema import (
     whatsapp_contacts,
     whatsapp_message_reactions,
@@ -107,7 +107,7 @@ def find_or_create_contact(
         updates["last_seen_at"] = seen_at
     if updates:
         updates["updated_at"] = seen_at
-        conn.execute(sa.update(whatsapp_contacts).where(c.id == row.id).values(**without_nul(updates)))
+        conn.execute(sa.update(whatsapp_contacts).where(c.id == row.id).values(**storable(updates)))
     return row.id
 
 
@@ -128,33 +128,36 @@ def insert_message(conn: Connection, values: dict[str, Any]) -> bool:
     if inserted:
         apply_revisions(conn, values["phone_number_id"], values["wamid"])
     if inserted and values["direction"] == "outbound":  # only outbound messages get statuses
+        st = whatsapp_message_statuses.c
         ranks = conn.execute(
-            sa.select(whatsapp_message_statuses.c.status).where(whatsapp_message_statuses.c.wamid == values["wamid"])
+            sa.select(st.status).where(st.phone_number_id == values["phone_number_id"], st.wamid == values["wamid"])
         ).scalars()
         best = max(ranks, key=lambda s: STATUS_RANK.get(s, 0), default=None)
         if best is not None:
-            _advance_status(conn, values["wamid"], best)
+            _advance_status(conn, values["phone_number_id"], values["wamid"], best)
     return inserted
 
 
-def _advance_status(conn: Connection, wamid: str, status: str) -> int:
+def _advance_status(conn: Connection, phone_number_id: str, wamid: str, status: str) -> int:
     rank = STATUS_RANK.get(status, 0)
     m = whatsapp_messages.c
     return conn.execute(
         sa.update(whatsapp_messages)
-        .where(m.wamid == wamid, m.status_rank < rank)
+        .where(m.phone_number_id == phone_number_id, m.wamid == wamid, m.status_rank < rank)
         .values(current_status=status, status_rank=rank)
     ).rowcount
 
 
 def record_status(conn: Connection, values: dict[str, Any]) -> bool:
-    """Append one status keyed by (wamid, status) and move the message's status forward only.
+    """Append one status keyed by (``phone_number_id``, wamid, status) and move the message's
+    status forward only (a number's statuses never touch another number's messages).
 
     Returns True when the status row is new. A status for a message not stored yet stays in
     the history table and is applied when the message arrives (:func:`insert_message`).
     """
-    inserted = insert_ignore(conn, whatsapp_message_statuses, values, ["wamid", "status"])
-    _advance_status(conn, values["wamid"], values["status"])
+    inserted = insert_ignore(conn, whatsapp_message_statuses, values, ["phone_number_id", "wamid", "status"])
+    if inserted:  # an existing row was applied when it arrived, or when its message did
+        _advance_status(conn, values["phone_number_id"], values["wamid"], values["status"])
     return inserted
 
 

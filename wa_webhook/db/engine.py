@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import math
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,11 +14,10 @@ from wa_webhook.settings import Settings, get_settings
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the receiver write while a processing run reads; busy_timeout makes the
-    # two processes wait for each other instead of failing with "database is locked".
+    # WAL lets the receiver write while a processing run reads; the connection's timeout
+    # (DB_TIMEOUT_SECONDS) makes writers wait for each other instead of failing at once.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
@@ -31,9 +31,10 @@ def create_sync_engine(settings: Settings | None = None, **kwargs: Any) -> Engin
     """
     settings = settings or get_settings()
     url = settings.sync_database_url
+    kwargs.setdefault("hide_parameters", True)  # errors and logs never carry payload values
     if url.startswith("sqlite"):
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 10}, **kwargs)
+        engine = sa.create_engine(url, connect_args={"timeout": settings.db_timeout_seconds}, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that
         # a claim's read and write happen in one write transaction.
@@ -71,18 +72,32 @@ def create_processing_engine(settings: Settings | None = None, **kwargs: Any) ->
     return engine
 
 
-def without_nul(value: Any) -> Any:
-    """``value`` with NUL characters removed from every string inside it (dicts and lists too).
+def storable(value: Any) -> Any:
+    """``value`` made storable in text and jsonb columns of both databases, recursively.
 
-    Postgres text and jsonb cannot hold U+0000, which a webhook may carry in user text; the
-    exact bytes stay in ``whatsapp_webhook_logs.body``, so nothing is lost.
+    NUL characters are removed and lone surrogates replaced (Postgres cannot store them,
+    SQLite cannot encode them); non-finite floats become None and integers beyond 64 bits
+    become strings (jsonb and SQLite refuse them). The exact bytes stay in
+    ``whatsapp_webhook_logs.body``, so nothing is lost.
     """
     if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
+        if "\x00" in value:
+            value = value.replace("\x00", "")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "replace").decode("utf-8")
+        return value
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else str(value)
     if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
+        return {storable(k): storable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [without_nul(v) for v in value]
+        return [storable(v) for v in value]
     return value
 
 
@@ -92,7 +107,7 @@ def insert_ignore(conn: Connection, table: sa.Table, values: dict[str, Any], con
     Returns True when a row was inserted, False when one with the same key existed.
     """
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    values = {key: without_nul(value) for key, value in values.items()}
+    values = {key: storable(value) for key, value in values.items()}
     stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
     # RETURNING, not rowcount: drivers disagree on rowcount for INSERT … ON CONFLICT
     return conn.execute(stmt.returning(sa.literal(1))).first() is not None

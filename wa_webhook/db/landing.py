@@ -8,6 +8,7 @@ thread. Both commit before :meth:`LandingStore.land` returns.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -141,9 +142,27 @@ class SqliteLandingStore:
     """Embedded default: the synchronous engine in a worker thread."""
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._path = settings.sqlite_path
         self._engine = create_sync_engine(settings)
+        self._inode: int | None = None
+
+    def _check_file(self) -> None:
+        """Refuse to write into a database file that was deleted or replaced under us: open
+        connections would keep writing into the unlinked file and the webhook would be lost."""
+        try:
+            inode = os.stat(self._path).st_ino
+        except FileNotFoundError as exc:
+            raise LandingUnavailable(f"SQLite database {self._path} does not exist") from exc
+        if self._inode is None:
+            self._inode = inode
+        elif inode != self._inode:
+            self._engine.dispose()  # reconnect to the file that is there now
+            self._engine = create_sync_engine(self._settings)
+            self._inode = inode
 
     def _insert(self, webhook: LandedWebhook) -> int:
+        self._check_file()
         with self._engine.begin() as conn:
             return conn.execute(
                 sa.insert(whatsapp_webhook_logs)
@@ -162,6 +181,7 @@ class SqliteLandingStore:
             ).scalar_one()
 
     def _ping(self) -> None:
+        self._check_file()
         with self._engine.connect() as conn:
             conn.execute(sa.text("SELECT 1 FROM whatsapp_webhook_logs LIMIT 1"))
 

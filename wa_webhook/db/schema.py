@@ -226,7 +226,7 @@ whatsapp_message_statuses = sa.Table(
     sa.Column("provider_timestamp", sa.DateTime(timezone=True)),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("webhook_log_id", BigId, sa.ForeignKey("whatsapp_webhook_logs.id", ondelete="SET NULL")),
-    sa.UniqueConstraint("wamid", "status", name="uq_whatsapp_message_statuses_wamid_status"),
+    sa.UniqueConstraint("phone_number_id", "wamid", "status", name="uq_whatsapp_message_statuses_phone_wamid_status"),
 )
 
 whatsapp_message_reactions = sa.Table(

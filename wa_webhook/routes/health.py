@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from wa_webhook.db.landing import LandingUnavailable
+
+log = logging.getLogger("wa_webhook.health")
 
 router = APIRouter(tags=["health"])
 
@@ -22,5 +26,6 @@ async def readyz(request: Request) -> JSONResponse:
     try:
         await request.app.state.landing.ping()
     except LandingUnavailable as exc:
-        return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
+        log.warning("readiness check failed: %s", exc)  # details in the log, not to the caller
+        return JSONResponse({"status": "unavailable", "database": "unavailable"}, status_code=503)
     return JSONResponse({"status": "ok", "database": "ok"})

@@ -12,6 +12,7 @@ WhatsApp webhooks overview (3 MB payloads; any non-200 is retried for up to 7 da
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 from fastapi import APIRouter, Query, Request, Response
@@ -48,6 +49,17 @@ async def read_body_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def safe_request_id(header: str | None) -> str:
+    """The caller's ``X-Request-Id`` when it is a short token (≤ 64 of ``[A-Za-z0-9._:-]``),
+    else a new random id: a header must never be the reason a delivery cannot be stored."""
+    if header and _REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
 @router.get("/webhook", response_class=PlainTextResponse)
 async def verify_subscription(
     request: Request,
@@ -64,13 +76,19 @@ async def verify_subscription(
     expected = settings.meta_webhook_verify_token
     if expected is None or not expected.get_secret_value():
         return PlainTextResponse("webhook verify token is not configured", status_code=503)
-    if hub_mode != "subscribe" or not tokens_equal(hub_verify_token, expected.get_secret_value()):
-        log.warning("webhook verification refused", extra={"mode": hub_mode})
+    params = request.query_params
+    repeated = any(len(params.getlist(name)) > 1 for name in ("hub.mode", "hub.verify_token", "hub.challenge"))
+    if repeated or hub_mode != "subscribe" or not tokens_equal(hub_verify_token, expected.get_secret_value()):
+        log.warning("webhook verification refused")
         return PlainTextResponse("verification failed", status_code=403)
-    if hub_challenge is None:
-        return PlainTextResponse("hub.challenge is missing", status_code=400)
+    if not hub_challenge or not _CHALLENGE.fullmatch(hub_challenge):
+        return PlainTextResponse("hub.challenge is missing or malformed", status_code=400)
     log.info("webhook verification accepted")
-    return PlainTextResponse(hub_challenge, status_code=200)
+    return PlainTextResponse(hub_challenge, status_code=200, headers={"X-Content-Type-Options": "nosniff"})
+
+
+#: Meta's challenge is a number sent as text; anything else is echoed by no one
+_CHALLENGE = re.compile(r"[A-Za-z0-9_.-]{1,256}")
 
 
 @router.post("/webhook", response_class=PlainTextResponse)
@@ -89,7 +107,7 @@ async def receive_webhook(request: Request) -> Response:
         log.error("META_APP_SECRET is not set: refusing webhook deliveries")
         return PlainTextResponse("app secret is not configured", status_code=503)
 
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = safe_request_id(request.headers.get("x-request-id"))
     try:
         body = await read_body_limited(request, state.settings.webhook_max_body_bytes)
     except BodyTooLarge:

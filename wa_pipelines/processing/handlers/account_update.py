@@ -49,11 +49,21 @@ def _disabled_transition(value: dict[str, Any]) -> tuple[str, str | None, str] |
 def waba_id_of(entry: dict[str, Any], value: dict[str, Any]) -> str | None:
     """The WABA an ``account_update`` is about: ``waba_info.waba_id``, else ``entry.id``."""
     info = value.get("waba_info")
-    if isinstance(info, dict) and info.get("waba_id"):
-        return str(info["waba_id"])
-    if value.get("event", "").startswith("PARTNER_") and isinstance(info, dict):
+    if "waba_info" in value:
+        # PARTNER_* events: entry.id is the partner's business id, never fall back to it
+        waba = info.get("waba_id") if isinstance(info, dict) else None
+        return _id(waba)
+    if str(value.get("event", "")).startswith("PARTNER_") and value.get("event") not in ("PARTNER_REMOVED",):
+        return None  # a PARTNER_* event without waba_info names no WABA
+    return _id(entry.get("id"))
+
+
+def _id(value: Any) -> str | None:
+    """A Meta id as a string: digits in a string or an int, never a bool, dict or list."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
         return None
-    return str(entry["id"]) if entry.get("id") else None
+    text = str(value).strip()
+    return text if text and len(text) <= 64 else None
 
 
 def _apply(ctx: ChangeContext, event: str, transition: tuple[str, str | None, str]) -> str:
@@ -118,9 +128,11 @@ def handle_account_update(ctx: ChangeContext) -> Iterable[Unit]:
     """One unit per change: apply the event's state transition, or mark it ignored."""
     value = ctx.value
     event = value.get("event")
-    if not isinstance(event, str) or not event:
+    if event is None or event == "":
         yield ("event", lambda: "ignored")
         return
+    if not isinstance(event, str):
+        raise InvalidPayload(f"account_update event is a {type(event).__name__}, not a string")
     transition: tuple[str, str | None, str] | None
     if event == "DISABLED_UPDATE":
         transition = _disabled_transition(value)

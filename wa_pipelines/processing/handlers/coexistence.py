@@ -12,14 +12,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from wa_webhook.db.engine import insert_ignore, without_nul
+from wa_webhook.db.engine import insert_ignore, storable
 from wa_webhook.db.schema import whatsapp_configs, whatsapp_history_chunks, whatsapp_messages
 
 from ..context import ChangeContext, Route, Unit
 from ..errors import InvalidPayload
 from ..store import STATUS_RANK, find_or_create_contact, insert_message
 from ..timeparse import meta_time
-from .messages import _raise_invalid, _str, context_wamid, first_error, render_body
+from .messages import _raise_invalid, _str, context_wamid, first_error, list_field, render_body
 
 
 def _store(
@@ -65,7 +65,7 @@ def _store(
         ctx.conn.execute(
             sa.update(whatsapp_messages)
             .where(m.phone_number_id == route.phone_number_id, m.wamid == wamid, m.type == "media_placeholder")
-            .values(**without_nul({"type": values["type"], "body": values["body"], "raw": message}))
+            .values(**storable({"type": values["type"], "body": values["body"], "raw": message}))
         )
     return "processed"
 
@@ -73,8 +73,8 @@ def _store(
 def handle_smb_message_echoes(ctx: ChangeContext) -> Iterable[Unit]:
     """One unit per ``message_echoes[]`` item: an outbound message, contact taken from ``to``."""
     route = ctx.route_phone_number()
-    echoes = ctx.value.get("message_echoes")
-    if not isinstance(echoes, list) or not echoes:
+    echoes = list_field(ctx.value, "message_echoes")
+    if not echoes:
         yield ("message_echoes", lambda: "ignored")
         return
     for k, echo in enumerate(echoes):
@@ -95,8 +95,8 @@ def handle_history(ctx: ChangeContext) -> Iterable[Unit]:
     declined history (``errors`` with 2593109) is one ignored unit.
     """
     route = ctx.route_phone_number()
-    chunks = ctx.value.get("history")
-    if not isinstance(chunks, list) or not chunks:
+    chunks = list_field(ctx.value, "history")
+    if not chunks:
         yield ("history", lambda: "ignored")
         return
     def order(chunk: Any) -> int:
@@ -114,7 +114,11 @@ def handle_history(ctx: ChangeContext) -> Iterable[Unit]:
             continue
         if isinstance(chunk.get("metadata"), dict):
             yield (f"history[{c}].metadata", lambda ch=chunk: _history_chunk(ctx, route, ch))
-        media = chunk.get("messages") if isinstance(chunk.get("messages"), list) else []
+        try:
+            media, threads = list_field(chunk, "messages"), list_field(chunk, "threads")
+        except InvalidPayload as exc:
+            yield (f"history[{c}]", _raise_invalid(str(exc)))
+            continue
         for k, message in enumerate(media):
             label = f"history[{c}].messages[{k}]"
             if not isinstance(message, dict):
@@ -128,13 +132,16 @@ def handle_history(ctx: ChangeContext) -> Iterable[Unit]:
                     counterpart=_str(m.get("to") if out else m.get("from")),
                 ),
             )
-        threads = chunk.get("threads") if isinstance(chunk.get("threads"), list) else []
         for t, thread in enumerate(threads):
             if not isinstance(thread, dict):
                 yield (f"history[{c}].threads[{t}]", _raise_invalid("thread is not an object"))
                 continue
             thread_id = _str(thread.get("id"))
-            messages = thread.get("messages") if isinstance(thread.get("messages"), list) else []
+            try:
+                messages = list_field(thread, "messages")
+            except InvalidPayload as exc:
+                yield (f"history[{c}].threads[{t}]", _raise_invalid(str(exc)))
+                continue
             for k, message in enumerate(messages):
                 label = f"history[{c}].threads[{t}].messages[{k}]"
                 if not isinstance(message, dict):
@@ -208,8 +215,8 @@ def _history_declined(ctx: ChangeContext, route: Route, chunk: dict[str, Any]) -
 def handle_smb_app_state_sync(ctx: ChangeContext) -> Iterable[Unit]:
     """One unit per ``state_sync[]`` item: contact ``add`` (also an edit) or ``remove``."""
     route = ctx.route_phone_number()
-    items = ctx.value.get("state_sync")
-    if not isinstance(items, list) or not items:
+    items = list_field(ctx.value, "state_sync")
+    if not items:
         yield ("state_sync", lambda: "ignored")
         return
     for k, item in enumerate(items):
@@ -225,7 +232,8 @@ def _apply_contact_sync(ctx: ChangeContext, route: Route, item: dict[str, Any]) 
     if not phone:
         raise InvalidPayload("state_sync contact has no phone_number")
     action = item.get("action")
-    seen_at = meta_time((item.get("metadata") or {}).get("timestamp")) or ctx.received_at
+    metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+    seen_at = meta_time(metadata.get("timestamp")) or ctx.received_at
     if action == "remove":
         find_or_create_contact(ctx.conn, route.organization_id, wa_id=phone, in_address_book=False, seen_at=seen_at)
     elif action == "add":

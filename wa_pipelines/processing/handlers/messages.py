@@ -75,8 +75,19 @@ def first_error(item: dict[str, Any]) -> tuple[int | None, str | None]:
     if isinstance(errors, list) and errors and isinstance(errors[0], dict):
         code = errors[0].get("code")
         title = errors[0].get("title") or errors[0].get("message")
-        return (int(code) if isinstance(code, int) or (isinstance(code, str) and code.isdigit()) else None, _str(title))
+        return _error_code(code), _str(title)
     return None, None
+
+
+def _error_code(code: Any) -> int | None:
+    """Meta's error code as an int (fits a 32-bit column), None when absent or not a code."""
+    if isinstance(code, bool):
+        return None
+    try:
+        value = int(code) if isinstance(code, (int, str)) else None
+    except ValueError:
+        return None
+    return value if value is not None and -(2**31) <= value < 2**31 else None
 
 
 def _contact_index(value: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -214,9 +225,7 @@ def handle_messages(ctx: ChangeContext) -> Iterable[Unit]:
     value = ctx.value
     route = ctx.route_phone_number()
     contacts = _contact_index(value)
-    messages = value.get("messages") if isinstance(value.get("messages"), list) else []
-    statuses = value.get("statuses") if isinstance(value.get("statuses"), list) else []
-    errors = value.get("errors") if isinstance(value.get("errors"), list) else []
+    messages, statuses, errors = (list_field(value, key) for key in ("messages", "statuses", "errors"))
     for k, message in enumerate(messages):
         if not isinstance(message, dict):
             yield (f"messages[{k}]", _raise_invalid("message is not an object"))
@@ -232,6 +241,20 @@ def handle_messages(ctx: ChangeContext) -> Iterable[Unit]:
         yield (f"errors[{k}]", lambda: "ignored")
     if not (messages or statuses or errors):
         yield ("value", lambda: "ignored")
+
+
+def list_field(container: dict[str, Any], key: str) -> list[Any]:
+    """``container[key]`` when it is a list, ``[]`` when absent or null.
+
+    Raises :class:`InvalidPayload` when present with another type: a ``messages`` object or
+    string is a payload we cannot read, never something to ignore silently.
+    """
+    value = container.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidPayload(f"{key} is a {type(value).__name__}, not an array")
+    return value
 
 
 def _raise_invalid(message: str):
