@@ -74,7 +74,7 @@ def pending_webhooks_sensor(context: SensorEvaluationContext, app_db: AppDatabas
     monitored_jobs=[process_webhooks_job],
     request_job=dashboards_job,
     default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=5,
     description="Refresh the dashboards after processing runs (at most one refresh per 5 minutes).",
 )
 def dashboards_after_processing(context):

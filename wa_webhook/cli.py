@@ -25,6 +25,19 @@ def _settings():
         raise SystemExit(2) from exc
 
 
+def _migrated_settings():
+    """Settings of a database that exists and is migrated, or exit 2 with the reason."""
+    from wa_webhook.migrate import NotMigrated, require_migrated
+
+    settings = _settings()
+    try:
+        require_migrated(settings)
+    except NotMigrated as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    return settings
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from wa_webhook.migrate import downgrade, upgrade
 
@@ -81,7 +94,7 @@ def cmd_bind_waba(args: argparse.Namespace) -> int:
     from wa_webhook.bindings import BindingConflict, PhoneNumber, bind_waba, ensure_organization
     from wa_webhook.db.engine import create_sync_engine
 
-    engine = create_sync_engine(_settings())
+    engine = create_sync_engine(_migrated_settings())
     numbers = [
         PhoneNumber(pid, args.display_phone_number, args.verified_name, args.coexistence) for pid in args.phone_number_id
     ]
@@ -100,7 +113,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     from wa_pipelines.processing.runner import run_processing
     from wa_webhook.db.engine import create_processing_engine
 
-    settings = _settings()
+    settings = _migrated_settings()
     engine = create_processing_engine(settings)
     stats = run_processing(engine, settings, idle_exit_seconds=args.idle_exit_seconds, max_seconds=args.max_seconds)
     print(
@@ -114,7 +127,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from wa_webhook.db.engine import create_sync_engine
     from wa_webhook.summary import format_summary, stored_summary
 
-    engine = create_sync_engine(_settings())
+    engine = create_sync_engine(_migrated_settings())
     with engine.connect() as conn:
         summary = stored_summary(conn)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))

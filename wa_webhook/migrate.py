@@ -67,3 +67,34 @@ def downgrade(settings: Settings | None = None, revision: str = "base") -> None:
             command.downgrade(cfg, revision)
     finally:
         engine.dispose()
+
+
+class NotMigrated(RuntimeError):
+    """The app database does not exist or is not at the latest migration."""
+
+
+def require_migrated(settings: Settings) -> None:
+    """Raise :class:`NotMigrated` with a clear next step unless the schema is at head.
+
+    Never creates anything: a command run from the wrong folder must not leave an empty
+    SQLite file behind.
+    """
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    if not settings.is_postgres and not settings.sqlite_path.exists():
+        raise NotMigrated(
+            f"no database at {settings.sqlite_path.resolve()}: set WA_DATA_DIR (or DATABASE_URL) to where "
+            "`wa-onboarding up`/`migrate` ran, or run `wa-onboarding migrate`"
+        )
+    head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
+    engine = create_sync_engine(settings)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except sa.exc.OperationalError as exc:
+        raise NotMigrated(f"cannot reach the database: {str(exc.orig).strip().splitlines()[0]}") from exc
+    finally:
+        engine.dispose()
+    if current != head:
+        raise NotMigrated(f"the database is at migration {current or 'none'}, not {head}: run `wa-onboarding migrate`")

@@ -19,7 +19,11 @@ from wa_webhook.db.schema import (
 
 
 def stored_summary(conn: Connection) -> dict[str, Any]:
-    """Counts per table and per state: ``{"webhooks": {"processed": n, …}, "messages": {…}, …}``."""
+    """Counts per table and per state: ``{"webhooks": {"processed": n, …}, "messages": {…}, …}``.
+
+    ``webhooks_leased`` counts rows a run holds right now, or held when it died (claimable
+    again once ``PROCESSING_LEASE_SECONDS`` pass).
+    """
 
     def grouped(table: sa.Table, *cols: sa.Column, where: Any = sa.true()) -> dict[str, int]:
         rows = conn.execute(sa.select(*cols, sa.func.count()).select_from(table).where(where).group_by(*cols)).all()
@@ -30,6 +34,11 @@ def stored_summary(conn: Connection) -> dict[str, Any]:
 
     return {
         "webhooks": grouped(whatsapp_webhook_logs, whatsapp_webhook_logs.c.status),
+        "webhooks_leased": int(
+            conn.execute(
+                sa.select(sa.func.count()).select_from(whatsapp_webhook_logs).where(whatsapp_webhook_logs.c.locked_until.is_not(None))
+            ).scalar_one()
+        ),
         "webhook_errors": grouped(
             whatsapp_webhook_logs,
             whatsapp_webhook_logs.c.error_kind,

@@ -217,8 +217,37 @@ def wait_processed(settings: Settings, timeout: float, services: Services | None
         engine.dispose()
 
 
-def wait_runs_finished(env: dict[str, str], timeout: float, services: Services) -> bool:
-    """Wait until Dagster has no queued or running run; True if reached within ``timeout``."""
+#: processing settings of the demo (unless set): runs end soon after traffic stops, so the UI
+#: shows finished runs with their figures and refreshed dashboards within a minute or two
+DEMO_PROCESSING = {"PROCESSING_IDLE_EXIT_SECONDS": "10", "PROCESSING_RUN_MAX_SECONDS": "120"}
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def init_dagster_storage(env: dict[str, str]) -> None:
+    """Create Dagster's storage (schema) once, before several processes open it at once."""
+    from dagster import DagsterInstance
+
+    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "DAGSTER_POSTGRES_URL")}
+    for key in saved:
+        if key in env:
+            os.environ[key] = env[key]
+    try:
+        with DagsterInstance.get() as instance:
+            instance.get_runs_count()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def wait_runs_finished(env: dict[str, str], timeout: float, services: Services, quiet_seconds: float = 15.0) -> bool:
+    """Wait until Dagster has had no queued or running run for ``quiet_seconds`` (a finished
+    processing run is followed by a dashboard refresh); True if reached within ``timeout``."""
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
     old = os.environ.get("DAGSTER_HOME")
@@ -227,11 +256,16 @@ def wait_runs_finished(env: dict[str, str], timeout: float, services: Services) 
         os.environ["DAGSTER_POSTGRES_URL"] = env["DAGSTER_POSTGRES_URL"]
     busy = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
     deadline = time.monotonic() + timeout
+    quiet_since: float | None = None
     try:
         with DagsterInstance.get() as instance:
             while time.monotonic() < deadline:
                 services.check()
-                if not instance.get_runs_count(RunsFilter(statuses=busy)):
+                if instance.get_runs_count(RunsFilter(statuses=busy)):
+                    quiet_since = None
+                elif quiet_since is None:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= quiet_seconds:
                     return True
                 time.sleep(1)
         return False
@@ -269,8 +303,11 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         env["META_APP_SECRET"] = DEMO_APP_SECRET
         settings = settings.model_copy(update={"meta_app_secret": SecretStr(DEMO_APP_SECRET)})
     if not settings.meta_webhook_verify_token:
+        print(f"META_WEBHOOK_VERIFY_TOKEN is not set: using the demo verify token {DEMO_VERIFY_TOKEN!r}.")
         env["META_WEBHOOK_VERIFY_TOKEN"] = DEMO_VERIFY_TOKEN
     env["WA_DATA_DIR"] = str(settings.data_dir.resolve())
+    for key, value in DEMO_PROCESSING.items():
+        env.setdefault(key, value)  # demo: runs end (and record their figures) every minute or two
     for port in (options.receiver_port, options.dagster_port):
         if not _port_free(options.host, port):
             print(f"error: port {port} on {options.host} is in use; choose another with --receiver-port/--dagster-port", file=sys.stderr)
@@ -283,11 +320,14 @@ def run_up(settings: Settings, options: UpOptions) -> int:
     upgrade(settings)
     print("migrations: at head")
     home = prepare_dagster_home(settings, env)
+    init_dagster_storage(env)  # before the webserver and the daemon race to create it
     print(f"dagster home: {home} ({'Postgres' if settings.is_postgres else 'SQLite'} storage)")
     bind_demo_numbers(settings, options.orgs)
 
     bin_dir = Path(sys.executable).parent
     services = Services(env, settings.data_dir.resolve() / "logs")
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)  # stop the services on kill too, not only on Ctrl-C
     try:
         services.start("receiver", [str(bin_dir / "wa-onboarding"), "serve", "--host", options.host, "--port", str(options.receiver_port)])
         services.start("dagster-webserver", [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", options.host, "-p", str(options.dagster_port)])
@@ -315,7 +355,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         with engine.connect() as conn:
             summary = stored_summary(conn)
         engine.dispose()
-        print("\nstored:")
+        print("\nstored (everything in this database, earlier runs included):")
         print(format_summary(summary))
         print(f"  {latency_figures(settings)}")
         if not done:
@@ -329,8 +369,12 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         )
         lost = corpus_report.gave_up + stream_report.gave_up
         if options.exit_when_done:
-            # let the lingering processing run end by itself (idle exit) so it records SUCCESS
-            wait_runs_finished(env, settings.processing_idle_exit_seconds + 30, services)
+            # let the processing run end by itself (idle exit) so it records SUCCESS and its
+            # figures, and the dashboard refresh that follows it
+            idle = float(env["PROCESSING_IDLE_EXIT_SECONDS"])
+            print(f"waiting for the Dagster runs to finish (processing runs end after {idle:g}s idle)…")
+            if not wait_runs_finished(env, float(env["PROCESSING_RUN_MAX_SECONDS"]) + 60, services):
+                print("warning: a Dagster run was still in flight; stopping it marks it failed")
             return 0 if done and not lost else 1
         print("\nrunning; press Ctrl-C to stop.")
         while True:
