@@ -27,6 +27,8 @@ from wa_webhook.settings import Settings, get_settings
 FIXTURES = Path(__file__).parent / "fixtures" / "meta"
 APP_SECRET = "test_app_secret_not_real"  # the secret the fixture signatures were made with
 VERIFY_TOKEN = "test-verify-token"
+TOKEN_KEY = "11" * 32  # TOKEN_ENCRYPTION_KEY of the tests
+JWT_SECRET = "test-jwt-secret-with-enough-length-32b"
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -57,6 +59,8 @@ def settings(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         "META_WEBHOOK_VERIFY_TOKEN": VERIFY_TOKEN,
         "WA_DATA_DIR": str(tmp_path),
         "PROCESSING_RETRY_BASE_SECONDS": "30",
+        "TOKEN_ENCRYPTION_KEY": TOKEN_KEY,
+        "JWT_SECRET": JWT_SECRET,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
-from tests.conftest import APP_SECRET, VERIFY_TOKEN, fixture_bytes
+from tests.conftest import APP_SECRET, TOKEN_KEY, VERIFY_TOKEN, fixture_bytes
 from tests.helpers import rows
 from wa_webhook.app import create_app
 from wa_webhook.db.schema import whatsapp_webhook_logs
@@ -180,7 +180,8 @@ def test_embedded_sqlite_default_lands_too(tmp_path, signatures: dict) -> None:
     from wa_webhook.migrate import upgrade
 
     local = Settings(
-        data_dir=tmp_path, database_url=None, meta_app_secret=APP_SECRET, meta_webhook_verify_token=VERIFY_TOKEN
+        data_dir=tmp_path, database_url=None, meta_app_secret=APP_SECRET, meta_webhook_verify_token=VERIFY_TOKEN,
+        token_encryption_key=TOKEN_KEY,
     )
     assert not local.is_postgres
     upgrade(local)
@@ -241,7 +242,7 @@ def test_sqlite_file_deleted_under_the_receiver_is_503_not_a_lost_200(tmp_path, 
 
     from wa_webhook.migrate import upgrade
 
-    local = Settings(data_dir=tmp_path, database_url=None, meta_app_secret=APP_SECRET, meta_webhook_verify_token=VERIFY_TOKEN)
+    local = Settings(data_dir=tmp_path, database_url=None, meta_app_secret=APP_SECRET, meta_webhook_verify_token=VERIFY_TOKEN, token_encryption_key=TOKEN_KEY)
     upgrade(local)
     body, header = fixture_bytes("messages_text.json"), signatures["messages_text.json"]
     with TestClient(create_app(local)) as c:

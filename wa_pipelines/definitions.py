@@ -14,14 +14,28 @@ from wa_pipelines.maintenance import (
     retention_schedule,
 )
 from wa_pipelines.processing_assets import apply_landed_webhooks
-from wa_pipelines.resources import AppDatabase
+from wa_pipelines.onboarding.jobs import (
+    expire_onboardings_job,
+    expire_onboardings_schedule,
+    finish_onboarding_job,
+    onboarding_follow_up_sensor,
+)
+from wa_pipelines.resources import AppDatabase, MetaGraph, TokenKeys
 from wa_pipelines.schedules import dashboards_schedule
 from wa_pipelines.sensors import dashboards_after_processing, pending_webhooks_sensor
 
 defs = Definitions(
     assets=[*EXTERNAL_TABLES, apply_landed_webhooks, org_whatsapp_status],
-    jobs=[process_webhooks_job, dashboards_job, replay_dead_letters_job, purge_dead_letters_job, purge_webhook_bodies_job],
-    sensors=[pending_webhooks_sensor, dashboards_after_processing],
-    schedules=[dashboards_schedule, retention_schedule],
-    resources={"app_db": AppDatabase()},
+    jobs=[
+        process_webhooks_job,
+        dashboards_job,
+        finish_onboarding_job,
+        expire_onboardings_job,
+        replay_dead_letters_job,
+        purge_dead_letters_job,
+        purge_webhook_bodies_job,
+    ],
+    sensors=[pending_webhooks_sensor, dashboards_after_processing, onboarding_follow_up_sensor],
+    schedules=[dashboards_schedule, retention_schedule, expire_onboardings_schedule],
+    resources={"app_db": AppDatabase(), "meta_graph": MetaGraph(), "token_keys": TokenKeys()},
 )

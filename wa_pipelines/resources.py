@@ -36,3 +36,33 @@ class AppDatabase(ConfigurableResource):
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+class MetaGraph(ConfigurableResource):
+    """Meta's Graph API. ``graph_api_base_url`` overrides ``GRAPH_API_BASE_URL`` (tests point it
+    at the local emulator)."""
+
+    graph_api_base_url: str | None = None
+
+    def client(self):
+        """A :class:`~wa_webhook.graph.client.GraphClient` (use it as a context manager)."""
+        from wa_webhook.graph.client import GraphClient
+
+        settings = get_settings()
+        if self.graph_api_base_url:
+            settings = settings.model_copy(update={"graph_api_base_url": self.graph_api_base_url})
+        return GraphClient.from_settings(settings)
+
+
+class TokenKeys(ConfigurableResource):
+    """The business-token cipher from ``TOKEN_ENCRYPTION_KEY`` (and previous keys)."""
+
+    def cipher(self):
+        """A :class:`~wa_webhook.security.crypto.TokenCipher`; raises ``InvalidKey`` when unset or malformed."""
+        from wa_webhook.security.crypto import TokenCipher
+
+        settings = get_settings()
+        return TokenCipher.from_hex(
+            settings.token_encryption_key.get_secret_value() if settings.token_encryption_key else None,
+            settings.token_encryption_previous_keys.get_secret_value() if settings.token_encryption_previous_keys else None,
+        )

@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from wa_webhook.db.engine import create_sync_engine
 from wa_webhook.db.landing import create_landing_store
 from wa_webhook.logs import configure_logging
-from wa_webhook.routes import admin, health, webhook
+from wa_webhook.routes import admin, health, onboarding, webhook
+from wa_webhook.security.crypto import TokenCipher
 from wa_webhook.settings import Settings, get_settings
 
 
@@ -17,18 +19,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the receiver app for ``settings`` (default: the process settings)."""
     settings = settings or get_settings()
     configure_logging()
+    # A missing or malformed TOKEN_ENCRYPTION_KEY stops start-up here, with a clear message.
+    cipher = TokenCipher.from_hex(settings.token_encryption_key, settings.token_encryption_previous_keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
+        app.state.cipher = cipher
         app.state.landing = create_landing_store(settings)
-        app.state.admin_engine = None
+
+        def graph():
+            """A Graph API client (onboarding routes; imported on first use)."""
+            from wa_webhook.graph.client import GraphClient
+
+            return GraphClient.from_settings(settings)
+
+        app.state.graph = graph
+        engines: list = []
+
+        def api_engine():
+            """The synchronous engine of the API routes (created on first use)."""
+            if not engines:
+                extra = {"pool_size": 3, "max_overflow": 2} if settings.is_postgres else {}
+                engines.append(create_sync_engine(settings, **extra))
+            return engines[0]
+
+        app.state.api_engine = api_engine
         try:
             yield
         finally:
             await app.state.landing.close()
-            if app.state.admin_engine is not None:
-                app.state.admin_engine.dispose()
+            for engine in engines:
+                engine.dispose()
 
     app = FastAPI(
         title="WhatsApp onboarding and webhook receiver",
@@ -37,5 +59,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(webhook.router)
+    app.include_router(onboarding.router)
     app.include_router(admin.router)
     return app

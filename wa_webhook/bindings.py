@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from wa_webhook.db.engine import insert_ignore
 from wa_webhook.db.schema import organizations, utcnow, whatsapp_configs, whatsapp_connections
 
 
@@ -35,12 +36,10 @@ def ensure_organization(conn: Connection, external_id: str, name: str | None = N
     row = conn.execute(sa.select(organizations.c.id).where(organizations.c.external_id == external_id)).first()
     if row is not None:
         return row.id
-    org_id = uuid.uuid4()
     now = utcnow()
-    conn.execute(
-        sa.insert(organizations).values(id=org_id, external_id=external_id, name=name or external_id, created_at=now, updated_at=now)
-    )
-    return org_id
+    values = {"id": uuid.uuid4(), "external_id": external_id, "name": name or external_id, "created_at": now, "updated_at": now}
+    insert_ignore(conn, organizations, values, ["external_id"])  # two first calls at once: one row
+    return conn.execute(sa.select(organizations.c.id).where(organizations.c.external_id == external_id)).scalar_one()
 
 
 def bind_waba(

@@ -84,6 +84,25 @@ class Settings(BaseSettings):
         default=None, description="Bearer token of the admin API (/api/admin/...); unset = admin API disabled (503)."
     )
 
+    # --- onboarding (Embedded Signup) and the web app's API ---------------------------
+    token_encryption_previous_keys: SecretStr | None = Field(
+        default=None, description="Comma-separated older TOKEN_ENCRYPTION_KEY values that still decrypt (rotation)."
+    )
+    jwt_secret: SecretStr | None = Field(default=None, description="HS256 secret of the SaaS's bearer JWTs.")
+    jwt_public_key: str | None = Field(default=None, description="PEM public key of the SaaS's JWTs (RS256/ES256).")
+    jwt_algorithms: str = Field(default="HS256", description="Accepted JWT algorithms, comma separated.")
+    jwt_org_claim: str = Field(default="org_id", description="JWT claim holding the organization's external id.")
+    jwt_audience: str | None = Field(default=None, description="Required JWT audience, if set.")
+    jwt_issuer: str | None = Field(default=None, description="Required JWT issuer, if set.")
+    onboarding_ttl_seconds: int = Field(default=86400, ge=60, description="Life of an onboarding tracking code (24 h).")
+    onboarding_hosted_url: str = Field(
+        default="https://business.facebook.com/messaging/whatsapp/onboard/",
+        description="Meta's hosted Embedded Signup page the onboarding URL points to.",
+    )
+    register_pin: SecretStr | None = Field(
+        default=None, description="6-digit two-step verification PIN used to register non-coexistence numbers."
+    )
+
     @field_validator("database_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:

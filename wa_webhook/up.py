@@ -44,6 +44,7 @@ from wa_webhook.summary import format_summary, stored_summary
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_APP_SECRET = "demo_app_secret_not_real"
 DEMO_VERIFY_TOKEN = "demo_verify_token"
+DEMO_TOKEN_KEY = "de" * 32  # a fixed, public demo key: the demo stores only emulator tokens
 
 #: The fixture corpus's numbers, bound to two demo organizations (``acme`` is a coexistence
 #: number: the corpus carries history, echoes and contact sync for it).
@@ -305,6 +306,10 @@ def run_up(settings: Settings, options: UpOptions) -> int:
     if not settings.meta_webhook_verify_token:
         print(f"META_WEBHOOK_VERIFY_TOKEN is not set: using the demo verify token {DEMO_VERIFY_TOKEN!r}.")
         env["META_WEBHOOK_VERIFY_TOKEN"] = DEMO_VERIFY_TOKEN
+    if not settings.token_encryption_key:
+        print("TOKEN_ENCRYPTION_KEY is not set: using a demo key for this run (never in production).")
+        env["TOKEN_ENCRYPTION_KEY"] = DEMO_TOKEN_KEY
+        settings = settings.model_copy(update={"token_encryption_key": SecretStr(DEMO_TOKEN_KEY)})
     env["WA_DATA_DIR"] = str(settings.data_dir.resolve())
     for key, value in DEMO_PROCESSING.items():
         env.setdefault(key, value)  # demo: runs end (and record their figures) every minute or two

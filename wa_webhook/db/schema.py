@@ -54,6 +54,8 @@ def _check_in(column: str, values: tuple[str, ...], name: str) -> sa.CheckConstr
 # --- enumerations --------------------------------------------------------------------
 WEBHOOK_STATES = ("pending", "processed", "failed", "dead")
 ONBOARDING_STATES = ("pending", "session_posted", "token_exchanged", "completed", "failed", "expired", "cancelled")
+#: follow-up (finish_onboarding) progress of an onboarding whose token exchange succeeded
+FOLLOW_UP_STATES = ("waiting", "running", "done", "failed")
 CONNECTION_STATES = ("awaiting_confirmation", "active", "inactive", "offboarded", "disabled", "deleted")
 CONFIG_STATES = ("pending", "connected", "disconnected", "offboarded", "disabled")
 MESSAGE_DIRECTIONS = ("inbound", "outbound")
@@ -86,6 +88,16 @@ whatsapp_onboarding = sa.Table(
     sa.Column("error_code", sa.String(32)),
     sa.Column("error_message", sa.Text()),
     sa.Column("completed_at", sa.DateTime(timezone=True)),
+    sa.Column("connection_id", sa.Uuid(), sa.ForeignKey("whatsapp_connections.id", ondelete="SET NULL")),
+    sa.Column("is_coexistence", sa.Boolean(), comment="FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING: the number stays on the Business app."),
+    sa.Column("signup_data", JsonDoc, comment="The WA_EMBEDDED_SIGNUP event data the page posted."),
+    sa.Column("session_posted_at", sa.DateTime(timezone=True)),
+    sa.Column("token_exchanged_at", sa.DateTime(timezone=True)),
+    sa.Column("follow_up_status", sa.String(16), comment="finish_onboarding progress: waiting, running, done, failed."),
+    sa.Column("follow_up_attempts", sa.Integer(), nullable=False, default=0, server_default="0"),
+    sa.Column("follow_up_next_at", sa.DateTime(timezone=True)),
+    sa.Column("follow_up_done_at", sa.DateTime(timezone=True)),
+    sa.Column("confirmed_at", sa.DateTime(timezone=True), comment="When PARTNER_ADDED confirmed the WABA."),
     *_timestamps(),
     _check_in("status", ONBOARDING_STATES, "status"),
 )
@@ -103,6 +115,11 @@ whatsapp_connections = sa.Table(
     sa.Column("last_event_at", sa.DateTime(timezone=True), comment="Meta's entry.time of that event (UTC)."),
     sa.Column("connected_at", sa.DateTime(timezone=True)),
     sa.Column("disconnected_at", sa.DateTime(timezone=True)),
+    sa.Column("disconnected_by", sa.String(255), comment="Who disconnected (JWT subject) or the Meta event."),
+    sa.Column("business_token_encrypted", sa.Text(), comment="v1:<key id>:<AES-256-GCM>; associated data binds this row's id."),
+    sa.Column("token_obtained_at", sa.DateTime(timezone=True)),
+    sa.Column("token_expires_at", sa.DateTime(timezone=True), comment="NULL = never (or unknown)."),
+    sa.Column("subscribed_at", sa.DateTime(timezone=True), comment="App subscribed to the WABA's webhooks."),
     *_timestamps(),
     _check_in("status", CONNECTION_STATES, "status"),
 )
@@ -123,6 +140,13 @@ whatsapp_configs = sa.Table(
     sa.Column("history_completed_at", sa.DateTime(timezone=True), comment="When a history chunk reported progress 100."),
     sa.Column("history_declined_at", sa.DateTime(timezone=True), comment="When the business declined to share history."),
     sa.Column("history_declined_reason", sa.Text()),
+    sa.Column("registered_at", sa.DateTime(timezone=True), comment="POST /register done (never for coexistence numbers)."),
+    sa.Column("contact_sync_request_id", sa.String(255)),
+    sa.Column("contact_sync_requested_at", sa.DateTime(timezone=True)),
+    sa.Column("history_sync_request_id", sa.String(255)),
+    sa.Column("history_sync_requested_at", sa.DateTime(timezone=True)),
+    sa.Column("sync_deadline_at", sa.DateTime(timezone=True), comment="Coexistence: syncs are accepted only until 24 h after onboarding."),
+    sa.Column("sync_error", sa.Text()),
     *_timestamps(),
     _check_in("status", CONFIG_STATES, "status"),
 )

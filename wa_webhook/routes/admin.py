@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from wa_webhook.db.engine import create_sync_engine
 from wa_webhook.db.schema import whatsapp_webhook_logs as logs
 from wa_webhook.dead_letters import DeadLetterSelection, EmptySelection, replay_dead_letters
 from wa_webhook.security.signature import tokens_equal
@@ -38,10 +37,7 @@ AdminDep = Annotated[None, Depends(require_admin)]
 
 
 def _engine(request: Request) -> sa.Engine:
-    state = request.app.state
-    if getattr(state, "admin_engine", None) is None:
-        state.admin_engine = create_sync_engine(state.settings, pool_size=2, max_overflow=2) if state.settings.is_postgres else create_sync_engine(state.settings)
-    return state.admin_engine
+    return request.app.state.api_engine()
 
 
 class ReplayRequest(BaseModel):

@@ -19,7 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from wa_webhook.db.schema import utcnow, whatsapp_configs, whatsapp_connections
+from wa_webhook.bindings import bind_waba
+from wa_webhook.db.schema import utcnow, whatsapp_configs, whatsapp_connections, whatsapp_onboarding
 
 from ..context import ChangeContext, Unit
 from ..errors import InvalidPayload, Unroutable
@@ -72,6 +73,8 @@ def _apply(ctx: ChangeContext, event: str, transition: tuple[str, str | None, st
     if not waba_id:
         raise InvalidPayload(f"{event} without waba_info.waba_id or entry.id")
     connection = ctx.connection_for_waba(waba_id)
+    if connection is None and event == "PARTNER_ADDED":
+        connection = _bind_by_owner_business(ctx, waba_id)
     if connection is None:
         # The binding is made by onboarding (or an operator); until then, retry.
         raise Unroutable(f"no organization is bound to WABA {waba_id} ({event})")
@@ -114,7 +117,41 @@ def _apply(ctx: ChangeContext, event: str, transition: tuple[str, str | None, st
             .where(whatsapp_configs.c.connection_id == connection.id)
             .values(status=config_status, updated_at=now)
         )
+    if event == "PARTNER_ADDED":
+        _confirm_onboardings(ctx, connection.id, event_at, now)
     return "processed"
+
+
+def _confirm_onboardings(ctx: ChangeContext, connection_id: Any, event_at: Any, now: Any) -> None:
+    """PARTNER_ADDED confirms the onboardings that bound this WABA; one whose follow-up is
+    done is completed (otherwise ``finish_onboarding`` completes it when it ends)."""
+    o = whatsapp_onboarding.c
+    ctx.conn.execute(
+        sa.update(whatsapp_onboarding)
+        .where(o.connection_id == connection_id, o.status.in_(("token_exchanged", "completed")), o.confirmed_at.is_(None))
+        .values(confirmed_at=event_at, updated_at=now)
+    )
+    ctx.conn.execute(
+        sa.update(whatsapp_onboarding)
+        .where(o.connection_id == connection_id, o.status == "token_exchanged", o.follow_up_status == "done")
+        .values(status="completed", completed_at=now, updated_at=now)
+    )
+
+
+def _bind_by_owner_business(ctx: ChangeContext, waba_id: str) -> Any:
+    """Hosted-link onboardings send only PARTNER_ADDED: a WABA whose owner business already
+    belongs to exactly one organization (a reconnection, a second WABA) is bound there."""
+    info = ctx.value.get("waba_info") if isinstance(ctx.value.get("waba_info"), dict) else {}
+    owner = _id(info.get("owner_business_id"))
+    if not owner:
+        return None
+    orgs = ctx.conn.execute(
+        sa.select(whatsapp_connections.c.organization_id).where(whatsapp_connections.c.owner_business_id == owner).distinct()
+    ).scalars().all()
+    if len(orgs) != 1:
+        return None  # unknown or ambiguous: stays unclaimed for an operator
+    bind_waba(ctx.conn, orgs[0], waba_id, owner_business_id=owner)
+    return ctx.connection_for_waba(waba_id)
 
 
 def _note_organization(ctx: ChangeContext) -> str:

@@ -1,0 +1,1 @@
+"""Onboarding follow-up: the ``finish_onboarding`` job and its sensor."""
