@@ -61,6 +61,7 @@ def settings(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         "PROCESSING_RETRY_BASE_SECONDS": "30",
         "TOKEN_ENCRYPTION_KEY": TOKEN_KEY,
         "JWT_SECRET": JWT_SECRET,
+        "REGISTER_PIN": "123456",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

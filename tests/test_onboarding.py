@@ -136,3 +136,252 @@ def test_check_connection_lists_only_the_callers_connections(api: TestClient, en
     assert api.get("/api/v1/whatsapp/check-connection", headers=auth("newcomer")).json() == {"connected": False, "connections": []}
     foreign = rows(engine, whatsapp_connections, whatsapp_connections.c.waba_id == "100000000000002")[0]
     assert api.delete(f"/api/v1/whatsapp/connections/{foreign.id}", headers=auth("acme")).status_code == 404
+
+
+# --- end to end against the Graph emulator ----------------------------------------------
+from dagster import DagsterInstance  # noqa: E402
+
+from tests.conftest import APP_SECRET  # noqa: E402
+from tests.helpers import land, webhook_row  # noqa: E402
+from tests.test_processing import drain  # noqa: E402
+from wa_pipelines import defs  # noqa: E402
+from wa_pipelines.resources import AppDatabase, MetaGraph, TokenKeys  # noqa: E402
+from wa_webhook.db.schema import whatsapp_configs, whatsapp_webhook_logs  # noqa: E402
+from wa_webhook.graph.emulator import GraphEmulator, serve_in_thread  # noqa: E402
+from wa_webhook.simulate import wire_bytes  # noqa: E402
+
+WABA, OWNER, PHONE = "100000000000077", "300000000000077", "200000000000077"
+
+
+@pytest.fixture()
+def meta() -> Iterator[tuple[GraphEmulator, str]]:
+    emulator = GraphEmulator(app_id="123456", app_secret=APP_SECRET)
+    base, stop = serve_in_thread(emulator)
+    yield emulator, base
+    stop()
+
+
+@pytest.fixture()
+def es(settings: Settings, engine: Engine, meta) -> Iterator[tuple[TestClient, GraphEmulator, Settings]]:
+    emulator, base = meta
+    s = settings.model_copy(update={"meta_app_id": "123456", "meta_config_id": "cfg", "graph_api_base_url": base, "register_pin": "123456"})
+    with TestClient(create_app(s)) as c:
+        yield c, emulator, s
+
+
+def finish_session(api: TestClient, emulator: GraphEmulator, *, coexistence: bool = False, org: str = "acme", numbers=None) -> str:
+    emulator.add_waba(WABA, OWNER, numbers or [{"id": PHONE, "display_phone_number": "15550007777", "verified_name": "Acme", "coexistence": coexistence}])
+    code = start(api, org)["tracking_code"]
+    event = "FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING" if coexistence else "FINISH"
+    body = {"event": event, "code": emulator.issue_code(WABA), "waba_id": WABA, "business_id": OWNER}
+    if not coexistence:
+        body["phone_number_id"] = PHONE
+    r = api.post(f"/api/v1/whatsapp/onboarding/{code}/session", headers=auth(org), json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "token_exchanged"
+    return code
+
+
+def run_follow_ups(s: Settings, base_url: str) -> list:
+    """Tick the follow-up sensor's query and run finish_onboarding in-process for each due one."""
+    from dagster import build_sensor_context
+
+    from wa_pipelines.onboarding.jobs import onboarding_follow_up_sensor
+
+    resources = {"app_db": AppDatabase(database_url=s.database_url), "meta_graph": MetaGraph(graph_api_base_url=base_url), "token_keys": TokenKeys()}
+    results = []
+    with DagsterInstance.ephemeral() as instance:
+        with build_sensor_context(instance=instance, resources={"app_db": resources["app_db"]}) as ctx:
+            requests = onboarding_follow_up_sensor(ctx)
+        if not isinstance(requests, list):
+            return results
+        job = defs.resolve_job_def("finish_onboarding")
+        for request in requests:
+            results.append(job.execute_in_process(run_config=request.run_config, instance=instance, resources=resources, raise_on_error=False))
+    return results
+
+
+def partner_added(engine: Engine, emulator: GraphEmulator, entry_time: int | None = None) -> int:
+    return land(engine, wire_bytes(emulator.partner_added_payload(WABA, entry_time=entry_time)))
+
+
+def status(api: TestClient, code: str, org: str = "acme") -> dict:
+    return api.get(f"/api/v1/whatsapp/onboarding/{code}", headers=auth(org)).json()
+
+
+def test_full_onboarding_session_follow_up_then_partner_added(es, engine: Engine, caplog) -> None:
+    import logging
+
+    api, emulator, s = es
+    with caplog.at_level(logging.DEBUG):
+        code = finish_session(api, emulator)
+    [conn_row] = rows(engine, whatsapp_connections)
+    token = emulator.tokens_for(WABA)[0]
+    # the business token is stored encrypted, bound to its row; never in logs or answers
+    assert conn_row.business_token_encrypted.startswith("v1:") and token not in conn_row.business_token_encrypted
+    assert api.app.state.cipher.decrypt(conn_row.business_token_encrypted, conn_row.id) == token
+    assert token not in caplog.text and token not in str(status(api, code))
+    assert conn_row.status == "awaiting_confirmation" and conn_row.owner_business_id == OWNER
+
+    [result] = run_follow_ups(s, emulator_base(api))
+    assert result.success
+    assert emulator.calls_to(f"/{WABA}/subscribed_apps$", "POST") and emulator.calls_to(f"/{PHONE}/register$", "POST")
+    view = status(api, code)
+    assert view["status"] == "token_exchanged" and view["follow_up"] == "done" and not view["confirmed"]
+    assert [n["phone_number_id"] for n in view["phone_numbers"]] == [PHONE]
+
+    partner_added(engine, emulator)
+    drain(engine, s)
+    view = status(api, code)
+    assert view["status"] == "completed" and view["confirmed"] and view["connection"]["status"] == "active"
+    assert view["phone_numbers"][0]["status"] == "connected"
+    assert run_follow_ups(s, emulator_base(api)) == []  # nothing left to do
+    # messages for the new number now route to the organization
+    msg = {"object": "whatsapp_business_account", "entry": [{"id": WABA, "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550007777", "phone_number_id": PHONE},
+        "messages": [{"from": "15551234567", "id": "wamid.NEWNUMBER1", "timestamp": "1767225600", "type": "text", "text": {"body": "hi"}}]}}]}]}
+    row_id = land(engine, wire_bytes(msg))
+    drain(engine, s)
+    assert webhook_row(engine, row_id).status == "processed"
+
+
+def emulator_base(api: TestClient) -> str:
+    return api.app.state.settings.graph_api_base_url
+
+
+def test_partner_added_before_the_session_is_retried_until_the_binding_exists(es, engine: Engine) -> None:
+    api, emulator, s = es
+    emulator.add_waba(WABA, OWNER, [{"id": PHONE, "display_phone_number": "15550007777", "verified_name": "Acme"}])
+    early = partner_added(engine, emulator)
+    drain(engine, s)
+    assert webhook_row(engine, early).status == "failed" and webhook_row(engine, early).error_kind == "unroutable"
+    code = finish_session(api, emulator)
+    with engine.begin() as c:
+        c.execute(sa.update(whatsapp_webhook_logs).values(next_attempt_at=sa.func.now()))
+    drain(engine, s)
+    assert webhook_row(engine, early).status == "processed"
+    view = status(api, code)
+    assert view["confirmed"] and view["status"] == "token_exchanged"  # confirmed, follow-up pending
+    run_follow_ups(s, emulator_base(api))
+    assert status(api, code)["status"] == "completed"
+
+
+def test_code_exchange_failure_fails_the_onboarding_with_metas_error(es, engine: Engine) -> None:
+    api, emulator, s = es
+    emulator.add_waba(WABA, OWNER, [])
+    code = start(api)["tracking_code"]
+    r = api.post(f"/api/v1/whatsapp/onboarding/{code}/session", headers=auth(), json={"event": "FINISH", "code": "expired-or-forged", "waba_id": WABA})
+    assert r.status_code == 502 and r.json()["detail"]["meta_code"] == 100
+    view = status(api, code)
+    assert view["status"] == "failed" and view["error"]["code"] == "100" and "code exchange failed" in view["error"]["message"]
+    assert not rows(engine, whatsapp_connections)
+
+
+def test_graph_rate_limits_are_retried_and_permanent_errors_fail_with_metas_message(es, engine: Engine) -> None:
+    api, emulator, s = es
+    code = finish_session(api, emulator)
+    emulator.fail_next("phone_numbers", 80007, times=2, message="WABA rate limit")
+    [ok] = run_follow_ups(s, emulator_base(api))
+    assert ok.success and status(api, code)["follow_up"] == "done"
+    assert len(emulator.calls_to(f"/{WABA}/phone_numbers")) == 3
+
+
+def test_permanent_follow_up_error_is_shown_to_the_page(es, engine: Engine) -> None:
+    api, emulator, s = es
+    code = finish_session(api, emulator)
+    emulator.fail_next("register", 133016, message="Too many register attempts")
+    [failed] = run_follow_ups(s, emulator_base(api))
+    assert not failed.success
+    view = status(api, code)
+    assert view["status"] == "failed" and view["error"]["code"] == "133016" and "register" in view["error"]["message"].lower()
+
+
+def test_coexistence_number_is_never_registered_and_synced_exactly_once(es, engine: Engine) -> None:
+    api, emulator, s = es
+    code = finish_session(api, emulator, coexistence=True)
+    [first] = run_follow_ups(s, emulator_base(api))
+    assert first.success
+    assert not emulator.calls_to("/register$")
+    syncs = [c.body.get("sync_type") for c in emulator.calls_to(f"/{PHONE}/smb_app_data$")]
+    assert syncs == ["smb_app_state_sync", "history"]  # contacts first, then history
+    [cfg] = rows(engine, whatsapp_configs)
+    assert cfg.is_coexistence and cfg.contact_sync_request_id and cfg.history_sync_request_id and cfg.registered_at is None
+    assert cfg.sync_deadline_at is not None
+    # an operator reruns the follow-up: nothing is requested again
+    with engine.begin() as c:
+        c.execute(sa.update(whatsapp_onboarding).values(follow_up_status="waiting", follow_up_next_at=None))
+    run_follow_ups(s, emulator_base(api))
+    assert len(emulator.calls_to(f"/{PHONE}/smb_app_data$")) == 2
+    assert status(api, code)["is_coexistence"] is True
+
+
+def test_disconnect_then_reconnect_reuses_the_connection(es, engine: Engine) -> None:
+    api, emulator, s = es
+    finish_session(api, emulator)
+    run_follow_ups(s, emulator_base(api))
+    partner_added(engine, emulator, entry_time=1767225600)
+    drain(engine, s)
+    [c1] = rows(engine, whatsapp_connections)
+    r = api.delete(f"/api/v1/whatsapp/connections/{c1.id}", headers=auth(sub="admin@acme"))
+    assert r.status_code == 200 and r.json()["unsubscribed"] is True
+    assert emulator.calls_to(f"/{WABA}/subscribed_apps$", "DELETE")
+    [c2] = rows(engine, whatsapp_connections)
+    assert (c2.status, c2.disconnected_by) == ("inactive", "admin@acme") and c2.disconnected_at is not None
+    assert api.get("/api/v1/whatsapp/check-connection", headers=auth()).json()["connected"] is False
+    code = finish_session(api, emulator)  # the customer connects the same WABA again
+    [c3] = rows(engine, whatsapp_connections)
+    assert c3.id == c1.id and c3.status == "awaiting_confirmation"
+    run_follow_ups(s, emulator_base(api))
+    partner_added(engine, emulator, entry_time=1767999999)
+    drain(engine, s)
+    assert status(api, code)["status"] == "completed"
+    assert rows(engine, whatsapp_connections)[0].status == "active"
+
+
+def test_expiry_job_expires_only_due_onboardings_and_their_cache_keys(es, engine: Engine) -> None:
+    import redis
+
+    api, emulator, s = es
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    s_redis = s.model_copy(update={"redis_url": "redis://127.0.0.1:6379/0"})
+    with TestClient(create_app(s_redis)) as c:
+        due = start(c)["tracking_code"]
+        live = start(c)["tracking_code"]
+    assert client.exists(f"whatsapp:onboarding:{due}") and 0 < client.ttl(f"whatsapp:onboarding:{live}") <= 86400
+    with engine.begin() as conn:
+        conn.execute(sa.update(whatsapp_onboarding).where(whatsapp_onboarding.c.tracking_code == due).values(expires_at=sa.func.now() - sa.text("interval '1 second'")))
+    import os
+
+    os.environ["REDIS_URL"] = "redis://127.0.0.1:6379/0"
+    from wa_webhook.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        with DagsterInstance.ephemeral() as instance:
+            result = defs.resolve_job_def("expire_onboardings").execute_in_process(instance=instance)
+        assert result.output_for_node("expire_onboardings_op") == 1
+    finally:
+        del os.environ["REDIS_URL"]
+        get_settings.cache_clear()
+    states = {r.tracking_code: r.status for r in rows(engine, whatsapp_onboarding)}
+    assert states == {due: "expired", live: "pending"}
+    assert not client.exists(f"whatsapp:onboarding:{due}") and client.exists(f"whatsapp:onboarding:{live}")
+    client.delete(f"whatsapp:onboarding:{live}")
+
+
+def test_redis_down_never_breaks_the_api(es, engine: Engine) -> None:
+    api, emulator, s = es
+    with TestClient(create_app(s.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))) as c:
+        assert c.get("/api/v1/whatsapp/onboarding-url", headers=auth()).status_code == 200
+
+
+def test_hosted_link_partner_added_for_a_known_owner_business_is_bound_there(es, engine: Engine) -> None:
+    api, emulator, s = es
+    finish_session(api, emulator)  # acme owns business OWNER through WABA
+    other_waba = "100000000000078"
+    emulator.add_waba(other_waba, OWNER, [])
+    row_id = land(engine, wire_bytes(emulator.partner_added_payload(other_waba)))
+    drain(engine, s)
+    assert webhook_row(engine, row_id).status == "processed"
+    bound = {r.waba_id: r.organization_id for r in rows(engine, whatsapp_connections)}
+    assert bound[other_waba] == bound[WABA]

@@ -100,10 +100,10 @@ def _subscribe(engine: Engine, graph: Any, connection: Any, token: str, report: 
 
 
 class _NotConfirmed(GraphError):
+    """The subscription did not show in ``GET subscribed_apps``: try the follow-up again."""
+
     def __init__(self) -> None:
-        Exception.__init__(self, "subscription not visible in subscribed_apps yet")
-        self.code, self.subcode, self.message, self.http_status, self.fbtrace_id = None, None, str(self), None, None
-        self.retryable = True
+        super().__init__("the app subscription is not visible in subscribed_apps yet", retryable=True)
 
 
 def _sync_numbers(engine: Engine, graph: Any, onboarding: Any, connection: Any, token: str, report: FollowUpReport) -> list[Any]:
@@ -143,10 +143,10 @@ def _register(engine: Engine, graph: Any, number: Any, token: str, pin: str | No
 
 
 class _ConfigMissing(GraphError):
+    """Our configuration lacks something the step needs (not Meta's error; not retryable)."""
+
     def __init__(self, message: str) -> None:
-        Exception.__init__(self, message)
-        self.code, self.subcode, self.message, self.http_status, self.fbtrace_id = "config", None, message, None, None
-        self.retryable = False
+        super().__init__(message, retryable=False)
 
 
 def _request_syncs(engine: Engine, graph: Any, number: Any, token: str, report: FollowUpReport) -> None:

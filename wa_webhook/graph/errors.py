@@ -24,10 +24,12 @@ Classes and codes (``retryable``: whether repeating the same call later can succ
   without a Graph error body, timeouts and connection errors. Retryable.
 - :class:`GraphRequestError`: anything else (a 4xx with another code or no Graph error). Not retryable.
 
-One exception to "codes 1 and 2 are transient": Meta answers a wrong ``client_secret`` on
-``/oauth/access_token`` with ``{"message": "Error validating client secret.", "type":
-"OAuthException", "code": 1}`` (observed, e.g. facebookarchive/php-graph-sdk#538). Retrying
-that never helps, so code 1/2 with ``type == "OAuthException"`` is a :class:`GraphRequestError`.
+Two exceptions to "codes 1 and 2 are transient": a payload with ``"is_transient": false``,
+and credential failures. Meta answers a wrong ``client_secret`` on ``/oauth/access_token``
+with ``{"message": "Error validating client secret.", "type": "OAuthException", "code": 1}``
+(observed, e.g. facebookarchive/php-graph-sdk#538); retrying that never helps, so a code 1
+whose message starts with ``Error validating`` is a :class:`GraphRequestError`. (``type`` is
+no help: Meta's genuinely transient code 1/2 errors are ``OAuthException`` too.)
 
 Error messages never carry tokens: :func:`error_from_response` replaces every string given
 in ``secrets`` with ``[redacted]``, and :class:`GraphError` never stores a request URL (only
@@ -170,7 +172,7 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
-def _classify(code: int | None, http_status: int, error_type: str | None) -> type[GraphError]:
+def _classify(code: int | None, http_status: int, message: str, is_transient: Any) -> type[GraphError]:
     if code is not None:
         if code in TOKEN_INVALID_CODES:
             return TokenInvalid
@@ -185,8 +187,10 @@ def _classify(code: int | None, http_status: int, error_type: str | None) -> typ
         if code == SYNC_WINDOW_EXPIRED_CODE:
             return SyncWindowExpired
         if code in TRANSIENT_CODES:
-            # "Error validating client secret." is code 1 / OAuthException: not transient.
-            return GraphRequestError if error_type == "OAuthException" else TransientGraphError
+            # "Error validating client secret." is code 1 too, and is not transient.
+            if is_transient is False or (code == 1 and message.startswith("Error validating")):
+                return GraphRequestError
+            return TransientGraphError
     if http_status >= 500:
         return TransientGraphError
     return GraphRequestError
@@ -230,7 +234,7 @@ def error_from_response(
     details = error_data.get("details") if isinstance(error_data, dict) else None
     details = redact(details, secrets) if isinstance(details, str) else None
     fbtrace_id = error.get("fbtrace_id") if isinstance(error.get("fbtrace_id"), str) else None
-    cls = _classify(code, status, error_type)
+    cls = _classify(code, status, raw_message if isinstance(raw_message, str) else "", error.get("is_transient"))
     return cls(
         message,
         code=code,

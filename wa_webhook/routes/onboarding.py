@@ -103,7 +103,8 @@ def post_session(tracking_code: str, body: SessionBody, request: Request, caller
         log.info("onboarding cancelled at step %s", row.cancel_step or "(error)")
     else:
         try:
-            token = state.graph().exchange_code(session.code)
+            with state.graph() as graph:
+                token = graph.exchange_code(session.code)
             if not token.get("access_token"):
                 raise OnboardingError(502, "code_exchange_failed", "Meta returned no access token")
         except GraphError as exc:
@@ -180,7 +181,8 @@ def disconnect(connection_id: uuid.UUID, request: Request, caller: CallerDep) ->
     unsubscribed, meta_error = False, None
     if c.business_token_encrypted:
         try:
-            unsubscribed = state.graph().unsubscribe_app(c.waba_id, state.cipher.decrypt(c.business_token_encrypted, c.id))
+            with state.graph() as graph:
+                unsubscribed = graph.unsubscribe_app(c.waba_id, state.cipher.decrypt(c.business_token_encrypted, c.id))
         except GraphError as exc:
             meta_error = {"code": exc.code, "message": exc.message}
     now = utcnow()
