@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import socket
 import traceback
 from collections.abc import Iterator
@@ -440,6 +441,7 @@ def test_connection_refused_is_transient_and_retried(sleeps: SleepRecorder) -> N
         with pytest.raises(TransientGraphError) as info:
             c.exchange_code(code)  # never reached Meta, so even the single-use call is retried
         assert info.value.request_sent is False and info.value.http_status is None
+        assert info.value.path == f"/{VERSION}/oauth/access_token"
         assert len(sleeps.delays) == 2
         with pytest.raises(TransientGraphError) as dbg:
             c.debug_token(inspected)
@@ -568,6 +570,19 @@ def test_error_from_response_maps_codes(code: int, status: int, cls: type[GraphE
     assert (err.code, err.subcode, err.http_status, err.fbtrace_id, err.details) == (code, 99, status, "T", "d")
     assert err.retryable is (cls in (RateLimited, TransientGraphError))
     assert str(err) == f"Graph error {code}: m"
+
+
+def test_errors_pickle() -> None:
+    err = error_from_response(400, {"error": {"code": 80007, "message": "m", "fbtrace_id": "T"}}, path="/v25.0/1/x")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is RateLimited and (back.code, back.path, back.retryable, str(back)) == (80007, "/v25.0/1/x", True, str(err))
+    own = pickle.loads(pickle.dumps(_NoArgs()))  # subclasses with their own __init__ survive too
+    assert type(own) is _NoArgs and own.retryable is True and str(own) == "Graph error: not yet"
+
+
+class _NoArgs(GraphError):
+    def __init__(self) -> None:
+        super().__init__("not yet", retryable=True)
 
 
 def test_error_from_response_edge_cases() -> None:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from wa_webhook.db.engine import create_sync_engine
 from wa_webhook.db.landing import create_landing_store
 from wa_webhook.logs import configure_logging
-from wa_webhook.routes import admin, health, onboarding, webhook
+from wa_webhook.routes import admin, health, onboarding, page, webhook
 from wa_webhook.security.crypto import TokenCipher
 from wa_webhook.settings import Settings, get_settings
 
@@ -60,5 +60,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(webhook.router)
     app.include_router(onboarding.router)
+    app.include_router(page.router)
     app.include_router(admin.router)
     return app

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         default="https://business.facebook.com/messaging/whatsapp/onboard/",
         description="Meta's hosted Embedded Signup page the onboarding URL points to.",
     )
+    embedded_signup_sdk_url: str = Field(
+        default="https://connect.facebook.net/en_US/sdk.js", description="Facebook JavaScript SDK the onboarding page loads."
+    )
+    embedded_signup_message_origins: str = Field(
+        default="facebook.com",
+        description="Comma-separated host suffixes whose WA_EMBEDDED_SIGNUP messages the page accepts.",
+    )
     register_pin: SecretStr | None = Field(
         default=None, description="6-digit two-step verification PIN used to register non-coexistence numbers."
     )

@@ -427,7 +427,7 @@ class GraphClient:
         secrets: tuple[str | None, ...],
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        where = f"/{path}"
+        where = f"{self._http.base_url.path.rstrip('/')}/{path}"  # path only: the query may hold secrets
         try:
             response = self._http.request(method, path, params=params, json=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:

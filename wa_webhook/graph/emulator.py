@@ -628,7 +628,9 @@ class GraphEmulator:
     def _number(self, request: Request, params: dict[str, Any], phone_id: str) -> EmulatedNumber:
         number = self.numbers.get(phone_id)
         self._require_token(request, params, number.waba_id if number else "", phone_id)
-        assert number is not None  # _require_token refused unknown numbers (no token covers "")
+        if number is None:  # only reachable with a token bound to the WABA id ""
+            raise _Fail(400, 100, f"Object with ID '{phone_id}' does not exist", subcode=33,
+                        error_type="GraphMethodException")
         return number
 
     def _subscribed_apps(self, request: Request, params: dict[str, Any], waba_id: str) -> Response:

@@ -109,6 +109,10 @@ class GraphError(Exception):
         if retryable is not None:
             self.retryable = retryable  # instance attribute shadows the class default
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keyword-only arguments: rebuild from the attributes so errors survive pickling
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
     def __str__(self) -> str:
         if self.code is None:
             return f"Graph error: {self.message}"
@@ -119,6 +123,14 @@ class GraphError(Exception):
             f"{type(self).__name__}(code={self.code!r}, subcode={self.subcode!r}, http_status={self.http_status!r}, "
             f"message={self.message!r}, method={self.method!r}, path={self.path!r}, fbtrace_id={self.fbtrace_id!r})"
         )
+
+
+def _rebuild(cls: type[GraphError], message: str, state: dict[str, Any]) -> GraphError:
+    # bypass __init__: subclasses elsewhere may take other arguments (or none)
+    error = cls.__new__(cls, message)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 class TokenInvalid(GraphError):
