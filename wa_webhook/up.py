@@ -195,6 +195,32 @@ def _wait_http(url: str, services: Services, timeout: float) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
 
 
+def demo_onboardings(base: str, webhook_url: str, emulator, app_secret: str) -> None:
+    """Connect a Cloud API number and a coexistence number like a customer would, then show
+    a message flowing for each new number."""
+    from wa_webhook.demo_onboarding import CLOUD, COEX, connect_with_api, connect_with_browser, message_for
+
+    for spec, label in ((CLOUD, "Cloud API number"), (COEX, "coexistence number")):
+        print(f"onboarding ({label}, organization {spec['org']}): clicking Connect WhatsApp…")
+        started = time.monotonic()
+        result = connect_with_browser(base, spec["org"], spec["coexistence"])
+        how = "page in headless Chromium"
+        if result is None:
+            result, how = connect_with_api(base, emulator.emulator, spec), "API (no Chromium here)"
+        print(f"  {result} ({how}, {time.monotonic() - started:.1f}s: session, follow-up run, PARTNER_ADDED)")
+        report = SendReport()
+        body = message_for(spec, f"wamid.DEMO{spec['phone']}{int(time.time())}", "Hi! Is this the new WhatsApp number?")
+        asyncio.run(_send_one(webhook_url, app_secret, body, report))
+        print(f"  a customer message to the new number: {report.summary().split(';')[0]}")
+
+
+async def _send_one(url: str, secret: str, body: bytes, report: SendReport) -> None:
+    from wa_webhook.simulate import deliver
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        await deliver(client, url, body, secret, report)
+
+
 def wait_processed(settings: Settings, timeout: float, services: Services | None = None) -> bool:
     """Wait until no webhook row is pending or leased; True if reached before ``timeout``."""
     engine = create_sync_engine(settings)
@@ -310,6 +336,13 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         print("TOKEN_ENCRYPTION_KEY is not set: using a demo key for this run (never in production).")
         env["TOKEN_ENCRYPTION_KEY"] = DEMO_TOKEN_KEY
         settings = settings.model_copy(update={"token_encryption_key": SecretStr(DEMO_TOKEN_KEY)})
+    from wa_webhook.demo_onboarding import DEMO_APP_ID, DEMO_JWT_SECRET
+
+    demo_meta = not settings.meta_app_id  # no real Meta app configured: the local Graph emulator plays Meta
+    if demo_meta:
+        env.update({"META_APP_ID": DEMO_APP_ID, "META_CONFIG_ID": "demo-config", "REGISTER_PIN": env.get("REGISTER_PIN", "123456")})
+        env.setdefault("JWT_SECRET", DEMO_JWT_SECRET)
+        env["EMBEDDED_SIGNUP_MESSAGE_ORIGINS"] = f"facebook.com,{options.host}"
     env["WA_DATA_DIR"] = str(settings.data_dir.resolve())
     for key, value in DEMO_PROCESSING.items():
         env.setdefault(key, value)  # demo: runs end (and record their figures) every minute or two
@@ -329,6 +362,15 @@ def run_up(settings: Settings, options: UpOptions) -> int:
     print(f"dagster home: {home} ({'Postgres' if settings.is_postgres else 'SQLite'} storage)")
     bind_demo_numbers(settings, options.orgs)
 
+    emulator = None
+    if demo_meta:
+        from wa_webhook.demo_onboarding import start_emulator
+
+        webhook_url = f"http://{options.host}:{options.receiver_port}/api/v1/whatsapp/webhook"
+        emulator = start_emulator(settings.meta_app_secret.get_secret_value(), webhook_url)
+        env["GRAPH_API_BASE_URL"] = emulator.base_url
+        env["EMBEDDED_SIGNUP_SDK_URL"] = f"{emulator.base_url}/sdk.js"
+        print(f"Meta: no META_APP_ID set, the local Graph emulator plays Meta at {emulator.base_url}")
     bin_dir = Path(sys.executable).parent
     services = Services(env, settings.data_dir.resolve() / "logs")
     for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -354,6 +396,8 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             print(f"steady stream: {options.rate:g} webhooks/s for {options.duration:g}s over {options.orgs} organizations…")
             asyncio.run(send_stream(url, secret, stream, options.rate, options.duration, stream_report))
             print(f"steady stream: {stream_report.summary()}")
+        if emulator is not None:
+            demo_onboardings(base, url, emulator, settings.meta_app_secret.get_secret_value())
         print("waiting for Dagster to process everything…")
         done = wait_processed(settings, options.wait_seconds, services)
         engine = create_sync_engine(settings)
@@ -365,6 +409,10 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         print(f"  {latency_figures(settings)}")
         if not done:
             print(f"warning: webhooks still pending after {options.wait_seconds:.0f}s; see {services.log_dir}")
+        if emulator is not None:
+            from wa_webhook.demo_onboarding import demo_token
+
+            print(f"  onboarding page   {base}/onboarding?token={demo_token('newcomer')}  (try the button yourself)")
         print(
             f"\nwhere to look:\n"
             f"  Dagster UI        http://{options.host}:{options.dagster_port}  (Runs: process_webhooks; Assets: lineage to org_whatsapp_status)\n"
@@ -393,3 +441,5 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         return 1
     finally:
         services.stop()
+        if emulator is not None:
+            emulator.stop()
