@@ -385,3 +385,61 @@ def test_hosted_link_partner_added_for_a_known_owner_business_is_bound_there(es,
     assert webhook_row(engine, row_id).status == "processed"
     bound = {r.waba_id: r.organization_id for r in rows(engine, whatsapp_connections)}
     assert bound[other_waba] == bound[WABA]
+
+
+def test_unclaimed_waba_is_kept_alerted_and_assigned_by_an_operator(es, engine: Engine, caplog) -> None:
+    import logging
+
+    from pydantic import SecretStr
+
+    api, emulator, s = es
+    stranger = "100000000000079"
+    emulator.add_waba(stranger, "300000000000079", [])
+    with caplog.at_level(logging.WARNING):
+        row_id = partner_added_for(engine, emulator, stranger)
+        drain(engine, s)
+    assert webhook_row(engine, row_id).status == "failed" and "ALERT unclaimed WABA" in caplog.text
+    admin = s.model_copy(update={"admin_api_token": SecretStr("admin-secret")})
+    with TestClient(create_app(admin)) as c:
+        start(c, "initech")  # the organization exists
+        url = f"/api/admin/whatsapp/wabas/{stranger}/assign"
+        assert c.post(url, json={"organization": "initech"}).status_code == 401
+        assert c.post(url, json={"organization": "initech"}, headers=auth("initech")).status_code == 403  # an org token is no admin
+        assert c.post(url, json={"organization": "initech"}, headers={"Authorization": "Bearer wrong"}).status_code == 403
+        assert c.post(url, json={"organization": "nobody"}, headers={"Authorization": "Bearer admin-secret"}).status_code == 404
+        r = c.post(url, json={"organization": "initech"}, headers={"Authorization": "Bearer admin-secret"})
+        assert r.status_code == 200 and r.json()["replayed"] == [row_id]
+    drain(engine, s)
+    assert webhook_row(engine, row_id).status == "processed"
+    [c1] = rows(engine, whatsapp_connections, whatsapp_connections.c.waba_id == stranger)
+    assert c1.status == "active"
+
+
+def partner_added_for(engine: Engine, emulator: GraphEmulator, waba: str) -> int:
+    return land(engine, wire_bytes(emulator.partner_added_payload(waba)))
+
+
+def test_rotate_token_key_reencrypts_every_stored_token(es, engine: Engine, monkeypatch) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    api, emulator, s = es
+    finish_session(api, emulator)
+    [before] = rows(engine, whatsapp_connections)
+    new_key = "22" * 32
+    env = {**__import__("os").environ, "TOKEN_ENCRYPTION_KEY": new_key, "TOKEN_ENCRYPTION_PREVIOUS_KEYS": s.token_encryption_key.get_secret_value()}
+    cli = str(Path(sys.executable).parent / "wa-onboarding")
+    out = subprocess.run([cli, "rotate-token-key"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "re-encrypted 1" in out.stdout
+    [after] = rows(engine, whatsapp_connections)
+    assert after.business_token_encrypted != before.business_token_encrypted
+    from wa_webhook.security.crypto import DecryptionFailed, TokenCipher
+
+    token = emulator.tokens_for(WABA)[0]
+    assert TokenCipher.from_hex(new_key).decrypt(after.business_token_encrypted, after.id) == token
+    with pytest.raises(DecryptionFailed):
+        TokenCipher.from_hex(s.token_encryption_key.get_secret_value()).decrypt(after.business_token_encrypted, after.id)
+    again = subprocess.run([cli, "rotate-token-key"], env=env, capture_output=True, text=True, timeout=60)
+    assert "re-encrypted 0" in again.stdout  # idempotent

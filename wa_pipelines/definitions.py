@@ -8,6 +8,7 @@ from wa_pipelines.assets.dashboards import org_whatsapp_status
 from wa_pipelines.assets.tables import EXTERNAL_TABLES
 from wa_pipelines.jobs import dashboards_job, process_webhooks_job
 from wa_pipelines.maintenance import (
+    assign_waba_job,
     purge_dead_letters_job,
     purge_webhook_bodies_job,
     replay_dead_letters_job,
@@ -33,6 +34,7 @@ defs = Definitions(
         expire_onboardings_job,
         replay_dead_letters_job,
         purge_dead_letters_job,
+        assign_waba_job,
         purge_webhook_bodies_job,
     ],
     sensors=[pending_webhooks_sensor, dashboards_after_processing, onboarding_follow_up_sensor],

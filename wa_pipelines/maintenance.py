@@ -5,7 +5,7 @@ from datetime import datetime
 from dagster import Config, DefaultScheduleStatus, OpExecutionContext, ScheduleDefinition, in_process_executor, job, op
 from pydantic import Field
 
-from wa_webhook.dead_letters import DeadLetterSelection, purge_dead_letters, purge_processed_bodies, replay_dead_letters
+from wa_webhook.dead_letters import DeadLetterSelection, assign_waba, purge_dead_letters, purge_processed_bodies, replay_dead_letters
 from wa_pipelines.resources import AppDatabase
 
 
@@ -87,3 +87,25 @@ retention_schedule = ScheduleDefinition(
     execution_timezone="UTC",
     default_status=DefaultScheduleStatus.RUNNING,
 )
+
+
+class AssignWabaConfig(Config):
+    """An unclaimed WABA and the organization it belongs to."""
+
+    waba_id: str = Field(description="the WABA id from the PARTNER_ADDED webhook")
+    organization: str = Field(description="organization id or external id")
+
+
+@op(description="Bind an unclaimed WABA to an organization and replay its waiting PARTNER_ADDED webhooks.")
+def assign_waba_op(context: OpExecutionContext, config: AssignWabaConfig, app_db: AppDatabase) -> dict:
+    with app_db.get_engine().begin() as conn:
+        result = assign_waba(conn, config.waba_id, config.organization)
+    context.log.info(f"WABA {config.waba_id} bound to {config.organization}; replayed {len(result['replayed'])} webhooks")
+    context.add_output_metadata({"connection_id": result["connection_id"], "replayed": result["replayed"]})
+    return result
+
+
+@job(name="assign_waba", executor_def=in_process_executor, tags={"wa/queue": "maintenance"})
+def assign_waba_job():
+    """Operator: give an unclaimed WABA to its organization."""
+    assign_waba_op()

@@ -123,6 +123,36 @@ def cmd_process(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_token_key(args: argparse.Namespace) -> int:
+    """Re-encrypt every stored business token under the current TOKEN_ENCRYPTION_KEY."""
+    import sqlalchemy as sa
+
+    from wa_webhook.db.engine import create_sync_engine
+    from wa_webhook.db.schema import whatsapp_connections as table
+    from wa_webhook.security.crypto import TokenCryptoError, TokenCipher, reencrypt_all
+
+    settings = _migrated_settings()
+    try:
+        cipher = TokenCipher.from_hex(settings.token_encryption_key, settings.token_encryption_previous_keys)
+    except TokenCryptoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    engine = create_sync_engine(settings)
+    count = 0
+    c = table.c
+    with engine.begin() as conn:
+        stored = conn.execute(sa.select(c.id, c.business_token_encrypted).where(c.business_token_encrypted.is_not(None))).all()
+        try:
+            for row_id, new_value in reencrypt_all(((r.id, r.business_token_encrypted) for r in stored), cipher):
+                conn.execute(sa.update(table).where(c.id == row_id).values(business_token_encrypted=new_value))
+                count += 1
+        except TokenCryptoError as exc:
+            print(f"error: {exc}; nothing was changed (is the old key in TOKEN_ENCRYPTION_PREVIOUS_KEYS?)", file=sys.stderr)
+            raise SystemExit(1) from exc
+    print(f"re-encrypted {count} of {len(stored)} business tokens under key {cipher.current_key_id}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from wa_webhook.db.engine import create_sync_engine
     from wa_webhook.summary import format_summary, stored_summary
@@ -204,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-exit-seconds", type=float, default=0.0)
     p.add_argument("--max-seconds", type=float, default=600.0)
     p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("rotate-token-key", help="re-encrypt every business token under the current TOKEN_ENCRYPTION_KEY")
+    p.set_defaults(func=cmd_rotate_token_key)
 
     p = sub.add_parser("status", help="what is stored: webhooks by state, messages, statuses, connections")
     p.add_argument("--json", action="store_true")

@@ -125,3 +125,36 @@ def purge_processed_bodies(conn: Connection, older_than_days: float, *, now: dat
         .values(body=None, body_purged_at=now, updated_at=now)
     )
     return result.rowcount
+
+
+def assign_waba(conn: Connection, waba_id: str, organization: str) -> dict[str, Any]:
+    """Operator decision for an unclaimed WABA (a hosted-link ``PARTNER_ADDED`` whose owner
+    business belongs to no organization): bind it to ``organization`` (id or external id)
+    and put its waiting ``account_update`` webhooks (failed or dead, unroutable) back in line.
+
+    Returns ``{"organization_id", "connection_id", "replayed": [ids]}``. Raises
+    ``LookupError`` for an unknown organization and
+    :class:`~wa_webhook.bindings.BindingConflict` when the WABA belongs to another one.
+    """
+    from wa_webhook.bindings import bind_waba
+
+    org_id = _organization_id(conn, organization)
+    if org_id is None or conn.execute(sa.select(organizations.c.id).where(organizations.c.id == org_id)).first() is None:
+        raise LookupError(f"no organization {organization!r}")
+    connection_id = bind_waba(conn, org_id, waba_id)
+    now = utcnow()
+    waiting = sa.and_(
+        logs.c.status.in_(("failed", "dead")),
+        logs.c.error_kind.like("%unroutable%"),
+        logs.c.last_error.like(f"%WABA {waba_id}%"),
+        logs.c.body.is_not(None),
+    )
+    replayed = sorted(
+        conn.execute(
+            sa.update(logs)
+            .where(waiting)
+            .values(status="pending", attempts=0, next_attempt_at=None, locked_until=None, replay_count=logs.c.replay_count + 1, replayed_at=now, updated_at=now)
+            .returning(logs.c.id)
+        ).scalars()
+    )
+    return {"organization_id": str(org_id), "connection_id": str(connection_id), "replayed": replayed}

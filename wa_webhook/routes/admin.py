@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from wa_webhook.db.schema import whatsapp_webhook_logs as logs
@@ -102,3 +102,24 @@ def replay(request: Request, _: AdminDep, body: ReplayRequest) -> dict[str, Any]
     except EmptySelection as exc:
         raise HTTPException(422, str(exc)) from exc
     return {"dry_run": body.dry_run, "count": len(ids), "ids": ids}
+
+
+class AssignRequest(BaseModel):
+    """The organization (id or external id) an unclaimed WABA belongs to."""
+
+    organization: str = Field(min_length=1, max_length=255)
+
+
+@router.post("/wabas/{waba_id}/assign")
+def assign(waba_id: Annotated[str, Path(pattern=r"^\d{1,64}$")], request: Request, _: AdminDep, body: AssignRequest) -> dict[str, Any]:
+    """Bind an unclaimed WABA to an organization and replay its waiting ``PARTNER_ADDED``."""
+    from wa_webhook.bindings import BindingConflict
+    from wa_webhook.dead_letters import assign_waba
+
+    try:
+        with _engine(request).begin() as conn:
+            return assign_waba(conn, waba_id, body.organization)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except BindingConflict as exc:
+        raise HTTPException(409, str(exc)) from exc

@@ -13,6 +13,7 @@ arrivals cannot flip a connection back.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +26,8 @@ from wa_webhook.db.schema import utcnow, whatsapp_configs, whatsapp_connections,
 from ..context import ChangeContext, Unit
 from ..errors import InvalidPayload, Unroutable
 from ..timeparse import meta_time
+
+log = logging.getLogger("wa_pipelines.processing")
 
 #: event → (connection status, config status, reason). ``None`` leaves configs alone.
 TRANSITIONS: dict[str, tuple[str, str | None, str]] = {
@@ -77,6 +80,8 @@ def _apply(ctx: ChangeContext, event: str, transition: tuple[str, str | None, st
         connection = _bind_by_owner_business(ctx, waba_id)
     if connection is None:
         # The binding is made by onboarding (or an operator); until then, retry.
+        if event == "PARTNER_ADDED":
+            log.warning("ALERT unclaimed WABA %s: PARTNER_ADDED with no organization; assign it (assign_waba job or admin API)", waba_id)
         raise Unroutable(f"no organization is bound to WABA {waba_id} ({event})")
     event_at = meta_time(ctx.entry.get("time"))
     if event_at is None:
