@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from tests.conftest import ADMIN_URL
 from tests.test_simulate import free_port
 from wa_webhook.db.engine import create_sync_engine
-from wa_webhook.db.schema import whatsapp_connections, whatsapp_messages, whatsapp_webhook_logs
+from wa_webhook.db.schema import whatsapp_connections, whatsapp_messages, whatsapp_onboarding, whatsapp_webhook_logs
 from wa_webhook.settings import Settings
 from wa_webhook.simulate import load_corpus
 
@@ -41,12 +41,19 @@ def check_stored(settings: Settings, output: str) -> None:
         states = dict(conn.execute(sa.select(whatsapp_webhook_logs.c.status, sa.func.count()).group_by(whatsapp_webhook_logs.c.status)).all())
         messages = conn.execute(sa.select(sa.func.count()).select_from(whatsapp_messages)).scalar_one()
         connections = conn.execute(sa.select(whatsapp_connections.c.waba_id, whatsapp_connections.c.status)).all()
-    engine.dispose()
-    assert sum(states.values()) == corpus + 20  # every delivery landed: corpus + 5/s × 4 s
+    # every delivery landed: corpus + 5/s × 4 s + the demo onboardings' 2 PARTNER_ADDED and 2 messages
+    assert sum(states.values()) == corpus + 20 + 4
     assert states.get("pending", 0) == 0
     assert states.get("dead") == 1  # the corpus's non-JSON body
     assert states.get("failed") == 1  # the corpus's number nobody onboarded, waiting for a retry
-    assert states["processed"] == corpus + 20 - 2
+    assert states["processed"] == corpus + 20 + 4 - 2
+    assert "Connected" in output  # both demo onboardings went through the page (or its API calls)
+    with engine.connect() as conn:
+        onboardings = conn.execute(sa.select(whatsapp_onboarding.c.status, whatsapp_onboarding.c.is_coexistence)).all()
+        demo_messages = conn.execute(sa.select(sa.func.count()).select_from(whatsapp_messages).where(whatsapp_messages.c.wamid.like("wamid.DEMO%"))).scalar_one()
+    assert sorted(onboardings) == [("completed", False), ("completed", True)]
+    engine.dispose()
+    assert demo_messages == 2  # a customer message reached each newly connected number
     assert messages > 40
     assert dict(connections)["100000000000001"] in {"active", "inactive", "offboarded", "disabled"}
 
