@@ -42,31 +42,27 @@ def wait_for_database(settings: Settings, timeout_seconds: float = 30.0) -> None
         engine.dispose()
 
 
+def _run(settings: Settings, step, revision: str) -> None:
+    engine = create_sync_engine(settings)
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config(settings)
+            cfg.attributes["connection"] = conn
+            step(cfg, revision)
+    finally:
+        engine.dispose()
+
+
 def upgrade(settings: Settings | None = None, revision: str = "head") -> None:
     """Wait for the database, then ``alembic upgrade revision``."""
     settings = settings or get_settings()
     wait_for_database(settings)
-    engine = create_sync_engine(settings)
-    try:
-        with engine.begin() as conn:
-            cfg = alembic_config(settings)
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
-    finally:
-        engine.dispose()
+    _run(settings, command.upgrade, revision)
 
 
 def downgrade(settings: Settings | None = None, revision: str = "base") -> None:
     """``alembic downgrade revision`` (default: everything)."""
-    settings = settings or get_settings()
-    engine = create_sync_engine(settings)
-    try:
-        with engine.begin() as conn:
-            cfg = alembic_config(settings)
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
-    finally:
-        engine.dispose()
+    _run(settings or get_settings(), command.downgrade, revision)
 
 
 class NotMigrated(RuntimeError):

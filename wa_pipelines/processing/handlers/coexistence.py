@@ -104,7 +104,6 @@ def handle_history(ctx: ChangeContext) -> Iterable[Unit]:
         value = meta.get("chunk_order") if isinstance(meta, dict) else None
         return value if isinstance(value, int) else 0
 
-    business = route.display_phone_number
     for c, chunk in sorted(enumerate(chunks), key=lambda pair: order(pair[1])):
         if not isinstance(chunk, dict):
             yield (f"history[{c}]", _raise_invalid("history chunk is not an object"))
@@ -120,18 +119,7 @@ def handle_history(ctx: ChangeContext) -> Iterable[Unit]:
             yield (f"history[{c}]", _raise_invalid(str(exc)))
             continue
         for k, message in enumerate(media):
-            label = f"history[{c}].messages[{k}]"
-            if not isinstance(message, dict):
-                yield (label, _raise_invalid("message is not an object"))
-                continue
-            outbound = bool(message.get("to")) or (business is not None and message.get("from") == business)
-            yield (
-                label,
-                lambda m=message, out=outbound: _store(
-                    ctx, route, m, source="history", direction="outbound" if out else "inbound",
-                    counterpart=_str(m.get("to") if out else m.get("from")),
-                ),
-            )
+            yield _history_unit(ctx, route, f"history[{c}].messages[{k}]", message, thread_id=None)
         for t, thread in enumerate(threads):
             if not isinstance(thread, dict):
                 yield (f"history[{c}].threads[{t}]", _raise_invalid("thread is not an object"))
@@ -143,18 +131,21 @@ def handle_history(ctx: ChangeContext) -> Iterable[Unit]:
                 yield (f"history[{c}].threads[{t}]", _raise_invalid(str(exc)))
                 continue
             for k, message in enumerate(messages):
-                label = f"history[{c}].threads[{t}].messages[{k}]"
-                if not isinstance(message, dict):
-                    yield (label, _raise_invalid("message is not an object"))
-                    continue
-                outbound = bool(message.get("to")) or (business is not None and message.get("from") == business)
-                yield (
-                    label,
-                    lambda m=message, out=outbound, who=thread_id: _store(
-                        ctx, route, m, source="history", direction="outbound" if out else "inbound",
-                        counterpart=who or _str(m.get("to") if out else m.get("from")),
-                    ),
-                )
+                yield _history_unit(ctx, route, f"history[{c}].threads[{t}].messages[{k}]", message, thread_id=thread_id)
+
+
+def _history_unit(ctx: ChangeContext, route: Route, label: str, message: Any, *, thread_id: str | None) -> Unit:
+    """One history message as a unit: outbound when it has ``to`` or comes from the business
+    number; the contact is the thread id, else the other party."""
+    if not isinstance(message, dict):
+        return (label, _raise_invalid("message is not an object"))
+    business = route.display_phone_number
+    outbound = bool(message.get("to")) or (business is not None and message.get("from") == business)
+    counterpart = thread_id or _str(message.get("to") if outbound else message.get("from"))
+    return (
+        label,
+        lambda: _store(ctx, route, message, source="history", direction="outbound" if outbound else "inbound", counterpart=counterpart),
+    )
 
 
 def _history_chunk(ctx: ChangeContext, route: Route, chunk: dict[str, Any]) -> str:
