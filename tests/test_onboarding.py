@@ -443,3 +443,45 @@ def test_rotate_token_key_reencrypts_every_stored_token(es, engine: Engine, monk
         TokenCipher.from_hex(s.token_encryption_key.get_secret_value()).decrypt(after.business_token_encrypted, after.id)
     again = subprocess.run([cli, "rotate-token-key"], env=env, capture_output=True, text=True, timeout=60)
     assert "re-encrypted 0" in again.stdout  # idempotent
+
+
+def test_an_early_partner_added_is_not_dead_lettered_while_an_onboarding_can_still_claim_it(es, engine: Engine) -> None:
+    api, emulator, s = es
+    s = s.model_copy(update={"processing_max_attempts": 2})
+    emulator.add_waba(WABA, OWNER, [])
+    row_id = partner_added(engine, emulator)
+    for _ in range(3):
+        drain(engine, s)
+        with engine.begin() as c:
+            c.execute(sa.update(whatsapp_webhook_logs).values(next_attempt_at=sa.func.now()))
+    row = webhook_row(engine, row_id)
+    assert (row.status, row.attempts) == ("failed", 3)  # past max attempts, still waiting
+    with engine.begin() as c:  # a day later, nobody claimed it: dead letter
+        c.execute(sa.update(whatsapp_webhook_logs).values(received_at=sa.func.now() - sa.text("interval '25 hours'"), next_attempt_at=sa.func.now()))
+    drain(engine, s)
+    assert webhook_row(engine, row_id).status == "dead"
+
+
+def test_missing_or_malformed_token_key_stops_start_up_with_a_clear_message(settings: Settings) -> None:
+    from pydantic import SecretStr
+
+    from wa_webhook.security.crypto import InvalidKey
+
+    with pytest.raises(InvalidKey, match="TOKEN_ENCRYPTION_KEY"):
+        create_app(settings.model_copy(update={"token_encryption_key": None}))
+    with pytest.raises(InvalidKey, match="64 hex") as exc:
+        create_app(settings.model_copy(update={"token_encryption_key": SecretStr("not-hex-SECRETVALUE")}))
+    assert "SECRETVALUE" not in str(exc.value)
+
+
+def test_no_plaintext_token_anywhere_in_the_database(es, engine: Engine) -> None:
+    api, emulator, s = es
+    finish_session(api, emulator)
+    run_follow_ups(s, emulator_base(api))
+    token = emulator.tokens_for(WABA)[0]
+    from wa_webhook.db.schema import metadata
+
+    with engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            for row in conn.execute(sa.select(table)):
+                assert token not in repr(tuple(row)), table.name

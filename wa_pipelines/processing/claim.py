@@ -27,6 +27,7 @@ class ClaimedRow:
     body: bytes | None
     received_at: datetime
     attempts: int
+    lease_expired: bool = False  # the previous claim never finished: its run died
 
 
 def claimable_condition(now: datetime) -> sa.ColumnElement[bool]:
@@ -41,12 +42,14 @@ def claim_batch(engine: Engine, limit: int, lease_seconds: float) -> list[Claime
     """Lease up to ``limit`` claimable rows and return them (empty list when none)."""
     now = utcnow()
     with engine.begin() as conn:
-        candidates = sa.select(logs.c.id).where(claimable_condition(now)).order_by(logs.c.id).limit(limit)
+        candidates = sa.select(logs.c.id, logs.c.locked_until).where(claimable_condition(now)).order_by(logs.c.id).limit(limit)
         if conn.dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
-        ids = list(conn.execute(candidates).scalars())
-        if not ids:
+        found = conn.execute(candidates).all()
+        if not found:
             return []
+        ids = [r.id for r in found]
+        expired = {r.id for r in found if r.locked_until is not None}
         rows = conn.execute(
             sa.update(logs)
             .where(logs.c.id.in_(ids))
@@ -54,7 +57,7 @@ def claim_batch(engine: Engine, limit: int, lease_seconds: float) -> list[Claime
             .returning(logs.c.id, logs.c.body, logs.c.received_at, logs.c.attempts)
         ).all()
     return sorted(
-        (ClaimedRow(r.id, r.body, _aware(r.received_at), r.attempts) for r in rows),
+        (ClaimedRow(r.id, r.body, _aware(r.received_at), r.attempts, r.id in expired) for r in rows),
         key=lambda r: r.id,
     )
 

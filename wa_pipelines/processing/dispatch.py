@@ -39,6 +39,7 @@ class WebhookOutcome:
     items_ignored: int = 0
     items_failed: int = 0
     items_dead: int = 0
+    received_at: datetime | None = None
     fields: Counter = field(default_factory=Counter)
     errors: list[tuple[str, str, bool]] = field(default_factory=list)  # (kind, message, retryable)
     organization_id: Any = None
@@ -149,7 +150,7 @@ def apply_webhook(
     ignored. Database errors propagate. ``routes`` caches found phone-number routes across
     the webhooks of one batch (only found routes: an unroutable number is looked up again).
     """
-    outcome = WebhookOutcome(webhook_log_id)
+    outcome = WebhookOutcome(webhook_log_id, received_at=received_at)
     routes = {} if routes is None else routes
     if body is None:
         outcome.fail("body_purged", "the body was removed by retention", False)
@@ -185,6 +186,15 @@ def apply_webhook(
     return outcome
 
 
+def _waits_for_onboarding(outcome: WebhookOutcome, now: datetime, settings: Settings) -> bool:
+    """An ``account_update`` for a WABA no one is bound to yet may be waiting for an onboarding
+    session (the page posts it after Meta's webhook, or later): it is retried, at the
+    capped backoff, for as long as an onboarding lives, and dead-lettered only after."""
+    only_unroutable = outcome.errors and all(kind == "unroutable" for kind, _, _ in outcome.errors)
+    young = outcome.received_at is not None and now - outcome.received_at < timedelta(seconds=settings.onboarding_ttl_seconds)
+    return bool(only_unroutable and set(outcome.fields) == {"account_update"} and young)
+
+
 def finish_row(conn: Connection, outcome: WebhookOutcome, attempts: int, settings: Settings) -> None:
     """Write ``outcome`` onto the webhook row: processed, failed (retry scheduled) or dead.
 
@@ -213,7 +223,7 @@ def finish_row(conn: Connection, outcome: WebhookOutcome, attempts: int, setting
         if len(outcome.errors) > 5:
             message += f"; … and {len(outcome.errors) - 5} more"
         permanent = any(not retryable for _, _, retryable in outcome.errors)
-        exhausted = attempts >= settings.processing_max_attempts
+        exhausted = attempts >= settings.processing_max_attempts and not _waits_for_onboarding(outcome, now, settings)
         outcome.status = "dead" if (permanent or exhausted) else "failed"
         outcome.items_dead = outcome.items_failed if exhausted else sum(1 for *_, retryable in outcome.errors if not retryable)
         values["items_dead"] = outcome.items_dead

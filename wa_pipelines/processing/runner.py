@@ -58,7 +58,7 @@ class RunStats:
 def process_row(engine: Engine, row: ClaimedRow, settings: Settings, routes: dict | None = None) -> WebhookOutcome:
     """Apply one claimed row and write its outcome (one transaction, with intermediate
     commits only for very large webhooks, see :data:`~.dispatch.COMMIT_EVERY`)."""
-    if row.attempts > settings.processing_max_attempts:
+    if row.lease_expired and row.attempts > settings.processing_max_attempts:
         # Claimed more often than allowed without ever finishing: every run that took it died
         # or hit its lease. A poison row must not take every later run down with it.
         outcome = WebhookOutcome(row.id, items_received=1)
