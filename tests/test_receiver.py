@@ -259,3 +259,15 @@ def test_sqlite_file_deleted_under_the_receiver_is_503_not_a_lost_200(tmp_path, 
     eng = create_sync_engine(local)
     assert len(rows(eng, whatsapp_webhook_logs)) == 1
     eng.dispose()
+
+
+def test_previous_app_secret_still_verifies_during_a_rotation(settings: Settings, engine: Engine) -> None:
+    rotated = settings.model_copy(update={"meta_app_secret": SecretStr("new-secret"), "meta_app_secret_previous": SecretStr(APP_SECRET)})
+    body = fixture_bytes("messages_text.json")
+    with TestClient(create_app(rotated)) as c:
+        assert post(c, body, sign(body, "new-secret")).status_code == 200
+        assert post(c, body, sign(body, APP_SECRET)).status_code == 200  # Meta's retries of older deliveries
+        assert post(c, body, sign(body, "some-other-secret")).status_code == 401
+    assert sorted(r.signature_status for r in rows(engine, whatsapp_webhook_logs)) == ["valid", "valid_previous"]
+    with TestClient(create_app(settings.model_copy(update={"meta_app_secret": SecretStr("new-secret")}))) as c:
+        assert post(c, body, sign(body, APP_SECRET)).status_code == 401  # grace period over

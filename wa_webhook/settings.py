@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     meta_app_id: str | None = Field(default=None, validation_alias="META_APP_ID")
     meta_config_id: str | None = None
     meta_app_secret: SecretStr | None = None
+    meta_app_secret_previous: SecretStr | None = Field(
+        default=None, description="The app secret before a rotation: still verifies webhooks during the grace period."
+    )
     meta_webhook_verify_token: SecretStr | None = None
     meta_app_access_token: SecretStr | None = None
     token_encryption_key: SecretStr | None = None

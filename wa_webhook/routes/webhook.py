@@ -20,7 +20,7 @@ from fastapi.responses import PlainTextResponse
 
 from wa_webhook.db.landing import LandedWebhook, LandingUnavailable
 from wa_webhook.db.schema import utcnow
-from wa_webhook.security.signature import SIGNATURE_HEADER, SignatureResult, tokens_equal, verify_signature
+from wa_webhook.security.signature import SIGNATURE_HEADER, SignatureResult, tokens_equal, verify_with_rotation
 
 log = logging.getLogger("wa_webhook.webhook")
 
@@ -114,8 +114,13 @@ async def receive_webhook(request: Request) -> Response:
         log.warning("webhook body over limit", extra={"request_id": request_id})
         return PlainTextResponse("payload too large", status_code=413)
 
-    result = verify_signature(body, request.headers.get(SIGNATURE_HEADER), secret.get_secret_value())
-    if result is not SignatureResult.VALID:
+    previous = state.settings.meta_app_secret_previous
+    result = verify_with_rotation(
+        body, request.headers.get(SIGNATURE_HEADER), secret.get_secret_value(), previous.get_secret_value() if previous else None
+    )
+    if result is SignatureResult.VALID_PREVIOUS:
+        log.info("webhook signed with the previous app secret (rotation grace period)", extra={"request_id": request_id})
+    elif result is not SignatureResult.VALID:
         log.warning("webhook signature %s", result.value, extra={"request_id": request_id, "size": len(body)})
         return PlainTextResponse("invalid signature", status_code=401)
 

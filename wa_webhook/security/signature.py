@@ -21,6 +21,7 @@ class SignatureResult(str, Enum):
     """Outcome of a signature check; ``VALID`` is the only accepting value."""
 
     VALID = "valid"
+    VALID_PREVIOUS = "valid_previous"  # signed with the app secret before a rotation
     MISSING = "missing"
     MALFORMED = "malformed"
     MISMATCH = "mismatch"
@@ -55,3 +56,17 @@ def tokens_equal(given: str | None, expected: str) -> bool:
     if given is None:
         return False
     return hmac.compare_digest(given.encode("utf-8", errors="surrogatepass"), expected.encode("utf-8"))
+
+
+def verify_with_rotation(body: bytes, header: str | None, current: str | bytes, previous: str | bytes | None = None) -> SignatureResult:
+    """Verify with the current app secret, then (during a rotation's grace period) the previous
+    one: :attr:`SignatureResult.VALID` or :attr:`SignatureResult.VALID_PREVIOUS` accept.
+
+    Meta signs with whatever app secret the app has at send time, and retries for days, so
+    deliveries signed with the old secret keep arriving for a while after a reset.
+    """
+    result = verify_signature(body, header, current)
+    if result is SignatureResult.MISMATCH and previous:
+        if verify_signature(body, header, previous) is SignatureResult.VALID:
+            return SignatureResult.VALID_PREVIOUS
+    return result
