@@ -271,3 +271,23 @@ def test_previous_app_secret_still_verifies_during_a_rotation(settings: Settings
     assert sorted(r.signature_status for r in rows(engine, whatsapp_webhook_logs)) == ["valid", "valid_previous"]
     with TestClient(create_app(settings.model_copy(update={"meta_app_secret": SecretStr("new-secret")}))) as c:
         assert post(c, body, sign(body, APP_SECRET)).status_code == 401  # grace period over
+
+
+def test_metrics_count_outcomes_signature_failures_latency_and_sizes(client: TestClient, signatures: dict) -> None:
+    import re as _re
+
+    def value(text: str, name: str) -> float:
+        m = _re.search(rf"^{_re.escape(name)} (\S+)$", text, _re.M)
+        return float(m.group(1)) if m else 0.0
+
+    before = client.get("/metrics").text
+    body = fixture_bytes("messages_text.json")
+    assert post(client, body, signatures["messages_text.json"]).status_code == 200
+    assert post(client, body, "sha256=" + "0" * 64).status_code == 401
+    after = client.get("/metrics")
+    assert after.status_code == 200 and after.headers["content-type"].startswith("text/plain")
+    text = after.text
+    assert value(text, 'wa_webhook_requests_total{outcome="landed"}') == value(before, 'wa_webhook_requests_total{outcome="landed"}') + 1
+    assert value(text, 'wa_webhook_signature_failures_total{reason="mismatch"}') == value(before, 'wa_webhook_signature_failures_total{reason="mismatch"}') + 1
+    assert value(text, "wa_webhook_landing_seconds_count") == value(before, "wa_webhook_landing_seconds_count") + 1
+    assert value(text, "wa_webhook_body_bytes_sum") - value(before, "wa_webhook_body_bytes_sum") == len(body)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import wa_webhook.metrics  # noqa: F401  (registers the receiver metrics)
 
 from wa_webhook.db.landing import LandingUnavailable
 
@@ -29,3 +32,9 @@ async def readyz(request: Request) -> JSONResponse:
         log.warning("readiness check failed: %s", exc)  # details in the log, not to the caller
         return JSONResponse({"status": "unavailable", "database": "unavailable"}, status_code=503)
     return JSONResponse({"status": "ok", "database": "ok"})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response:
+    """Prometheus metrics of this process (see :mod:`wa_webhook.metrics`)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
+from wa_webhook import metrics
 from wa_webhook.db.landing import LandedWebhook, LandingUnavailable
 from wa_webhook.db.schema import utcnow
 from wa_webhook.security.signature import SIGNATURE_HEADER, SignatureResult, tokens_equal, verify_with_rotation
@@ -105,6 +107,7 @@ async def receive_webhook(request: Request) -> Response:
     secret = state.settings.meta_app_secret
     if secret is None or not secret.get_secret_value():
         log.error("META_APP_SECRET is not set: refusing webhook deliveries")
+        metrics.WEBHOOK_REQUESTS.labels("no_secret").inc()
         return PlainTextResponse("app secret is not configured", status_code=503)
 
     request_id = safe_request_id(request.headers.get("x-request-id"))
@@ -112,6 +115,7 @@ async def receive_webhook(request: Request) -> Response:
         body = await read_body_limited(request, state.settings.webhook_max_body_bytes)
     except BodyTooLarge:
         log.warning("webhook body over limit", extra={"request_id": request_id})
+        metrics.WEBHOOK_REQUESTS.labels("too_large").inc()
         return PlainTextResponse("payload too large", status_code=413)
 
     previous = state.settings.meta_app_secret_previous
@@ -122,13 +126,21 @@ async def receive_webhook(request: Request) -> Response:
         log.info("webhook signed with the previous app secret (rotation grace period)", extra={"request_id": request_id})
     elif result is not SignatureResult.VALID:
         log.warning("webhook signature %s", result.value, extra={"request_id": request_id, "size": len(body)})
+        metrics.WEBHOOK_REQUESTS.labels("bad_signature").inc()
+        metrics.SIGNATURE_FAILURES.labels(result.value).inc()
         return PlainTextResponse("invalid signature", status_code=401)
 
     webhook = LandedWebhook(body=body, signature_status=result.value, request_id=request_id, received_at=utcnow())
+    started = time.perf_counter()
     try:
         row_id = await state.landing.land(webhook)
     except LandingUnavailable as exc:
         log.error("webhook not stored, answering 503 so Meta redelivers: %s", exc, extra={"request_id": request_id})
+        metrics.WEBHOOK_REQUESTS.labels("db_unavailable").inc()
+        metrics.DATABASE_ERRORS.inc()
         return PlainTextResponse("storage unavailable", status_code=503)
+    metrics.LANDING_SECONDS.observe(time.perf_counter() - started)
+    metrics.BODY_BYTES.observe(len(body))
+    metrics.WEBHOOK_REQUESTS.labels("landed").inc()
     log.debug("webhook landed", extra={"request_id": request_id, "webhook_log_id": row_id, "size": len(body)})
     return PlainTextResponse("EVENT_RECEIVED", status_code=200, headers={"X-Request-Id": request_id})
