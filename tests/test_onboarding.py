@@ -485,3 +485,47 @@ def test_no_plaintext_token_anywhere_in_the_database(es, engine: Engine) -> None
         for table in metadata.sorted_tables:
             for row in conn.execute(sa.select(table)):
                 assert token not in repr(tuple(row)), table.name
+
+
+def test_token_health_nightly_check_and_immediate_marks(es, engine: Engine, monkeypatch) -> None:
+    api, emulator, s = es
+    monkeypatch.setenv("META_APP_ID", "123456")  # the job's Graph client signs debug_token with the app token
+    from wa_webhook.settings import get_settings
+
+    get_settings.cache_clear()
+    finish_session(api, emulator)
+    token = emulator.tokens_for(WABA)[0]
+    check = lambda: defs.resolve_job_def("check_token_health").execute_in_process(  # noqa: E731
+        instance=DagsterInstance.ephemeral(),
+        resources={"app_db": AppDatabase(database_url=s.database_url), "meta_graph": MetaGraph(graph_api_base_url=emulator_base(api)), "token_keys": TokenKeys()},
+    ).output_for_node("check_token_health_op")
+
+    def health():
+        [cfg] = rows(engine, whatsapp_configs)
+        return cfg.token_health, cfg.token_expires_at
+
+    run_follow_ups(s, emulator_base(api))  # the follow-up lists the number
+    assert check() == {"valid": 1}
+    assert health() == ("valid", None)  # expires_at 0: never
+    emulator.tokens[token].expires_at = int(time.time()) + 3 * 86400
+    assert check() == {"expiring_soon": 1}
+    emulator.tokens[token].scopes = ("whatsapp_business_management",)
+    assert check() == {"missing_permission": 1}
+    emulator.invalidate_token(token)
+    assert check() == {"invalid": 1}
+    status_numbers = api.get("/api/v1/whatsapp/check-connection", headers=auth()).json()["connections"][0]["phone_numbers"]
+    assert status_numbers[0]["token_health"] == "invalid"
+
+
+def test_a_190_during_the_follow_up_marks_the_token_invalid_at_once(es, engine: Engine) -> None:
+    api, emulator, s = es
+    code = finish_session(api, emulator)
+    run_follow_ups(s, emulator_base(api))  # numbers listed and registered
+    assert rows(engine, whatsapp_configs)[0].token_health is None  # not checked yet
+    with engine.begin() as c:  # an operator reruns the follow-up; Meta now refuses the token
+        c.execute(sa.update(whatsapp_onboarding).values(follow_up_status="waiting", follow_up_next_at=None))
+    emulator.fail_next("phone_numbers", 190, message="Error validating access token: session invalidated")
+    [run] = run_follow_ups(s, emulator_base(api))
+    assert not run.success and status(api, code)["status"] == "failed"
+    [cfg] = rows(engine, whatsapp_configs)
+    assert cfg.token_health == "invalid" and "190" in cfg.token_health_reason  # no need to wait for the night

@@ -16,10 +16,12 @@ from wa_pipelines.maintenance import (
 )
 from wa_pipelines.processing_assets import apply_landed_webhooks
 from wa_pipelines.onboarding.jobs import (
+    check_token_health_job,
     expire_onboardings_job,
     expire_onboardings_schedule,
     finish_onboarding_job,
     onboarding_follow_up_sensor,
+    token_health_schedule,
 )
 from wa_pipelines.resources import AppDatabase, MetaGraph, TokenKeys
 from wa_pipelines.schedules import dashboards_schedule
@@ -32,12 +34,13 @@ defs = Definitions(
         dashboards_job,
         finish_onboarding_job,
         expire_onboardings_job,
+        check_token_health_job,
         replay_dead_letters_job,
         purge_dead_letters_job,
         assign_waba_job,
         purge_webhook_bodies_job,
     ],
     sensors=[pending_webhooks_sensor, dashboards_after_processing, onboarding_follow_up_sensor],
-    schedules=[dashboards_schedule, retention_schedule, expire_onboardings_schedule],
+    schedules=[dashboards_schedule, retention_schedule, expire_onboardings_schedule, token_health_schedule],
     resources={"app_db": AppDatabase(), "meta_graph": MetaGraph(), "token_keys": TokenKeys()},
 )

@@ -226,6 +226,7 @@ def status_view(conn: Connection, onboarding: Any) -> dict[str, Any]:
                     "verified_name": n.verified_name,
                     "is_coexistence": n.is_coexistence,
                     "status": n.status,
+                    "token_health": n.token_health,
                 }
                 for n in conn.execute(sa.select(whatsapp_configs).where(whatsapp_configs.c.connection_id == c.id).order_by(whatsapp_configs.c.phone_number_id))
             ]

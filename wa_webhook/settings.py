@@ -109,6 +109,9 @@ class Settings(BaseSettings):
         default="facebook.com",
         description="Comma-separated host suffixes whose WA_EMBEDDED_SIGNUP messages the page accepts.",
     )
+    token_expiring_soon_days: float = Field(
+        default=7.0, gt=0, description="A business token expiring within this many days is reported expiring_soon."
+    )
     register_pin: SecretStr | None = Field(
         default=None, description="6-digit two-step verification PIN used to register non-coexistence numbers."
     )

@@ -74,6 +74,9 @@ def finish_onboarding(engine: Engine, graph: Any, cipher: Any, onboarding_id: uu
             elif number.registered_at is None:
                 _register(engine, graph, number, token, register_pin, report)
     except GraphError as exc:
+        from wa_pipelines.token_health import mark_from_graph_error
+
+        mark_from_graph_error(engine, connection.id, exc)
         return _graph_failure(engine, onboarding, exc, report)
     now = utcnow()
     with engine.begin() as conn:

@@ -54,6 +54,8 @@ def _check_in(column: str, values: tuple[str, ...], name: str) -> sa.CheckConstr
 # --- enumerations --------------------------------------------------------------------
 WEBHOOK_STATES = ("pending", "processed", "failed", "dead")
 ONBOARDING_STATES = ("pending", "session_posted", "token_exchanged", "completed", "failed", "expired", "cancelled")
+#: business-token health per phone number (its own type; the connection status is not overloaded)
+TOKEN_HEALTH_STATES = ("valid", "expiring_soon", "expired", "invalid", "missing_permission", "unknown")
 #: follow-up (finish_onboarding) progress of an onboarding whose token exchange succeeded
 FOLLOW_UP_STATES = ("waiting", "running", "done", "failed")
 CONNECTION_STATES = ("awaiting_confirmation", "active", "inactive", "offboarded", "disabled", "deleted")
@@ -147,8 +149,18 @@ whatsapp_configs = sa.Table(
     sa.Column("history_sync_requested_at", sa.DateTime(timezone=True)),
     sa.Column("sync_deadline_at", sa.DateTime(timezone=True), comment="Coexistence: syncs are accepted only until 24 h after onboarding."),
     sa.Column("sync_error", sa.Text()),
+    sa.Column("token_health", sa.String(32), comment="valid, expiring_soon, expired, invalid, missing_permission, unknown."),
+    sa.Column("token_health_reason", sa.Text()),
+    sa.Column("token_checked_at", sa.DateTime(timezone=True)),
+    sa.Column("token_expires_at", sa.DateTime(timezone=True), comment="From debug_token; NULL = never expires."),
+    sa.Column("token_data_access_expires_at", sa.DateTime(timezone=True)),
+    sa.Column("token_scopes", JsonDoc),
     *_timestamps(),
     _check_in("status", CONFIG_STATES, "status"),
+    sa.CheckConstraint(
+        "token_health IS NULL OR token_health IN (" + ", ".join(f"'{v}'" for v in TOKEN_HEALTH_STATES) + ")",
+        name="token_health",
+    ),
 )
 
 whatsapp_contacts = sa.Table(

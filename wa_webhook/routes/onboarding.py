@@ -155,7 +155,8 @@ def check_connection(request: Request, caller: CallerDep) -> dict[str, Any]:
                     "connected_at": c.connected_at.isoformat() if c.connected_at else None,
                     "phone_numbers": [
                         {"phone_number_id": n.phone_number_id, "display_phone_number": n.display_phone_number, "verified_name": n.verified_name,
-                         "is_coexistence": n.is_coexistence, "status": n.status}
+                         "is_coexistence": n.is_coexistence, "status": n.status, "token_health": n.token_health,
+                         "token_expires_at": n.token_expires_at.isoformat() if n.token_expires_at else None}
                         for n in numbers
                     ],
                 }
@@ -185,6 +186,12 @@ def disconnect(connection_id: uuid.UUID, request: Request, caller: CallerDep) ->
                 unsubscribed = graph.unsubscribe_app(c.waba_id, state.cipher.decrypt(c.business_token_encrypted, c.id))
         except GraphError as exc:
             meta_error = {"code": exc.code, "message": exc.message}
+            if exc.code == 190:  # the token is dead: say so at once (token health)
+                with engine.begin() as conn:
+                    conn.execute(
+                        sa.update(whatsapp_configs).where(whatsapp_configs.c.connection_id == c.id)
+                        .values(token_health="invalid", token_health_reason=str(exc)[:500], token_checked_at=utcnow())
+                    )
     now = utcnow()
     with engine.begin() as conn:
         conn.execute(
