@@ -1,4 +1,10 @@
-"""Logging set-up shared by the receiver, the CLI and the pipelines."""
+"""Logging set-up shared by the receiver, the CLI and the pipelines.
+
+``LOG_FORMAT=json`` writes one JSON object per line (python-json-logger: time, level,
+logger, message and any ``extra`` such as ``request_id``), for production log shipping;
+``text`` (the default) is for people. At INFO and above no line carries tokens, secrets,
+message bodies or phone numbers; handler tracebacks are DEBUG only.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,22 @@ import logging
 import os
 
 
-def configure_logging(level: str | None = None) -> None:
-    """Configure the root logger once (level from ``LOG_LEVEL``, default INFO).
-
-    Messages never carry tokens, secrets, message bodies or phone numbers at INFO.
-    """
+def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
+    """Configure the root logger once (``LOG_LEVEL``, default INFO; ``LOG_FORMAT`` text|json)."""
     root = logging.getLogger()
     if getattr(root, "_wa_configured", False):
         return
     level = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
+    fmt = (fmt or os.environ.get("LOG_FORMAT") or "text").lower()
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    if fmt == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "alembic.runtime.plugins", "alembic.runtime.migration"):
