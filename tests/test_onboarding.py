@@ -529,3 +529,85 @@ def test_a_190_during_the_follow_up_marks_the_token_invalid_at_once(es, engine: 
     assert not run.success and status(api, code)["status"] == "failed"
     [cfg] = rows(engine, whatsapp_configs)
     assert cfg.token_health == "invalid" and "190" in cfg.token_health_reason  # no need to wait for the night
+
+
+# --- from a break-it pass ----------------------------------------------------------------
+def test_a_waba_the_signup_did_not_share_cannot_be_bound(es, engine: Engine) -> None:
+    api, emulator, s = es
+    emulator.add_waba(WABA, OWNER, [])
+    emulator.add_waba("100000000000088", "300000000000088", [])
+    code = start(api)["tracking_code"]
+    body = {"event": "FINISH", "code": emulator.issue_code(WABA), "waba_id": "100000000000088"}  # someone else's WABA
+    r = api.post(f"/api/v1/whatsapp/onboarding/{code}/session", headers=auth(), json=body)
+    assert r.status_code == 403 and r.json()["detail"]["code"] == "waba_not_shared"
+    assert not rows(engine, whatsapp_connections) and status(api, code)["status"] == "failed"
+
+
+def test_non_ascii_digits_are_not_ids(es) -> None:
+    api, emulator, s = es
+    code = start(api)["tracking_code"]
+    r = api.post(f"/api/v1/whatsapp/onboarding/{code}/session", headers=auth(), json={"event": "FINISH", "code": "c", "waba_id": "７００"})
+    assert r.status_code == 422
+
+
+def test_an_unexpected_follow_up_error_fails_the_onboarding_instead_of_running_forever(es, engine: Engine) -> None:
+    api, emulator, s = es
+    code = finish_session(api, emulator)
+    with engine.begin() as c:  # a token no key can read (e.g. a botched key rotation)
+        c.execute(sa.update(whatsapp_connections).values(business_token_encrypted="v1:deadbeef:AAAA"))
+    run_follow_ups(s, emulator_base(api))
+    view = status(api, code)
+    assert view["status"] == "failed" and view["follow_up"] == "failed" and view["error"]["code"] == "internal"
+    assert run_follow_ups(s, emulator_base(api)) == []  # not restarted
+    [c1] = rows(engine, whatsapp_connections)
+    r = api.delete(f"/api/v1/whatsapp/connections/{c1.id}", headers=auth())  # disconnect still works
+    assert r.status_code == 200 and r.json()["meta_error"]["code"] == "token_unreadable"
+
+
+def test_a_connection_disconnected_before_its_follow_up_is_never_subscribed_again(es, engine: Engine) -> None:
+    api, emulator, s = es
+    finish_session(api, emulator)
+    [c1] = rows(engine, whatsapp_connections)
+    assert api.delete(f"/api/v1/whatsapp/connections/{c1.id}", headers=auth()).status_code == 200
+    run_follow_ups(s, emulator_base(api))
+    assert not emulator.calls_to(f"/{WABA}/subscribed_apps$", "POST")
+    assert rows(engine, whatsapp_connections)[0].status == "inactive"
+
+
+def test_a_disconnected_waba_can_be_connected_by_the_organization_meta_shares_it_with(es, engine: Engine) -> None:
+    api, emulator, s = es
+    finish_session(api, emulator, org="acme")
+    [c1] = rows(engine, whatsapp_connections)
+    api.delete(f"/api/v1/whatsapp/connections/{c1.id}", headers=auth("acme"))
+    code = finish_session(api, emulator, org="globex")  # the WABA now belongs to globex's business
+    [c2] = rows(engine, whatsapp_connections)
+    globex_id = api.get("/api/v1/whatsapp/check-connection", headers=auth("globex")).json()["connections"][0]["id"]
+    assert str(c2.id) == globex_id and status(api, code, "globex")["status"] == "token_exchanged"
+    assert api.get("/api/v1/whatsapp/check-connection", headers=auth("acme")).json()["connections"] == []
+
+
+def test_an_active_waba_of_another_organization_stays_theirs(es, engine: Engine) -> None:
+    api, emulator, s = es
+    finish_session(api, emulator, org="acme")
+    run_follow_ups(s, emulator_base(api))
+    partner_added(engine, emulator)
+    drain(engine, s)
+    code = start(api, "globex")["tracking_code"]
+    r = api.post(f"/api/v1/whatsapp/onboarding/{code}/session", headers=auth("globex"),
+                 json={"event": "FINISH", "code": emulator.issue_code(WABA), "waba_id": WABA})
+    assert r.status_code == 409 and r.json()["detail"]["code"] == "waba_taken"
+
+
+def test_org_claims_with_control_characters_and_huge_tokens_are_refused(api: TestClient) -> None:
+    assert api.get("/api/v1/whatsapp/onboarding-url", headers=auth("ac\x00me")).status_code == 403
+    big = token_for("acme", padding="x" * 10000)
+    assert api.get("/api/v1/whatsapp/onboarding-url", headers={"Authorization": f"Bearer {big}"}).status_code == 401
+    string_exp = jwt.encode({"org_id": "acme", "exp": str(int(time.time()) + 60)}, JWT_SECRET, algorithm="HS256")
+    assert api.get("/api/v1/whatsapp/onboarding-url", headers={"Authorization": f"Bearer {string_exp}"}).status_code == 401
+
+
+def test_an_expired_tracking_code_shows_expired_before_the_nightly_job(api: TestClient, engine: Engine) -> None:
+    code = start(api)["tracking_code"]
+    with engine.begin() as conn:
+        conn.execute(sa.update(whatsapp_onboarding).values(expires_at=sa.func.now() - sa.text("interval '1 minute'")))
+    assert api.get(f"/api/v1/whatsapp/onboarding/{code}", headers=auth()).json()["status"] == "expired"

@@ -17,6 +17,8 @@ from wa_webhook.simulate import wire_bytes
 DEMO_JWT_SECRET = "demo-jwt-secret-not-for-production-0000"
 DEMO_APP_ID = "123456789012345"
 CLOUD = {"org": "acme", "waba": "100000000000501", "owner": "300000000000501", "phone": "200000000000501", "display": "15550005001", "coexistence": False}
+#: a third WABA left in the stand-in SDK's list, for whoever clicks the printed page URL
+VISITOR = {"org": "newcomer", "waba": "100000000000503", "owner": "300000000000503", "phone": "200000000000503", "display": "15550005003", "coexistence": False}
 COEX = {"org": "globex", "waba": "100000000000502", "owner": "300000000000502", "phone": "200000000000502", "display": "15550005002", "coexistence": True}
 
 
@@ -35,9 +37,9 @@ def start_emulator(app_secret: str, webhook_url: str) -> DemoEmulator:
     from wa_webhook.graph.emulator import GraphEmulator, serve_in_thread
 
     emulator = GraphEmulator(app_id=DEMO_APP_ID, app_secret=app_secret, auto_partner_added=(webhook_url, app_secret))
-    for spec in (CLOUD, COEX):
+    for spec in (CLOUD, COEX, VISITOR):
         emulator.add_waba(spec["waba"], spec["owner"], [{"id": spec["phone"], "display_phone_number": spec["display"], "verified_name": spec["org"].title(), "coexistence": spec["coexistence"]}])
-    base, stop = serve_in_thread(with_demo_sdk(emulator, [CLOUD["waba"], COEX["waba"]]))
+    base, stop = serve_in_thread(with_demo_sdk(emulator, [CLOUD["waba"], COEX["waba"], VISITOR["waba"]]))
     return DemoEmulator(base, emulator, stop)
 
 

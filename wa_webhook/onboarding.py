@@ -169,6 +169,21 @@ def expire_due(conn: Connection, *, now=None, organization_id: uuid.UUID | None 
     )
 
 
+def token_can_manage(debug: dict[str, Any], waba_id: str) -> bool:
+    """Whether a business token (its ``debug_token`` data) was granted ``waba_id``.
+
+    Source: Meta, "Manage accounts" / debug_token: ``granular_scopes[].target_ids`` of the
+    ``whatsapp_business_management`` scope list the WABAs shared in the signup. A page can
+    post any ``waba_id``; only one the token can manage may be bound.
+    """
+    if not debug.get("is_valid"):
+        return False
+    for scope in debug.get("granular_scopes") or []:
+        if isinstance(scope, dict) and scope.get("scope") == "whatsapp_business_management":
+            return str(waba_id) in {str(t) for t in scope.get("target_ids") or []}
+    return False
+
+
 def fail_onboarding(conn: Connection, onboarding_id: uuid.UUID, code: str | int | None, message: str) -> None:
     """Mark an onboarding failed with Meta's (or our) error code and message."""
     conn.execute(
@@ -190,7 +205,9 @@ def store_exchange(conn: Connection, onboarding: Any, token: dict[str, Any], enc
     try:
         connection_id = bind_waba(conn, onboarding.organization_id, onboarding.waba_id, owner_business_id=onboarding.business_id)
     except BindingConflict as exc:
-        raise OnboardingError(409, "waba_taken", "this WhatsApp Business Account is connected to another organization") from exc
+        if not _release_stale_binding(conn, onboarding.waba_id):
+            raise OnboardingError(409, "waba_taken", "this WhatsApp Business Account is connected to another organization") from exc
+        connection_id = bind_waba(conn, onboarding.organization_id, onboarding.waba_id, owner_business_id=onboarding.business_id)
     expires_in = token.get("expires_in")
     expires_at = now + timedelta(seconds=int(expires_in)) if isinstance(expires_in, (int, float)) and expires_in > 0 else None
     current = conn.execute(sa.select(whatsapp_connections.c.status).where(whatsapp_connections.c.id == connection_id)).scalar_one()
@@ -209,6 +226,21 @@ def store_exchange(conn: Connection, onboarding: Any, token: dict[str, Any], enc
         .values(status="token_exchanged", token_exchanged_at=now, connection_id=connection_id, follow_up_status="waiting", updated_at=now)
     )
     return connection_id
+
+
+def _release_stale_binding(conn: Connection, waba_id: str) -> bool:
+    """Free a WABA bound to another organization when that binding is dead: disconnected,
+    deleted, or never confirmed by Meta. The caller's token has just proved that Meta shared
+    the WABA with it. The old connection's history stays with the old organization; its row
+    and numbers move to the new one. Returns True when released."""
+    c = whatsapp_connections.c
+    row = conn.execute(sa.select(whatsapp_connections).where(c.waba_id == waba_id)).first()
+    if row is None or not (row.status in ("inactive", "deleted") or (row.status == "awaiting_confirmation" and row.connected_at is None)):
+        return False
+    conn.execute(sa.delete(whatsapp_configs).where(whatsapp_configs.c.connection_id == row.id))
+    conn.execute(sa.update(whatsapp_onboarding).where(whatsapp_onboarding.c.connection_id == row.id).values(connection_id=None))
+    conn.execute(sa.delete(whatsapp_connections).where(c.id == row.id))
+    return True
 
 
 def status_view(conn: Connection, onboarding: Any) -> dict[str, Any]:
@@ -233,9 +265,12 @@ def status_view(conn: Connection, onboarding: Any) -> dict[str, Any]:
     error = None
     if onboarding.status in ("failed", "cancelled") or onboarding.follow_up_status == "failed":
         error = {"code": onboarding.error_code, "message": onboarding.error_message, "step": onboarding.cancel_step}
+    current = onboarding.status
+    if current == "pending" and _aware(onboarding.expires_at) <= utcnow():
+        current = "expired"  # the nightly schedule records it; the page should know now
     return {
         "tracking_code": onboarding.tracking_code,
-        "status": onboarding.status,
+        "status": current,
         "follow_up": onboarding.follow_up_status,
         "confirmed": onboarding.confirmed_at is not None,
         "is_coexistence": onboarding.is_coexistence,

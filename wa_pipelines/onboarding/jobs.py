@@ -19,7 +19,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from wa_pipelines.onboarding.steps import finish_onboarding
+from wa_pipelines.onboarding.steps import MAX_FOLLOW_UP_ATTEMPTS, finish_onboarding
 from wa_pipelines.resources import AppDatabase, MetaGraph, TokenKeys
 from wa_webhook.db.schema import utcnow, whatsapp_onboarding
 
@@ -74,7 +74,7 @@ def onboarding_follow_up_sensor(context: SensorEvaluationContext, app_db: AppDat
                 o.status == "token_exchanged",
                 sa.or_(
                     sa.and_(o.follow_up_status == "waiting", sa.or_(o.follow_up_next_at.is_(None), o.follow_up_next_at <= now)),
-                    sa.and_(o.follow_up_status == "running", o.updated_at < now - STALE_RUNNING),
+                    sa.and_(o.follow_up_status == "running", o.updated_at < now - STALE_RUNNING, o.follow_up_attempts < MAX_FOLLOW_UP_ATTEMPTS),
                 ),
             )
             .order_by(o.token_exchanged_at)

@@ -44,6 +44,22 @@ class FollowUpReport:
 
 
 def finish_onboarding(engine: Engine, graph: Any, cipher: Any, onboarding_id: uuid.UUID, *, register_pin: str | None) -> FollowUpReport:
+    """Run the follow-up; an unexpected error (not Meta's) fails the onboarding instead of
+    leaving it ``running`` for the sensor to restart forever. See :func:`_finish`."""
+    try:
+        return _finish(engine, graph, cipher, onboarding_id, register_pin=register_pin)
+    except Exception as exc:
+        if isinstance(exc, sa.exc.OperationalError):
+            raise  # the database itself: the run fails, the sensor retries later
+        message = f"follow-up error: {type(exc).__name__}"
+        with engine.begin() as conn:
+            fail_onboarding(conn, onboarding_id, "internal", message)
+            conn.execute(sa.update(whatsapp_onboarding).where(whatsapp_onboarding.c.id == onboarding_id).values(follow_up_status="failed"))
+        log.exception("onboarding %s follow-up failed", onboarding_id)
+        return FollowUpReport(str(onboarding_id), outcome="failed", error=message)
+
+
+def _finish(engine: Engine, graph: Any, cipher: Any, onboarding_id: uuid.UUID, *, register_pin: str | None) -> FollowUpReport:
     """Run every follow-up step for one onboarding; returns what happened.
 
     Transient Graph errors (rate limits, 5xx; already retried by the client) leave the
@@ -57,6 +73,11 @@ def finish_onboarding(engine: Engine, graph: Any, cipher: Any, onboarding_id: uu
         onboarding = conn.execute(sa.select(whatsapp_onboarding).where(o.id == onboarding_id)).one()
         if onboarding.connection_id is None or onboarding.status not in ("token_exchanged", "completed"):
             report.outcome, report.error = "skipped", f"onboarding is {onboarding.status}"
+            return report
+        status_now = conn.execute(sa.select(c.status).where(c.id == onboarding.connection_id)).scalar()
+        if status_now in ("inactive", "deleted"):  # disconnected meanwhile: never re-subscribe
+            conn.execute(sa.update(whatsapp_onboarding).where(o.id == onboarding_id).values(follow_up_status="done", follow_up_done_at=utcnow()))
+            report.outcome, report.error = "skipped", f"the connection was {status_now} before the follow-up ran"
             return report
         conn.execute(
             sa.update(whatsapp_onboarding).where(o.id == onboarding_id).values(

@@ -111,7 +111,7 @@ class AssignRequest(BaseModel):
 
 
 @router.post("/wabas/{waba_id}/assign")
-def assign(waba_id: Annotated[str, Path(pattern=r"^\d{1,64}$")], request: Request, _: AdminDep, body: AssignRequest) -> dict[str, Any]:
+def assign(waba_id: Annotated[str, Path(pattern=r"^[0-9]{1,64}$")], request: Request, _: AdminDep, body: AssignRequest) -> dict[str, Any]:
     """Bind an unclaimed WABA to an organization and replay its waiting ``PARTNER_ADDED``."""
     from wa_webhook.bindings import BindingConflict
     from wa_webhook.dead_letters import assign_waba

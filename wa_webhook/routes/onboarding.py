@@ -32,8 +32,10 @@ from wa_webhook.onboarding import (
     launch_parameters,
     status_view,
     store_exchange,
+    token_can_manage,
 )
 from wa_webhook.security.auth import CallerDep
+from wa_webhook.security.crypto import TokenCryptoError
 
 log = logging.getLogger("wa_webhook.onboarding")
 
@@ -49,9 +51,9 @@ class SessionBody(BaseModel):
 
     event: str = Field(default="FINISH", max_length=64, description="FINISH, FINISH_ONLY_WABA, FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING or CANCEL")
     code: str | None = Field(default=None, max_length=4096)
-    waba_id: str | None = Field(default=None, max_length=64, pattern=r"^\d+$")
-    phone_number_id: str | None = Field(default=None, max_length=64, pattern=r"^\d+$")
-    business_id: str | None = Field(default=None, max_length=64, pattern=r"^\d+$")
+    waba_id: str | None = Field(default=None, max_length=64, pattern=r"^[0-9]+$")  # ASCII digits only
+    phone_number_id: str | None = Field(default=None, max_length=64, pattern=r"^[0-9]+$")
+    business_id: str | None = Field(default=None, max_length=64, pattern=r"^[0-9]+$")
     current_step: str | None = Field(default=None, max_length=64)
     error_message: str | None = Field(default=None, max_length=1000)
     error_id: str | None = Field(default=None, max_length=64)
@@ -105,8 +107,10 @@ def post_session(tracking_code: str, body: SessionBody, request: Request, caller
         try:
             with state.graph() as graph:
                 token = graph.exchange_code(session.code)
-            if not token.get("access_token"):
-                raise OnboardingError(502, "code_exchange_failed", "Meta returned no access token")
+                if not token.get("access_token"):
+                    raise OnboardingError(502, "code_exchange_failed", "Meta returned no access token")
+                if not token_can_manage(graph.debug_token(token["access_token"]), session.waba_id):
+                    raise OnboardingError(403, "waba_not_shared", "the WhatsApp Business Account you posted was not shared in this signup")
         except GraphError as exc:
             with engine.begin() as conn:
                 fail_onboarding(conn, row.id, exc.code, f"code exchange failed: {exc.message}")
@@ -184,6 +188,8 @@ def disconnect(connection_id: uuid.UUID, request: Request, caller: CallerDep) ->
         try:
             with state.graph() as graph:
                 unsubscribed = graph.unsubscribe_app(c.waba_id, state.cipher.decrypt(c.business_token_encrypted, c.id))
+        except TokenCryptoError:
+            meta_error = {"code": "token_unreadable", "message": "the stored token could not be decrypted (key rotation?)"}
         except GraphError as exc:
             meta_error = {"code": exc.code, "message": exc.message}
             if exc.code == 190:  # the token is dead: say so at once (token health)

@@ -20,6 +20,10 @@ from wa_webhook.bindings import ensure_organization
 from wa_webhook.settings import Settings
 
 
+#: a bearer JWT longer than this is refused before it is parsed
+MAX_TOKEN_BYTES = 8192
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who calls the API: the organization (our id and the SaaS's id) and the JWT subject."""
@@ -45,7 +49,7 @@ def verify_token(token: str, settings: Settings) -> dict:
     else:
         raise HTTPException(503, "API authentication is not configured (JWT_SECRET or JWT_PUBLIC_KEY)")
     try:
-        return jwt.decode(
+        claims = jwt.decode(
             token,
             key,
             algorithms=algorithms,
@@ -53,10 +57,13 @@ def verify_token(token: str, settings: Settings) -> dict:
             issuer=settings.jwt_issuer,
             options={"require": ["exp"], "verify_aud": settings.jwt_audience is not None},
         )
+        if not isinstance(claims.get("exp"), (int, float)) or isinstance(claims.get("exp"), bool):
+            raise jwt.InvalidTokenError("exp must be a number")
+        return claims
     except jwt.ExpiredSignatureError as exc:
         raise HTTPException(401, "token expired", headers={"WWW-Authenticate": "Bearer"}) from exc
     except jwt.InvalidTokenError as exc:
-        raise HTTPException(401, f"invalid token: {type(exc).__name__}", headers={"WWW-Authenticate": "Bearer"}) from exc
+        raise HTTPException(401, "invalid or unreadable session token: sign in again", headers={"WWW-Authenticate": "Bearer"}) from exc
 
 
 async def current_caller(request: Request) -> Caller:
@@ -65,9 +72,17 @@ async def current_caller(request: Request) -> Caller:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
+    if len(token) > MAX_TOKEN_BYTES:
+        raise HTTPException(401, "token too large", headers={"WWW-Authenticate": "Bearer"})
     claims = verify_token(token.strip(), settings)
     org = claims.get(settings.jwt_org_claim)
-    if not isinstance(org, (str, int)) or isinstance(org, bool) or not str(org).strip() or len(str(org)) > 255:
+    if (
+        not isinstance(org, (str, int))
+        or isinstance(org, bool)
+        or not str(org).strip()
+        or len(str(org)) > 255
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in str(org))
+    ):
         raise HTTPException(403, f"token has no usable {settings.jwt_org_claim!r} claim")
     external_id = str(org).strip()
     engine = request.app.state.api_engine()

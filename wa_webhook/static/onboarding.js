@@ -23,7 +23,11 @@
       const data = await r.json().catch(() => ({}));
       if (!r.ok) {
         const detail = data.detail || {};
-        throw new Error((detail.message || detail || r.statusText) + (detail.meta_code ? " (Meta error " + detail.meta_code + ")" : ""));
+        let text = r.statusText;
+        if (typeof detail === "string") text = detail;
+        else if (Array.isArray(detail)) text = "the request was refused: " + detail.map((d) => (d.loc || []).slice(-1)[0] + " " + d.msg).join("; ");
+        else if (detail.message) text = detail.message;
+        throw new Error(text + (detail.meta_code ? " (Meta error " + detail.meta_code + ")" : ""));
       }
       return data;
     });
@@ -47,6 +51,7 @@
   async function poll(statusUrl) {
     for (let i = 0; i < 150; i++) {
       const st = await api(statusUrl);
+      if (st.status === "expired") { show("This attempt expired: start again.", "error"); button.disabled = false; return; }
       if (st.status === "failed" || st.follow_up === "failed") {
         show("Connection failed: " + ((st.error && st.error.message) || "unknown error"), "error");
         return;
@@ -77,7 +82,10 @@
         const payload = Object.assign({ event: signup.event, code: code }, signup.data || {});
         show(signup.event === "CANCEL" ? "Cancelled." : "Connecting…");
         const st = await api(start.session_url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload) });
-        if (st.status === "cancelled") { show("Cancelled" + (st.error && st.error.step ? " at " + st.error.step : "") + ".", "error"); button.disabled = false; return; }
+        if (st.status === "cancelled") {
+          const why = st.error && (st.error.step ? " at " + st.error.step : st.error.message ? ": " + st.error.message : "");
+          show("Cancelled" + (why || "") + ".", "error"); button.disabled = false; return;
+        }
         await poll(start.status_url);
       };
       const onMessage = (event) => {
