@@ -62,6 +62,7 @@ def settings(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         "TOKEN_ENCRYPTION_KEY": TOKEN_KEY,
         "JWT_SECRET": JWT_SECRET,
         "REGISTER_PIN": "123456",
+        "RATE_LIMIT_PREFIX": f"wa-test-{uuid.uuid4().hex[:8]}",  # counters never leak between tests
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

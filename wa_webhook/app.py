@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from wa_webhook.db.engine import create_sync_engine
 from wa_webhook.db.landing import create_landing_store
 from wa_webhook.logs import configure_logging
+from wa_webhook.ratelimit import RateLimiter
 from wa_webhook.routes import admin, health, onboarding, page, webhook
 from wa_webhook.security.crypto import TokenCipher
 from wa_webhook.settings import Settings, get_settings
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.cipher = cipher
+        app.state.rate_limiter = RateLimiter(settings.redis_url, settings.rate_limit_prefix)
         app.state.landing = create_landing_store(settings)
 
         def graph():

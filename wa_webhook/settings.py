@@ -87,6 +87,14 @@ class Settings(BaseSettings):
         default=None, description="Bearer token of the admin API (/api/admin/...); unset = admin API disabled (503)."
     )
 
+    # --- rate limits -------------------------------------------------------------------
+    webhook_bad_signature_limit: str = Field(
+        default="1000/minute", description="Per IP: webhook deliveries failing the signature check before 429."
+    )
+    api_ip_limit: str = Field(default="300/minute", description="Per IP: calls to the web app's API.")
+    api_org_limit: str = Field(default="100/minute", description="Per organization: calls to the web app's API.")
+    rate_limit_prefix: str = Field(default="wa", description="Key prefix of the rate-limit counters in Redis.")
+
     # --- onboarding (Embedded Signup) and the web app's API ---------------------------
     token_encryption_previous_keys: SecretStr | None = Field(
         default=None, description="Comma-separated older TOKEN_ENCRYPTION_KEY values that still decrypt (rotation)."

@@ -16,6 +16,8 @@ import re
 import time
 import uuid
 
+import anyio
+
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
@@ -128,6 +130,12 @@ async def receive_webhook(request: Request) -> Response:
         log.warning("webhook signature %s", result.value, extra={"request_id": request_id, "size": len(body)})
         metrics.WEBHOOK_REQUESTS.labels("bad_signature").inc()
         metrics.SIGNATURE_FAILURES.labels(result.value).inc()
+        ip = request.client.host if request.client else "unknown"
+        allowed, retry_after = await anyio.to_thread.run_sync(
+            state.rate_limiter.hit, state.settings.webhook_bad_signature_limit, "webhook-bad-signature", ip
+        )
+        if not allowed:  # only unsigned traffic is ever refused for rate reasons
+            return PlainTextResponse("too many invalid deliveries", status_code=429, headers={"Retry-After": str(retry_after)})
         return PlainTextResponse("invalid signature", status_code=401)
 
     webhook = LandedWebhook(body=body, signature_status=result.value, request_id=request_id, received_at=utcnow())

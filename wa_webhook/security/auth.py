@@ -69,6 +69,9 @@ def verify_token(token: str, settings: Settings) -> dict:
 async def current_caller(request: Request) -> Caller:
     """FastAPI dependency: the verified caller; creates the organization row on first use."""
     settings: Settings = request.app.state.settings
+    limiter = request.app.state.rate_limiter
+    ip = request.client.host if request.client else "unknown"
+    _limit(await anyio.to_thread.run_sync(limiter.hit, settings.api_ip_limit, "api-ip", ip))
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
@@ -91,9 +94,16 @@ async def current_caller(request: Request) -> Caller:
         with engine.begin() as conn:
             return ensure_organization(conn, external_id)
 
+    _limit(await anyio.to_thread.run_sync(limiter.hit, settings.api_org_limit, "api-org", external_id))
     org_id = await anyio.to_thread.run_sync(ensure)
     subject = claims.get("sub")
     return Caller(org_id, external_id, str(subject) if subject is not None else None)
+
+
+def _limit(result: tuple[bool, int]) -> None:
+    allowed, retry_after = result
+    if not allowed:
+        raise HTTPException(429, "too many requests", headers={"Retry-After": str(retry_after)})
 
 
 CallerDep = Annotated[Caller, Depends(current_caller)]
