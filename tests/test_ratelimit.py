@@ -70,3 +70,16 @@ def test_bad_signatures_are_limited_per_ip_but_signed_deliveries_never_are(setti
         assert bad == [401, 401, 401, 429, 429]
         good = [c.post(URL, content=body, headers={"X-Hub-Signature-256": sign(body, APP_SECRET)}).status_code for _ in range(10)]
         assert good == [200] * 10
+
+
+def test_cors_allows_only_configured_origins(settings: Settings, engine: Engine) -> None:
+    s = settings.model_copy(update={"cors_allowed_origins": "https://app.example.com"})
+    preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+    with TestClient(create_app(s)) as c:
+        ok = c.options("/api/v1/whatsapp/check-connection", headers={"Origin": "https://app.example.com", **preflight})
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://app.example.com"
+        evil = c.options("/api/v1/whatsapp/check-connection", headers={"Origin": "https://evil.example.net", **preflight})
+        assert "access-control-allow-origin" not in evil.headers
+    with TestClient(create_app(settings)) as c:  # default: no browser origin at all
+        r = c.options("/api/v1/whatsapp/check-connection", headers={"Origin": "https://app.example.com", **preflight})
+        assert "access-control-allow-origin" not in r.headers

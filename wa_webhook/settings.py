@@ -87,6 +87,10 @@ class Settings(BaseSettings):
         default=None, description="Bearer token of the admin API (/api/admin/...); unset = admin API disabled (503)."
     )
 
+    cors_allowed_origins: str = Field(
+        default="", description="Comma-separated origins of the web app allowed to call the API from a browser; empty = none."
+    )
+
     # --- rate limits -------------------------------------------------------------------
     webhook_bad_signature_limit: str = Field(
         default="1000/minute", description="Per IP: webhook deliveries failing the signature check before 429."
