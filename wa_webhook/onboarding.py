@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from wa_webhook.bindings import BindingConflict, bind_waba
-from wa_webhook.db.schema import utcnow, whatsapp_configs, whatsapp_connections, whatsapp_onboarding
+from wa_webhook.db.schema import as_utc, utcnow, whatsapp_configs, whatsapp_connections, whatsapp_onboarding
 from wa_webhook.settings import Settings
 
 FINISH_EVENTS = ("FINISH", "FINISH_ONLY_WABA", "FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING")
@@ -112,12 +112,6 @@ def get_onboarding(conn: Connection, organization_id: uuid.UUID, tracking_code: 
     return row
 
 
-def _aware(value):
-    from datetime import timezone
-
-    return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def begin_session(conn: Connection, organization_id: uuid.UUID, tracking_code: str, session: SessionInput) -> Any:
     """Validate and record the posted session; returns the onboarding row.
 
@@ -128,7 +122,7 @@ def begin_session(conn: Connection, organization_id: uuid.UUID, tracking_code: s
     """
     row = get_onboarding(conn, organization_id, tracking_code, for_update=True)
     now = utcnow()
-    if row.status == "expired" or (row.status == "pending" and _aware(row.expires_at) <= now):
+    if row.status == "expired" or (row.status == "pending" and as_utc(row.expires_at) <= now):
         raise OnboardingError(410, "onboarding_expired", "this onboarding expired; start a new one")
     if row.status != "pending":
         raise OnboardingError(409, f"onboarding_{row.status}", f"this onboarding is already {row.status.replace('_', ' ')}")
@@ -243,6 +237,23 @@ def _release_stale_binding(conn: Connection, waba_id: str) -> bool:
     return True
 
 
+def phone_numbers_view(conn: Connection, connection_id: uuid.UUID) -> list[dict[str, Any]]:
+    """A connection's phone numbers as the API shows them (status and token health)."""
+    cfg = whatsapp_configs.c
+    return [
+        {
+            "phone_number_id": n.phone_number_id,
+            "display_phone_number": n.display_phone_number,
+            "verified_name": n.verified_name,
+            "is_coexistence": n.is_coexistence,
+            "status": n.status,
+            "token_health": n.token_health,
+            "token_expires_at": n.token_expires_at.isoformat() if n.token_expires_at else None,
+        }
+        for n in conn.execute(sa.select(whatsapp_configs).where(cfg.connection_id == connection_id).order_by(cfg.phone_number_id))
+    ]
+
+
 def status_view(conn: Connection, onboarding: Any) -> dict[str, Any]:
     """What the page polls: the onboarding's state, its connection and numbers, the error."""
     connection = None
@@ -251,22 +262,12 @@ def status_view(conn: Connection, onboarding: Any) -> dict[str, Any]:
         c = conn.execute(sa.select(whatsapp_connections).where(whatsapp_connections.c.id == onboarding.connection_id)).first()
         if c is not None:
             connection = {"id": str(c.id), "waba_id": c.waba_id, "status": c.status, "status_reason": c.status_reason}
-            numbers = [
-                {
-                    "phone_number_id": n.phone_number_id,
-                    "display_phone_number": n.display_phone_number,
-                    "verified_name": n.verified_name,
-                    "is_coexistence": n.is_coexistence,
-                    "status": n.status,
-                    "token_health": n.token_health,
-                }
-                for n in conn.execute(sa.select(whatsapp_configs).where(whatsapp_configs.c.connection_id == c.id).order_by(whatsapp_configs.c.phone_number_id))
-            ]
+            numbers = phone_numbers_view(conn, c.id)
     error = None
     if onboarding.status in ("failed", "cancelled") or onboarding.follow_up_status == "failed":
         error = {"code": onboarding.error_code, "message": onboarding.error_message, "step": onboarding.cancel_step}
     current = onboarding.status
-    if current == "pending" and _aware(onboarding.expires_at) <= utcnow():
+    if current == "pending" and as_utc(onboarding.expires_at) <= utcnow():
         current = "expired"  # the nightly schedule records it; the page should know now
     return {
         "tracking_code": onboarding.tracking_code,
@@ -274,7 +275,7 @@ def status_view(conn: Connection, onboarding: Any) -> dict[str, Any]:
         "follow_up": onboarding.follow_up_status,
         "confirmed": onboarding.confirmed_at is not None,
         "is_coexistence": onboarding.is_coexistence,
-        "expires_at": _aware(onboarding.expires_at).isoformat(),
+        "expires_at": as_utc(onboarding.expires_at).isoformat(),
         "connection": connection,
         "phone_numbers": numbers,
         "error": error,

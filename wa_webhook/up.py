@@ -275,20 +275,21 @@ def init_dagster_storage(env: dict[str, str]) -> None:
 def wait_runs_finished(env: dict[str, str], timeout: float, services: Services, quiet_seconds: float = 15.0) -> bool:
     """Wait until Dagster has had no queued or running run for ``quiet_seconds`` (a finished
     processing run is followed by a dashboard refresh); True if reached within ``timeout``."""
-    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+    from dagster import DagsterInstance, RunsFilter
+
+    from wa_pipelines.sensors import IN_FLIGHT
 
     old = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
     if "DAGSTER_POSTGRES_URL" in env:
         os.environ["DAGSTER_POSTGRES_URL"] = env["DAGSTER_POSTGRES_URL"]
-    busy = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None
     try:
         with DagsterInstance.get() as instance:
             while time.monotonic() < deadline:
                 services.check()
-                if instance.get_runs_count(RunsFilter(statuses=busy)):
+                if instance.get_runs_count(RunsFilter(statuses=IN_FLIGHT)):
                     quiet_since = None
                 elif quiet_since is None:
                     quiet_since = time.monotonic()

@@ -122,7 +122,7 @@ expire_onboardings_schedule = ScheduleDefinition(
 
 @op(description="debug_token every stored business token and record its health per phone number.")
 def check_token_health_op(context: OpExecutionContext, app_db: AppDatabase, meta_graph: MetaGraph, token_keys: TokenKeys) -> dict:
-    from wa_pipelines.token_health import check_all
+    from wa_webhook.token_health import check_all
 
     with meta_graph.client() as graph:
         counts = check_all(app_db.get_engine(), graph, token_keys.cipher(), timedelta(days=app_db.settings.token_expiring_soon_days))

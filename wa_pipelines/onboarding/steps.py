@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from wa_webhook.bindings import PhoneNumber, bind_waba
-from wa_webhook.db.schema import utcnow, whatsapp_configs, whatsapp_connections, whatsapp_onboarding
+from wa_webhook.db.schema import as_utc, utcnow, whatsapp_configs, whatsapp_connections, whatsapp_onboarding
 from wa_webhook.graph.errors import GraphError
 from wa_webhook.onboarding import fail_onboarding
 
@@ -95,7 +95,7 @@ def _finish(engine: Engine, graph: Any, cipher: Any, onboarding_id: uuid.UUID, *
             elif number.registered_at is None:
                 _register(engine, graph, number, token, register_pin, report)
     except GraphError as exc:
-        from wa_pipelines.token_health import mark_from_graph_error
+        from wa_webhook.token_health import mark_from_graph_error
 
         mark_from_graph_error(engine, connection.id, exc)
         return _graph_failure(engine, onboarding, exc, report)
@@ -181,7 +181,7 @@ def _request_syncs(engine: Engine, graph: Any, number: Any, token: str, report: 
         ("history", "history_sync_requested_at", "history_sync_request_id"),
     ):
         now = utcnow()
-        if number.sync_deadline_at is not None and _aware(number.sync_deadline_at) < now:
+        if number.sync_deadline_at is not None and as_utc(number.sync_deadline_at) < now:
             report.steps.append(f"{sync_type} not requested: the 24 h window closed")
             continue
         with engine.begin() as conn:  # claim the one request, before sending it
@@ -203,12 +203,6 @@ def _request_syncs(engine: Engine, graph: Any, number: Any, token: str, report: 
         with engine.begin() as conn:
             conn.execute(sa.update(whatsapp_configs).where(cfg.id == number.id).values({id_col: str(request_id)[:255]}))
         report.steps.append(f"{sync_type} requested ({request_id})")
-
-
-def _aware(value):
-    from datetime import timezone
-
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _graph_failure(engine: Engine, onboarding: Any, exc: GraphError, report: FollowUpReport) -> FollowUpReport:

@@ -11,12 +11,12 @@ leaves its leases to expire (``PROCESSING_LEASE_SECONDS``): the rows become clai
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from wa_webhook.db.schema import utcnow, whatsapp_webhook_logs as logs
+from wa_webhook.db.schema import as_utc, utcnow, whatsapp_webhook_logs as logs
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def claim_batch(engine: Engine, limit: int, lease_seconds: float) -> list[Claime
             .returning(logs.c.id, logs.c.body, logs.c.received_at, logs.c.attempts)
         ).all()
     return sorted(
-        (ClaimedRow(r.id, r.body, _aware(r.received_at), r.attempts, r.id in expired) for r in rows),
+        (ClaimedRow(r.id, r.body, as_utc(r.received_at), r.attempts, r.id in expired) for r in rows),
         key=lambda r: r.id,
     )
 
@@ -65,7 +65,3 @@ def claim_batch(engine: Engine, limit: int, lease_seconds: float) -> list[Claime
 def count_claimable(conn: Connection) -> int:
     """How many rows a run could claim right now."""
     return conn.execute(sa.select(sa.func.count()).select_from(logs).where(claimable_condition(utcnow()))).scalar_one()
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from wa_webhook.db.engine import insert_ignore, storable
 from wa_webhook.db.schema import (
+    as_utc,
     whatsapp_contacts,
     whatsapp_message_reactions,
     whatsapp_message_revisions,
@@ -103,19 +104,12 @@ def find_or_create_contact(
         updates["first_name"] = first_name
     if in_address_book is not None and in_address_book != row.in_address_book:
         updates["in_address_book"] = in_address_book
-    if _aware(row.last_seen_at) < seen_at:
+    if as_utc(row.last_seen_at) < seen_at:
         updates["last_seen_at"] = seen_at
     if updates:
         updates["updated_at"] = seen_at
         conn.execute(sa.update(whatsapp_contacts).where(c.id == row.id).values(**storable(updates)))
     return row.id
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; everything we store is UTC.
-    from datetime import timezone
-
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def insert_message(conn: Connection, values: dict[str, Any]) -> bool:

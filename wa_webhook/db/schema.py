@@ -35,6 +35,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime | None) -> datetime | None:
+    """``value`` as an aware UTC datetime (SQLite returns naive ones; we store only UTC)."""
+    return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 def _uuid_pk() -> sa.Column:
     return sa.Column("id", sa.Uuid(), primary_key=True, default=uuid.uuid4)
 

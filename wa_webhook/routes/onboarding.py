@@ -30,12 +30,14 @@ from wa_webhook.onboarding import (
     fail_onboarding,
     get_onboarding,
     launch_parameters,
+    phone_numbers_view,
     status_view,
     store_exchange,
     token_can_manage,
 )
 from wa_webhook.security.auth import CallerDep
 from wa_webhook.security.crypto import TokenCryptoError
+from wa_webhook.token_health import mark_from_graph_error
 
 log = logging.getLogger("wa_webhook.onboarding")
 
@@ -111,17 +113,12 @@ def post_session(tracking_code: str, body: SessionBody, request: Request, caller
                     raise OnboardingError(502, "code_exchange_failed", "Meta returned no access token")
                 if not token_can_manage(graph.debug_token(token["access_token"]), session.waba_id):
                     raise OnboardingError(403, "waba_not_shared", "the WhatsApp Business Account you posted was not shared in this signup")
+            with engine.begin() as conn:
+                store_exchange(conn, row, token, state.cipher.encrypt)
         except GraphError as exc:
             with engine.begin() as conn:
                 fail_onboarding(conn, row.id, exc.code, f"code exchange failed: {exc.message}")
             raise HTTPException(502, {"code": "code_exchange_failed", "meta_code": exc.code, "message": exc.message}) from exc
-        except OnboardingError as exc:
-            with engine.begin() as conn:
-                fail_onboarding(conn, row.id, exc.code, exc.message)
-            raise _error(exc) from exc
-        try:
-            with engine.begin() as conn:
-                store_exchange(conn, row, token, state.cipher.encrypt)
         except OnboardingError as exc:
             with engine.begin() as conn:
                 fail_onboarding(conn, row.id, exc.code, exc.message)
@@ -152,17 +149,11 @@ def check_connection(request: Request, caller: CallerDep) -> dict[str, Any]:
         ).all()
         out = []
         for c in connections:
-            numbers = conn.execute(sa.select(whatsapp_configs).where(whatsapp_configs.c.connection_id == c.id).order_by(whatsapp_configs.c.phone_number_id)).all()
             out.append(
                 {
                     "id": str(c.id), "waba_id": c.waba_id, "status": c.status, "status_reason": c.status_reason,
                     "connected_at": c.connected_at.isoformat() if c.connected_at else None,
-                    "phone_numbers": [
-                        {"phone_number_id": n.phone_number_id, "display_phone_number": n.display_phone_number, "verified_name": n.verified_name,
-                         "is_coexistence": n.is_coexistence, "status": n.status, "token_health": n.token_health,
-                         "token_expires_at": n.token_expires_at.isoformat() if n.token_expires_at else None}
-                        for n in numbers
-                    ],
+                    "phone_numbers": phone_numbers_view(conn, c.id),
                 }
             )
     return {"connected": any(c["status"] == "active" for c in out), "connections": out}
@@ -192,12 +183,7 @@ def disconnect(connection_id: uuid.UUID, request: Request, caller: CallerDep) ->
             meta_error = {"code": "token_unreadable", "message": "the stored token could not be decrypted (key rotation?)"}
         except GraphError as exc:
             meta_error = {"code": exc.code, "message": exc.message}
-            if exc.code == 190:  # the token is dead: say so at once (token health)
-                with engine.begin() as conn:
-                    conn.execute(
-                        sa.update(whatsapp_configs).where(whatsapp_configs.c.connection_id == c.id)
-                        .values(token_health="invalid", token_health_reason=str(exc)[:500], token_checked_at=utcnow())
-                    )
+            mark_from_graph_error(engine, c.id, exc)  # a dead token (190) or missing permission: say so at once
     now = utcnow()
     with engine.begin() as conn:
         conn.execute(

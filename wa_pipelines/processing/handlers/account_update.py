@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
 from wa_webhook.bindings import bind_waba
-from wa_webhook.db.schema import utcnow, whatsapp_configs, whatsapp_connections, whatsapp_onboarding
+from wa_webhook.db.schema import as_utc, utcnow, whatsapp_configs, whatsapp_connections, whatsapp_onboarding
 
 from ..context import ChangeContext, Unit
 from ..errors import InvalidPayload, Unroutable
@@ -90,9 +89,7 @@ def _apply(ctx: ChangeContext, event: str, transition: tuple[str, str | None, st
         if connection.last_event == event:
             return "ignored"
         event_at = ctx.received_at
-    last = connection.last_event_at
-    if last is not None and last.tzinfo is None:
-        last = last.replace(tzinfo=timezone.utc)
+    last = as_utc(connection.last_event_at)
     if last is not None and event_at < last:
         return "ignored"  # an older event than the one already applied
     status, config_status, reason = transition
@@ -188,4 +185,4 @@ def handle_account_update(ctx: ChangeContext) -> Iterable[Unit]:
     yield (event, lambda: _apply(ctx, event, transition))
 
 
-__all__ = ["handle_account_update", "waba_id_of", "TRANSITIONS", "datetime"]
+__all__ = ["handle_account_update", "waba_id_of", "TRANSITIONS"]

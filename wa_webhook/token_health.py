@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from wa_webhook.db.schema import utcnow, whatsapp_configs, whatsapp_connections
 
-log = logging.getLogger("wa_pipelines.token_health")
+log = logging.getLogger("wa_webhook.token_health")
 
 #: permissions a business token needs for this service (webhooks and management)
 REQUIRED_SCOPES = ("whatsapp_business_management", "whatsapp_business_messaging")
