@@ -56,7 +56,8 @@
         show("Connection failed: " + ((st.error && st.error.message) || "unknown error"), "error");
         return;
       }
-      if (st.status === "completed" || (st.connection && st.connection.status === "active")) {
+      // connected = Meta confirmed (PARTNER_ADDED) and the follow-up listed the numbers
+      if (st.status === "completed") {
         const numbers = st.phone_numbers.map((n) => n.display_phone_number || n.phone_number_id).join(", ");
         show("Connected" + (numbers ? ": " + numbers : "") + ".", "ok");
         return;
