@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
-from wa_pipelines.assets.dashboards import org_whatsapp_status
+from wa_pipelines.assets.dashboards import DASHBOARD_ASSETS
 from wa_pipelines.processing_assets import apply_landed_webhooks
 
 #: Runs carrying this tag are limited to one at a time by dagster.yaml's run queue.
@@ -21,7 +21,7 @@ process_webhooks_job = define_asset_job(
 
 dashboards_job = define_asset_job(
     "refresh_dashboards",
-    selection=AssetSelection.assets(org_whatsapp_status),
+    selection=AssetSelection.assets(*DASHBOARD_ASSETS),
     executor_def=in_process_executor,
     tags={"wa/queue": "dashboards"},
     description="Recompute the dashboard assets from the app tables.",

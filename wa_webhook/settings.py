@@ -78,6 +78,33 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="A processing run ends after this long with nothing to do."
     )
     processing_poll_seconds: float = Field(default=0.2, gt=0, description="Idle poll interval inside a processing run.")
+    processing_org_webhooks_per_minute: int = Field(
+        default=100, ge=1, description="Per organization: webhook rows claimed per rolling minute (fairness quota)."
+    )
+    processing_org_max_in_flight: int = Field(
+        default=10, ge=1, description="Per organization: webhook rows leased at once across all processing runs."
+    )
+
+    # --- operations: alerts, checks, Dagster storage ------------------------------
+    slack_webhook_url: SecretStr | None = Field(
+        default=None, description="Slack incoming-webhook URL; alerts are posted there when set."
+    )
+    alert_environment: str = Field(default="production", description="Environment name sent with alerts (Sentry, Slack).")
+    alert_repeat_seconds: float = Field(
+        default=3600.0, ge=0, description="An open alert with the same kind and key is re-sent at most this often."
+    )
+    check_dead_letters_max: int = Field(
+        default=0, ge=0, description="Asset check: dead-letter webhooks received in the last 24 h above this fail."
+    )
+    check_backlog_max_age_seconds: float = Field(
+        default=600.0, gt=0, description="Asset check: the oldest claimable webhook may wait at most this long."
+    )
+    check_parked_max_age_seconds: float = Field(
+        default=3600.0, gt=0, description="Asset check: statuses/revisions parked for a missing message longer fail."
+    )
+    dagster_run_retention_days: float = Field(
+        default=30.0, gt=0, description="Dagster runs (and their event logs) older than this are deleted daily."
+    )
 
     # --- retention and admin -------------------------------------------------------------
     retention_days: float = Field(

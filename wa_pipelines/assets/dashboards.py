@@ -118,3 +118,7 @@ def org_whatsapp_status(context: AssetExecutionContext, app_db: AppDatabase) -> 
             "rows": MetadataValue.json([asdict(r) for r in rows]),
         }
     )
+
+
+#: every dashboard asset, in the order the lineage graph shows them
+DASHBOARD_ASSETS = [org_whatsapp_status]

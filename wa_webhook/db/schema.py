@@ -197,7 +197,10 @@ whatsapp_webhook_logs = sa.Table(
     sa.Column("signature_status", sa.String(32), nullable=False, comment="How X-Hub-Signature-256 verified, e.g. 'valid'."),
     sa.Column("request_id", sa.String(64)),
     sa.Column("organization_id", sa.Uuid(), sa.ForeignKey("organizations.id", ondelete="SET NULL"), index=True,
-              comment="Filled during processing; the receiver cannot know it."),
+              comment="Filled by routing (from the WABA) or processing; the receiver cannot know it."),
+    sa.Column("waba_id", sa.String(64), index=True, comment="entry[0].id, read by the routing step before claims."),
+    sa.Column("routed_at", sa.DateTime(timezone=True), comment="When routing read the WABA id; NULL = not routed yet."),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), index=True, comment="Last claim; drives per-organization quotas."),
     sa.Column("status", sa.String(16), nullable=False, default="pending"),
     sa.Column("attempts", sa.Integer(), nullable=False, default=0),
     sa.Column("next_attempt_at", sa.DateTime(timezone=True), comment="When a failed row is retried; NULL = not retried."),
@@ -217,6 +220,7 @@ whatsapp_webhook_logs = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow),
     _check_in("status", WEBHOOK_STATES, "status"),
     sa.Index("ix_whatsapp_webhook_logs_claimable", "status", "next_attempt_at"),
+    sa.Index("ix_whatsapp_webhook_logs_locked_until", "locked_until"),
 )
 
 whatsapp_messages = sa.Table(
@@ -317,4 +321,35 @@ whatsapp_history_chunks = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("webhook_log_id", BigId, sa.ForeignKey("whatsapp_webhook_logs.id", ondelete="SET NULL")),
     sa.UniqueConstraint("phone_number_id", "phase", "chunk_order", name="uq_whatsapp_history_chunks_key"),
+)
+
+
+# --- operations --------------------------------------------------------------------------
+ALERT_SEVERITIES = ("info", "warning", "error", "critical")
+
+dashboard_snapshots = sa.Table(
+    "dashboard_snapshots",
+    metadata,
+    sa.Column("asset_key", sa.String(128), primary_key=True, comment="Dagster asset key, e.g. 'org_whatsapp_status'."),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False, comment="When the materialisation computed it (UTC)."),
+    sa.Column("run_id", sa.String(64), comment="Dagster run that materialised it."),
+    sa.Column("payload", JsonDoc, nullable=False, comment="The dashboard's rows and totals, as the asset computed them."),
+)
+
+ops_alerts = sa.Table(
+    "ops_alerts",
+    metadata,
+    sa.Column("fingerprint", sa.String(255), primary_key=True, comment="kind:key; repeated alerts with it are grouped."),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("summary", sa.Text(), nullable=False),
+    sa.Column("details", JsonDoc),
+    sa.Column("organization_id", sa.Uuid(), sa.ForeignKey("organizations.id", ondelete="SET NULL")),
+    sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_sent_at", sa.DateTime(timezone=True), comment="Last time the sinks were called for it."),
+    sa.Column("occurrences", sa.Integer(), nullable=False, default=1),
+    sa.Column("resolved_at", sa.DateTime(timezone=True), comment="Set when the cause cleared; a new occurrence reopens it."),
+    _check_in("severity", ALERT_SEVERITIES, "severity"),
 )

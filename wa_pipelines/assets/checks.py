@@ -1,0 +1,5 @@
+"""Asset checks guarding the dashboards (filled by the operations work)."""
+
+from __future__ import annotations
+
+DASHBOARD_CHECKS: list = []
