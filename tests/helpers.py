@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from wa_webhook.bindings import PhoneNumber, bind_waba, ensure_organization
 from wa_webhook.db.schema import utcnow, whatsapp_webhook_logs
+from wa_webhook.routing import routing_waba_id
 
 ACME_WABA, ACME_PHONE = "100000000000001", "200000000000001"
 GLOBEX_WABA, GLOBEX_PHONE = "100000000000002", "200000000000002"
@@ -26,6 +27,7 @@ def land(engine: Engine, body: bytes) -> int:
                 body_sha256=hashlib.sha256(body).hexdigest(),
                 body_size=len(body),
                 signature_status="valid",
+                waba_id=routing_waba_id(body),
                 status="pending",
                 attempts=0,
                 received_at=now,

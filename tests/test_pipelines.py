@@ -91,6 +91,9 @@ def test_process_webhooks_job_runs_in_process_and_reports_counts(engine: Engine,
         assert meta["webhooks"].value == 4
         assert meta["webhooks_processed"].value == 3 and meta["webhooks_dead"].value == 1
         assert meta["written_this_run"].value is True
+        # per-organization view: the not-JSON body is the only webhook without an organization
+        assert meta["processed_by_organization"].value == {"acme": 3, "unrouted": 1}
+        assert meta["backlog_claimable"].value == 0 and meta["throttled_claims"].value == 0
     assert {r.status for r in rows(engine, whatsapp_webhook_logs)} == {"processed", "dead"}
     assert len(rows(engine, whatsapp_messages)) == 1
 

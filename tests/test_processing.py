@@ -219,6 +219,8 @@ def test_duplicate_delivery_leaves_the_same_rows(engine: Engine, settings: Setti
 
 
 def test_concurrent_runs_store_each_message_and_status_once(engine: Engine, settings: Settings) -> None:
+    # concurrency, not fairness: quotas high enough that 4 runs can share one organization's rows
+    settings = settings.model_copy(update={"processing_org_webhooks_per_minute": 10_000, "processing_org_max_in_flight": 1_000})
     bind_fixture_numbers(engine)
     bodies = [fixture_bytes("messages_batch_multi.json"), fixture_bytes("statuses_out_of_order_read_before_delivered.json"), fixture_bytes("messages_text.json")]
     for _ in range(40):

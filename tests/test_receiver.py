@@ -83,6 +83,7 @@ def test_signed_delivery_is_stored_byte_exact_before_200(client: TestClient, eng
     assert row.signature_status == "valid"
     assert row.status == "pending" and row.attempts == 0
     assert row.organization_id is None  # filled by processing, not at landing
+    assert row.waba_id == "100000000000001"  # the routing hint read from the envelope
     assert row.request_id == "req-123"
     assert row.received_at.tzinfo is not None
 

@@ -8,6 +8,10 @@ so the sensor starts one only when there is a backlog and none is in flight.
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, Config, MaterializeResult, MetadataValue, multi_asset
 from pydantic import Field
 
+import sqlalchemy as sa
+
+from wa_webhook.backlog import OrgBacklog, backlog_by_organization
+from wa_webhook.db.schema import organizations
 from wa_pipelines.assets.tables import BINDINGS, PROCESSED_TABLES, RAW_WEBHOOKS
 from wa_pipelines.processing.runner import RunStats, run_processing
 from wa_pipelines.resources import AppDatabase
@@ -34,6 +38,18 @@ class ProcessingConfig(Config):
             "manual run wants; the sensor sets PROCESSING_IDLE_EXIT_SECONDS so its runs linger while webhooks arrive."
         ),
     )
+
+
+def _backlog_markdown(backlog: list[OrgBacklog]) -> str:
+    lines = [
+        "| organization | claimable | in flight | waiting retry | claimed last minute | oldest claimable (UTC) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for b in backlog:
+        name = b.organization_external_id or ("unrouted" if b.organization_id is None else str(b.organization_id))
+        oldest = b.oldest_claimable_at.strftime("%Y-%m-%d %H:%M:%S") if b.oldest_claimable_at else ""
+        lines.append(f"| {name} | {b.claimable} | {b.in_flight} | {b.waiting_retry} | {b.claimed_last_minute} | {oldest} |")
+    return "\n".join(lines) if backlog else "no backlog"
 
 
 @multi_asset(
@@ -67,6 +83,10 @@ def apply_landed_webhooks(context: AssetExecutionContext, config: ProcessingConf
         f"items {stats.items_processed} processed, {stats.items_ignored} ignored, {stats.items_failed} failed; "
         f"fields {dict(stats.by_field)}; errors {dict(stats.by_error)}"
     )
+    with engine.connect() as conn:
+        backlog = backlog_by_organization(conn)
+        ids = [k for k in stats.by_organization if k is not None]
+        names = dict(conn.execute(sa.select(organizations.c.id, organizations.c.external_id).where(organizations.c.id.in_(ids))).all()) if ids else {}
     touched = {table for fieldname in stats.by_field for table in FIELD_TABLES.get(fieldname, ())}
     common = {
         "webhooks": stats.webhooks,
@@ -79,6 +99,13 @@ def apply_landed_webhooks(context: AssetExecutionContext, config: ProcessingConf
         "errors_by_kind": MetadataValue.json(dict(stats.by_error)),
         "fields": MetadataValue.json(dict(stats.by_field)),
         "run_seconds": round(stats.seconds, 2),
+        "throttled_claims": stats.throttled_claims,
+        "backlog_claimable": sum(b.claimable for b in backlog),
+        "backlog_organizations": sum(1 for b in backlog if b.claimable),
+        "backlog_by_organization": MetadataValue.md(_backlog_markdown(backlog)),
+        "processed_by_organization": MetadataValue.json(
+            {(names.get(k) or (str(k) if k else "unrouted")): v for k, v in stats.by_organization.items()}
+        ),
     }
     for key in PROCESSED_TABLES:
         yield MaterializeResult(asset_key=AssetKey(key), metadata={**common, "written_this_run": key in touched})

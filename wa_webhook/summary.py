@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from wa_webhook.backlog import backlog_by_organization
 from wa_webhook.db.schema import (
     organizations,
     whatsapp_configs,
@@ -22,7 +23,9 @@ def stored_summary(conn: Connection) -> dict[str, Any]:
     """Counts per table and per state: ``{"webhooks": {"processed": n, …}, "messages": {…}, …}``.
 
     ``webhooks_leased`` counts rows a run holds right now, or held when it died (claimable
-    again once ``PROCESSING_LEASE_SECONDS`` pass).
+    again once ``PROCESSING_LEASE_SECONDS`` pass). ``backlog`` is the processing backlog per
+    organization (external id, or ``unrouted`` for WABAs bound to no one), see
+    :func:`wa_webhook.backlog.backlog_by_organization`.
     """
 
     def grouped(table: sa.Table, *cols: sa.Column, where: Any = sa.true()) -> dict[str, int]:
@@ -50,6 +53,12 @@ def stored_summary(conn: Connection) -> dict[str, Any]:
         "organizations": count(organizations),
         "connections": grouped(whatsapp_connections, whatsapp_connections.c.status),
         "phone_numbers": grouped(whatsapp_configs, whatsapp_configs.c.status),
+        "backlog": {
+            (b.organization_external_id or ("unrouted" if b.organization_id is None else str(b.organization_id))): {
+                k: v for k, v in b.as_dict().items() if k not in ("organization_id", "organization_external_id")
+            }
+            for b in backlog_by_organization(conn)
+        },
     }
 
 
@@ -57,7 +66,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     """Human-readable lines for :func:`stored_summary`."""
     lines = []
     for key, value in summary.items():
-        if isinstance(value, dict):
+        if key == "backlog":
+            lines.append(f"  {key:<15} {'none' if not value else ''}".rstrip())
+            for lane, figures in value.items():
+                inner = ", ".join(f"{k}={v}" for k, v in figures.items() if v)
+                lines.append(f"    {lane:<13} {inner}")
+        elif isinstance(value, dict):
             inner = ", ".join(f"{k}={v}" for k, v in sorted(value.items())) or "none"
             lines.append(f"  {key:<15} {inner}")
         else:

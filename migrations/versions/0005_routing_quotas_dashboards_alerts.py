@@ -43,8 +43,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('fingerprint', name=op.f('pk_ops_alerts'))
     )
     with op.batch_alter_table('whatsapp_webhook_logs', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('waba_id', sa.String(length=64), nullable=True, comment='entry[0].id, read by the routing step before claims.'))
-        batch_op.add_column(sa.Column('routed_at', sa.DateTime(timezone=True), nullable=True, comment='When routing read the WABA id; NULL = not routed yet.'))
+        batch_op.add_column(sa.Column('waba_id', sa.String(length=64), nullable=True, comment='Routing hint: entry[0].id read by the receiver from the envelope; NULL if not found.'))
         batch_op.add_column(sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True, comment='Last claim; drives per-organization quotas.'))
         batch_op.create_index(batch_op.f('ix_whatsapp_webhook_logs_claimed_at'), ['claimed_at'], unique=False)
         batch_op.create_index('ix_whatsapp_webhook_logs_locked_until', ['locked_until'], unique=False)
@@ -60,7 +59,6 @@ def downgrade() -> None:
         batch_op.drop_index('ix_whatsapp_webhook_logs_locked_until')
         batch_op.drop_index(batch_op.f('ix_whatsapp_webhook_logs_claimed_at'))
         batch_op.drop_column('claimed_at')
-        batch_op.drop_column('routed_at')
         batch_op.drop_column('waba_id')
 
     op.drop_table('ops_alerts')

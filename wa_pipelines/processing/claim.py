@@ -1,22 +1,43 @@
-"""Claiming landed webhook rows for a processing run.
+"""Claiming landed webhook rows for a processing run, fairly per organization.
 
 A claim takes up to ``limit`` claimable rows, oldest first, and leases them: it sets
-``locked_until`` and counts the attempt. Claimable means ``pending``, or ``failed`` with
-``next_attempt_at`` passed, and not under a live lease. On Postgres the claim uses
-``FOR UPDATE SKIP LOCKED`` so concurrent runs take disjoint rows; on SQLite the claim runs
-in a ``BEGIN IMMEDIATE`` write transaction, which serializes claimers. A run that dies
+``locked_until``, stamps ``claimed_at`` and counts the attempt. Claimable means ``pending``,
+or ``failed`` with ``next_attempt_at`` passed, and not under a live lease. A run that dies
 leaves its leases to expire (``PROCESSING_LEASE_SECONDS``): the rows become claimable again.
+
+Fairness: each organization's lane (see :mod:`wa_webhook.backlog`; webhooks of unbound WABAs
+share one "unrouted" lane) gets at most ``PROCESSING_ORG_MAX_IN_FLIGHT`` rows leased at once
+and ``PROCESSING_ORG_WEBHOOKS_PER_MINUTE`` claims per rolling minute, across all runs. A flood
+from one organization is then worked off at its quota while every other organization's
+webhooks keep flowing; nothing is refused or dropped, rows over quota simply wait.
+
+Claims are serialized so quotas hold exactly: on Postgres with a transaction-level advisory
+lock (claims take milliseconds; the receiver's inserts never wait for it), on SQLite by the
+``BEGIN IMMEDIATE`` write transaction the engine uses.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from wa_webhook.backlog import (
+    QUOTA_WINDOW_SECONDS,
+    claimable_condition,
+    in_flight_condition,
+    lane_expression,
+    lane_join,
+)
 from wa_webhook.db.schema import as_utc, utcnow, whatsapp_webhook_logs as logs
+
+#: key of the Postgres advisory lock that serializes claims ("wacl")
+CLAIM_LOCK_KEY = 0x7761636C
+
+__all__ = ["ClaimedRow", "Claim", "claim_batch", "claimable_condition", "count_claimable"]
 
 
 @dataclass(frozen=True)
@@ -30,38 +51,95 @@ class ClaimedRow:
     lease_expired: bool = False  # the previous claim never finished: its run died
 
 
-def claimable_condition(now: datetime) -> sa.ColumnElement[bool]:
-    """SQL condition for rows a run may claim at ``now``."""
-    return sa.and_(
-        sa.or_(logs.c.status == "pending", sa.and_(logs.c.status == "failed", logs.c.next_attempt_at <= now)),
-        sa.or_(logs.c.locked_until.is_(None), logs.c.locked_until < now),
-    )
+class Claim(list):
+    """The rows of one claim (a list of :class:`ClaimedRow`, oldest first), plus ``held_back``:
+    how many claimable rows were left waiting because their organization was at its quota
+    (a lower bound: at most ``max_in_flight + 1`` per organization are looked at)."""
+
+    held_back: int = 0
 
 
-def claim_batch(engine: Engine, limit: int, lease_seconds: float) -> list[ClaimedRow]:
-    """Lease up to ``limit`` claimable rows and return them (empty list when none)."""
+def _lane_counts(conn: Connection, condition: sa.ColumnElement[bool]) -> Counter:
+    lane = lane_expression().label("lane")
+    rows = conn.execute(sa.select(lane, sa.func.count()).select_from(lane_join()).where(condition).group_by(lane)).all()
+    return Counter({r[0]: int(r[1]) for r in rows})
+
+
+def claim_batch(
+    engine: Engine,
+    limit: int,
+    lease_seconds: float,
+    *,
+    org_max_in_flight: int | None = None,
+    org_per_minute: int | None = None,
+) -> Claim:
+    """Lease up to ``limit`` claimable rows within each organization's quota and return them.
+
+    ``org_max_in_flight`` / ``org_per_minute`` default to the settings
+    ``PROCESSING_ORG_MAX_IN_FLIGHT`` / ``PROCESSING_ORG_WEBHOOKS_PER_MINUTE``. Returns an empty
+    :class:`Claim` when nothing is claimable or every organization with work is at its quota
+    (then ``held_back`` > 0). Database errors propagate.
+    """
+    if org_max_in_flight is None or org_per_minute is None:
+        from wa_webhook.settings import get_settings
+
+        settings = get_settings()
+        org_max_in_flight = org_max_in_flight or settings.processing_org_max_in_flight
+        org_per_minute = org_per_minute or settings.processing_org_webhooks_per_minute
     now = utcnow()
+    claim = Claim()
     with engine.begin() as conn:
-        candidates = sa.select(logs.c.id, logs.c.locked_until).where(claimable_condition(now)).order_by(logs.c.id).limit(limit)
         if conn.dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
-        found = conn.execute(candidates).all()
-        if not found:
-            return []
-        ids = [r.id for r in found]
-        expired = {r.id for r in found if r.locked_until is not None}
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
+        in_flight = _lane_counts(conn, in_flight_condition(now))
+        recent = _lane_counts(conn, logs.c.claimed_at >= now - timedelta(seconds=QUOTA_WINDOW_SECONDS))
+        lane = lane_expression()
+        ranked = (
+            sa.select(
+                logs.c.id,
+                lane.label("lane"),
+                logs.c.locked_until,
+                sa.func.row_number().over(partition_by=lane, order_by=logs.c.id).label("rank"),
+            )
+            .select_from(lane_join())
+            .where(claimable_condition(now))
+            .subquery()
+        )
+        candidates = conn.execute(
+            sa.select(ranked.c.id, ranked.c.lane, ranked.c.locked_until, ranked.c.rank)
+            # one more than a lane can take, so that rows left waiting are seen (held_back)
+            .where(ranked.c.rank <= org_max_in_flight + 1)
+            .order_by(ranked.c.id)
+        ).all()
+        allowance = {
+            c.lane: max(0, min(org_max_in_flight - in_flight[c.lane], org_per_minute - recent[c.lane])) for c in candidates
+        }
+        chosen = [c for c in candidates if c.rank <= allowance[c.lane]][:limit]
+        claim.held_back = len(candidates) - len(chosen)
+        if not chosen:
+            return claim
+        expired = {c.id for c in chosen if c.locked_until is not None}
         rows = conn.execute(
             sa.update(logs)
-            .where(logs.c.id.in_(ids))
-            .values(locked_until=now + timedelta(seconds=lease_seconds), attempts=logs.c.attempts + 1, updated_at=now)
+            # re-checked under the row lock: a replay or purge may have changed the row since
+            .where(logs.c.id.in_([c.id for c in chosen]), claimable_condition(now))
+            .values(
+                locked_until=now + timedelta(seconds=lease_seconds),
+                claimed_at=now,
+                attempts=logs.c.attempts + 1,
+                updated_at=now,
+            )
             .returning(logs.c.id, logs.c.body, logs.c.received_at, logs.c.attempts)
         ).all()
-    return sorted(
-        (ClaimedRow(r.id, r.body, as_utc(r.received_at), r.attempts, r.id in expired) for r in rows),
-        key=lambda r: r.id,
+    claim.extend(
+        sorted(
+            (ClaimedRow(r.id, r.body, as_utc(r.received_at), r.attempts, r.id in expired) for r in rows),
+            key=lambda r: r.id,
+        )
     )
+    return claim
 
 
 def count_claimable(conn: Connection) -> int:
-    """How many rows a run could claim right now."""
+    """How many rows a run could claim right now (quotas aside)."""
     return conn.execute(sa.select(sa.func.count()).select_from(logs).where(claimable_condition(utcnow()))).scalar_one()

@@ -24,6 +24,9 @@ from .dispatch import WebhookOutcome, apply_webhook, finish_row
 
 log = logging.getLogger("wa_pipelines.processing")
 
+#: how often a run whose remaining work is all over quota looks again (seconds)
+THROTTLED_POLL_SECONDS = 1.0
+
 
 @dataclass
 class RunStats:
@@ -40,6 +43,10 @@ class RunStats:
     by_field: Counter = field(default_factory=Counter)
     by_error: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    #: claims that found work but every organization with work was at its quota
+    throttled_claims: int = 0
+    #: per organization lane (UUID or None): webhooks processed in this run
+    by_organization: Counter = field(default_factory=Counter)
 
     def add(self, outcome: WebhookOutcome) -> None:
         """Fold one webhook's outcome into the run's counts."""
@@ -51,6 +58,7 @@ class RunStats:
         self.items_failed += outcome.items_failed
         self.items_dead += outcome.items_dead
         self.by_field.update(outcome.fields)
+        self.by_organization[outcome.organization_id] += 1
         for kind, _, _ in outcome.errors:
             self.by_error[kind] += 1
 
@@ -89,11 +97,27 @@ def process_row(engine: Engine, row: ClaimedRow, settings: Settings, routes: dic
     return outcome
 
 
-def process_batch(engine: Engine, settings: Settings, limit: int | None = None) -> list[WebhookOutcome]:
-    """Claim one batch and process it; returns the outcomes (empty when nothing was claimable)."""
-    rows = claim_batch(engine, limit or settings.processing_batch_size, settings.processing_lease_seconds)
+class Batch(list):
+    """Outcomes of one batch (a list of :class:`WebhookOutcome`), plus ``held_back``: claimable
+    rows the claim left waiting because their organization was at its quota."""
+
+    held_back: int = 0
+
+
+def process_batch(engine: Engine, settings: Settings, limit: int | None = None) -> Batch:
+    """Claim one batch within the per-organization quotas and process it; returns the outcomes
+    (empty when nothing was claimable or every organization with work is at its quota)."""
+    rows = claim_batch(
+        engine,
+        limit or settings.processing_batch_size,
+        settings.processing_lease_seconds,
+        org_max_in_flight=settings.processing_org_max_in_flight,
+        org_per_minute=settings.processing_org_webhooks_per_minute,
+    )
     routes: dict = {}  # phone-number routes found in this batch
-    return [process_row(engine, row, settings, routes) for row in rows]
+    batch = Batch(process_row(engine, row, settings, routes) for row in rows)
+    batch.held_back = rows.held_back
+    return batch
 
 
 def run_processing(
@@ -108,7 +132,9 @@ def run_processing(
 ) -> RunStats:
     """Process batches until idle for ``idle_exit_seconds`` or ``max_seconds`` have passed.
 
-    With ``idle_exit_seconds=0`` it drains what is claimable now and returns. Database
+    With ``idle_exit_seconds=0`` it drains what is claimable now and returns. Rows held back
+    by an organization's quota are work, not idleness: the run waits for the quota window
+    (polling at most once a second) instead of exiting, until ``max_seconds``. Database
     errors propagate (the run fails; leased rows become claimable when the lease expires).
     """
     max_seconds = settings.processing_run_max_seconds if max_seconds is None else max_seconds
@@ -125,6 +151,10 @@ def run_processing(
             last_work = time.monotonic()
             if on_batch:
                 on_batch(stats)
+            continue
+        if outcomes.held_back:
+            stats.throttled_claims += 1
+            time.sleep(max(poll, THROTTLED_POLL_SECONDS))
             continue
         if time.monotonic() - last_work >= idle_exit:
             break

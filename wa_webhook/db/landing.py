@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from wa_webhook.db.engine import create_sync_engine
 from wa_webhook.db.schema import utcnow, whatsapp_webhook_logs
+from wa_webhook.routing import routing_waba_id
 from wa_webhook.settings import Settings
 
 
@@ -40,6 +41,11 @@ class LandedWebhook:
         """Hex SHA-256 of the body, for deduplication and audits."""
         return hashlib.sha256(self.body).hexdigest()
 
+    @property
+    def waba_id(self) -> str | None:
+        """Routing hint for fair processing (see :mod:`wa_webhook.routing`)."""
+        return routing_waba_id(self.body)
+
 
 class LandingStore(Protocol):
     """Durable storage for landed webhooks."""
@@ -59,8 +65,8 @@ class LandingStore(Protocol):
 
 _PG_INSERT = """
 INSERT INTO whatsapp_webhook_logs
-    (received_at, body, body_sha256, body_size, signature_status, request_id, status, attempts, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $1)
+    (received_at, body, body_sha256, body_size, signature_status, request_id, waba_id, status, attempts, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $1)
 RETURNING id
 """
 
@@ -120,6 +126,7 @@ class PostgresLandingStore:
                     len(webhook.body),
                     webhook.signature_status,
                     webhook.request_id,
+                    webhook.waba_id,
                 )
         except Exception as exc:  # any driver, network or timeout error
             raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
@@ -173,6 +180,7 @@ class SqliteLandingStore:
                     body_size=len(webhook.body),
                     signature_status=webhook.signature_status,
                     request_id=webhook.request_id,
+                    waba_id=webhook.waba_id,
                     status="pending",
                     attempts=0,
                     updated_at=webhook.received_at,
