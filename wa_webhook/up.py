@@ -11,6 +11,7 @@ Postgres ``DATABASE_URL`` the app uses it and Dagster uses a sibling database
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -214,6 +215,39 @@ def demo_onboardings(base: str, webhook_url: str, emulator, app_secret: str) -> 
         print(f"  a customer message to the new number: {report.summary().split(';')[0]}")
 
 
+#: a WABA the main job announces with PARTNER_ADDED but binds to no one: the operator's
+#: "unclaimed WABA" case (asset check, alert, assign_waba job)
+DEMO_UNCLAIMED_WABA = "100000000000777"
+
+
+def unclaimed_partner_added(waba_id: str = DEMO_UNCLAIMED_WABA) -> bytes:
+    """A ``PARTNER_ADDED`` webhook (Meta: account_update webhook reference) for ``waba_id``,
+    shaped like the corpus's, as Meta sends it when a customer shares a WABA through a
+    hosted link we never saw a session for."""
+    now = int(time.time())
+    return json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "300000000000900",
+                    "time": now,
+                    "changes": [
+                        {
+                            "field": "account_update",
+                            "value": {
+                                "event": "PARTNER_ADDED",
+                                "waba_info": {"waba_id": waba_id, "owner_business_id": "300000000000777"},
+                            },
+                        }
+                    ],
+                }
+            ],
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
 async def _send_one(url: str, secret: str, body: bytes, report: SendReport) -> None:
     from wa_webhook.simulate import deliver
 
@@ -392,6 +426,12 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         corpus_report, stream_report = SendReport(), SendReport()
         asyncio.run(send_corpus(url, secret, corpus, corpus_report))
         print(f"fixture corpus ({len(corpus)} files): {corpus_report.summary()}")
+        asyncio.run(_send_one(url, secret, unclaimed_partner_added(), corpus_report))
+        print(
+            "operator cases on purpose: not_json.txt becomes a dead letter, and WABA "
+            f"{DEMO_UNCLAIMED_WABA} is announced with PARTNER_ADDED but bound to no one (unclaimed); "
+            "the dashboards' asset checks fail on both and alert (assign it with the assign_waba job)"
+        )
         if options.duration > 0 and options.rate > 0:
             stream = SyntheticStream(synthetic_numbers(options.orgs))
             print(f"steady stream: {options.rate:g} webhooks/s for {options.duration:g}s over {options.orgs} organizations…")
