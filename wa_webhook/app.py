@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from wa_webhook.alerts import get_notifier
 from wa_webhook.db.engine import create_sync_engine
 from wa_webhook.db.landing import create_landing_store
 from wa_webhook.logs import configure_logging
@@ -28,7 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.cipher = cipher
-        app.state.rate_limiter = RateLimiter(settings.redis_url, settings.rate_limit_prefix)
+        app.state.rate_limiter = RateLimiter(settings.redis_url, settings.rate_limit_prefix, notifier=get_notifier(settings))
         app.state.landing = create_landing_store(settings)
 
         def graph():

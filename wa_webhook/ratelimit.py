@@ -5,6 +5,11 @@ Meta treats any non-200 as a failed delivery and retries it for days, so a corre
 signed webhook is never refused for rate reasons: the webhook limit counts only deliveries
 that fail the signature check (where abuse comes from). The web app's API is limited per IP
 and per organization and answers 429 with ``Retry-After``.
+
+Alerts (:mod:`wa_webhook.alerts`, grouped in process): ``redis_down``/``redis`` when Redis
+fails (resolved when it answers again), ``rate_limit_exceeded``/<limit name> when a limit
+refuses a request (keyed by the limit's name, never by IP; an organization's id is in the
+details for per-organization limits).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter
 
+from wa_webhook.alerts import Alert, Notifier, get_notifier
+
 log = logging.getLogger("wa_webhook.ratelimit")
 
 FALLBACKS = Counter("wa_ratelimit_fallback_total", "Rate-limit checks served by the in-process limiter because Redis failed.")
@@ -26,10 +33,16 @@ REDIS_RETRY_SECONDS = 30.0
 
 
 class RateLimiter:
-    """``hit(limit, *identifiers)`` → ``(allowed, retry_after_seconds)``; thread-safe."""
+    """``hit(limit, *identifiers)`` → ``(allowed, retry_after_seconds)``; thread-safe.
 
-    def __init__(self, redis_url: str | None, prefix: str = "wa") -> None:
+    ``notifier`` receives the alerts (default: :func:`~wa_webhook.alerts.get_notifier` for
+    the process settings, created on first alert; in-process grouping, background sends).
+    """
+
+    def __init__(self, redis_url: str | None, prefix: str = "wa", notifier: Notifier | None = None) -> None:
         self._prefix = prefix
+        self._notifier = notifier
+        self._redis_alerted = False
         self._memory = MovingWindowRateLimiter(MemoryStorage())
         self._redis = None
         if redis_url:
@@ -37,6 +50,19 @@ class RateLimiter:
             self._redis = MovingWindowRateLimiter(storage)
         self._redis_failed_at = 0.0
         self._warned_at = 0.0
+
+    def _alerts(self) -> Notifier | None:
+        if self._notifier is None:
+            try:
+                self._notifier = get_notifier()
+            except Exception as exc:  # settings unreadable: no alert, never an error
+                log.warning("alerts unavailable for rate limits: %s", type(exc).__name__)
+        return self._notifier
+
+    def _alert(self, alert: Alert) -> None:
+        notifier = self._alerts()
+        if notifier is not None:
+            notifier.notify(alert)
 
     def _limiter(self) -> tuple[MovingWindowRateLimiter, bool]:
         if self._redis is not None and time.monotonic() - self._redis_failed_at > REDIS_RETRY_SECONDS:
@@ -61,8 +87,28 @@ class RateLimiter:
                 self._warned_at = time.monotonic()
                 log.warning("Redis unavailable for rate limits, using the in-process limiter: %s", type(exc).__name__)
             FALLBACKS.inc()
+            self._redis_alerted = True
+            self._alert(
+                Alert(
+                    "redis_down",
+                    "redis",
+                    "Redis unavailable for rate limits: the in-process limiter serves (limits count per worker)",
+                    details={"component": "rate_limits", "error": type(exc).__name__},
+                )
+            )
+            is_redis = False
             allowed = self._memory.hit(item, *keys)
             stats = self._memory.get_window_stats(item, *keys) if not allowed else None
+        if is_redis and self._redis_alerted:  # Redis answers again
+            self._redis_alerted = False
+            notifier = self._alerts()
+            if notifier is not None:
+                notifier.resolve("redis_down", "redis")
         if allowed:
             return True, 0
+        name = identifiers[0] if identifiers else "default"
+        details = {"limit": limit, "backend": "redis" if is_redis else "in-process"}
+        if "org" in name and len(identifiers) > 1:  # an organization's id is fine; an IP never is
+            details["organization"] = identifiers[1]
+        self._alert(Alert("rate_limit_exceeded", name, f"rate limit {name} ({limit}) refused requests (429)", severity="warning", details=details))
         return False, max(1, math.ceil(stats.reset_time - time.time()))

@@ -24,7 +24,14 @@ BINDINGS = AssetSpec(
     kinds={"sql"},
 )
 
-EXTERNAL_TABLES = [RAW_WEBHOOKS, BINDINGS]
+ONBOARDINGS = AssetSpec(
+    "whatsapp_onboarding",
+    description="Embedded Signup onboardings: written by the onboarding API, the finish_onboarding job and PARTNER_ADDED processing.",
+    group_name="onboarding",
+    kinds={"sql"},
+)
+
+EXTERNAL_TABLES = [RAW_WEBHOOKS, BINDINGS, ONBOARDINGS]
 
 #: tables written by processing, with what each holds
 PROCESSED_TABLES = {

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
+from wa_webhook.alerts import Alert, get_notifier
 from wa_webhook.settings import Settings
 
 from .claim import ClaimedRow, claim_batch
@@ -79,12 +80,19 @@ def process_row(engine: Engine, row: ClaimedRow, settings: Settings, routes: dic
             finish_row(conn, outcome, row.attempts, settings)
             conn.commit()
     if outcome.status == "dead":
-        # an alert line: a dead letter waits for an operator (replay_dead_letters job or admin API)
-        log.error(
-            "dead letter: webhook %s after attempt %s (%s); replay it with the replay_dead_letters job",
-            row.id,
-            row.attempts,
-            ", ".join(sorted({kind for kind, _, _ in outcome.errors})),
+        # a dead letter waits for an operator (replay_dead_letters job or admin API): alert,
+        # grouped per error kind so a burst of one cause is one alert, after the commit above
+        kinds = ", ".join(sorted({kind for kind, _, _ in outcome.errors}))
+        log.error("dead letter: webhook %s after attempt %s (%s); replay it with the replay_dead_letters job", row.id, row.attempts, kinds)
+        get_notifier(settings, engine).notify(
+            Alert(
+                "dead_letter",
+                kinds or "unknown",
+                f"webhook {row.id} is a dead letter after {row.attempts} attempt(s) ({kinds}); "
+                "replay it with the replay_dead_letters job once the cause is fixed",
+                details={"webhook_log_id": row.id, "attempts": row.attempts, "error_kind": kinds},
+                organization_id=outcome.organization_id,
+            )
         )
     elif outcome.errors:
         log.warning(
