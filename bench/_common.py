@@ -67,6 +67,69 @@ def make_settings(database_url: str | None, data_dir: Path, **extra: Any):
     return Settings(_env_file=None, **values)
 
 
+# --- engines and landing ----------------------------------------------------------------
+def shipped_engine(settings, **overrides):
+    """The engine a Dagster processing run uses (``wa_pipelines.resources.AppDatabase``):
+    ``create_processing_engine`` (Postgres sessions with ``synchronous_commit = off``) with
+    ``pool_size=2, max_overflow=2`` on Postgres; ``create_sync_engine`` if the product
+    has no ``create_processing_engine`` (older revisions)."""
+    from wa_webhook.db import engine as db_engine
+
+    factory = getattr(db_engine, "create_processing_engine", db_engine.create_sync_engine)
+    extra = {"pool_size": 2, "max_overflow": 2} if settings.is_postgres else {}
+    extra.update(overrides)
+    return factory(settings, **extra)
+
+
+def landing_row(body: bytes, received_at) -> dict[str, Any]:
+    """The values the receiver's landing insert writes for ``body`` (``wa_webhook/db/landing.py``),
+    including the routing hint ``waba_id`` = ``wa_webhook.routing.routing_waba_id(body)``."""
+    import hashlib
+    import uuid
+
+    from wa_webhook.routing import routing_waba_id
+
+    return {
+        "received_at": received_at, "body": body, "body_sha256": hashlib.sha256(body).hexdigest(), "body_size": len(body),
+        "signature_status": "valid", "request_id": uuid.uuid4().hex, "waba_id": routing_waba_id(body),
+        "status": "pending", "attempts": 0, "updated_at": received_at,
+    }
+
+
+def fifo_claim_batch(engine, limit: int, lease_seconds: float, **_quotas: Any):
+    """The claim as it was before the fair claim (``b93e50a``), reproduced here for comparison
+    only: the oldest ``limit`` claimable rows, ``FOR UPDATE SKIP LOCKED`` on Postgres, no
+    quotas. It also stamps ``claimed_at`` so the rows end in the same state as with the fair
+    claim. Same signature and return type as ``wa_pipelines.processing.claim.claim_batch``
+    (quota arguments are ignored, ``held_back`` is always 0)."""
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from wa_pipelines.processing.claim import Claim, ClaimedRow
+    from wa_webhook.backlog import claimable_condition
+    from wa_webhook.db.schema import as_utc, utcnow, whatsapp_webhook_logs as logs
+
+    now = utcnow()
+    claim = Claim()
+    with engine.begin() as conn:
+        candidates = sa.select(logs.c.id, logs.c.locked_until).where(claimable_condition(now)).order_by(logs.c.id).limit(limit)
+        if conn.dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        found = conn.execute(candidates).all()
+        if not found:
+            return claim
+        expired = {r.id for r in found if r.locked_until is not None}
+        rows = conn.execute(
+            sa.update(logs)
+            .where(logs.c.id.in_([r.id for r in found]))
+            .values(locked_until=now + timedelta(seconds=lease_seconds), claimed_at=now, attempts=logs.c.attempts + 1, updated_at=now)
+            .returning(logs.c.id, logs.c.body, logs.c.received_at, logs.c.attempts)
+        ).all()
+    claim.extend(sorted((ClaimedRow(r.id, r.body, as_utc(r.received_at), r.attempts, r.id in expired) for r in rows), key=lambda r: r.id))
+    return claim
+
+
 # --- bodies ----------------------------------------------------------------------------
 def combined_bodies(count: int, entries: int = 3, orgs: int = 3, seed: int = 7) -> list[bytes]:
     """``count`` webhook bodies of ``entries`` entries each, built from ``SyntheticStream``.

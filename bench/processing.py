@@ -3,51 +3,52 @@
 For each backend, batch size and repetition: a fresh database (``wa_bench_processing`` on
 Postgres, a new SQLite file under /tmp), migrated, demo numbers bound with ``up``'s
 ``bind_demo_numbers``, then N synthetic ``SyntheticStream`` bodies inserted directly as
-``pending`` rows (as the receiver would land them), ``ANALYZE``d on Postgres, then timed:
+``pending`` rows as the receiver lands them (with the routing hint ``waba_id``),
+``ANALYZE``d on Postgres, then timed:
 
-    run_processing(engine, settings, batch_size=B, idle_exit_seconds=0)
+    run_processing(engine, quota_free_settings, batch_size=B, idle_exit_seconds=0)
 
 in this process with the engine a Dagster run uses (no Dagster: this is the loop a Dagster
-run executes; see ``shipped_engine``). Reported:
-webhooks/s, items/s (items received = messages + statuses), the share of time spent in
-``claim_batch``, SQL statements per webhook, and a check that every row ended ``processed``.
+run executes; see ``shipped_engine``).
 
-Usage (about 3 minutes with the defaults):
+Quotas: since 0111b27 the claim is a fair claim (per-organization lanes, a ``row_number()``
+window over the claimable rows joined to the bindings, an advisory lock, per-lane counts)
+with per-organization quotas (``PROCESSING_ORG_WEBHOOKS_PER_MINUTE`` = 100,
+``PROCESSING_ORG_MAX_IN_FLIGHT`` = 10 by default). With those, this script would measure the
+quota (3 organizations x 100/min), not the loop. It therefore passes explicit high quotas:
+``processing_org_webhooks_per_minute`` = 10**9 and ``processing_org_max_in_flight`` = B (a
+lane can then fill a whole batch; a larger in-flight cap would only make the claim fetch more
+candidate rows). The claim code itself, window function included, runs as shipped.
+``bench/fairness.py`` measures the claim with the default quotas.
+
+Reported: webhooks/s, items/s (items received = messages + statuses), the share of time
+spent in ``claim_batch``, SQL statements per webhook, and a check that every row ended
+``processed``. ``--claims fair,fifo`` also runs each case with the claim as it was before
+the fair claim (``_common.fifo_claim_batch``, bench copy) for a same-session comparison.
+
+Usage (about 3 minutes with the defaults on a 2-vCPU VM; twice that with --claims fair,fifo):
     .venv/bin/python bench/processing.py
     .venv/bin/python bench/processing.py --rows 2000 --repeat 1 --backends postgres  # quick
+    .venv/bin/python bench/processing.py --rows 5000 --repeat 2 --claims fair,fifo  # before/after
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import statistics
 import time
-import uuid
 from pathlib import Path
 
-from _common import cpu_snapshot, drop_db, fresh_db, machine_info, make_settings, save_results
+from _common import (cpu_snapshot, drop_db, fifo_claim_batch, fresh_db, landing_row, machine_info, make_settings,
+                     save_results, shipped_engine)
 
 import sqlalchemy as sa
 
 DB_NAME = "wa_bench_processing"
 VARIANTS = ("as_shipped", "durable_commit", "no_pre_ping")
 SQLITE_DIR = Path("/tmp/wa_bench_processing_sqlite")
-
-
-def shipped_engine(settings, **overrides):
-    """The engine a Dagster processing run uses (``wa_pipelines.resources.AppDatabase``):
-    ``create_processing_engine`` (Postgres sessions with ``synchronous_commit = off``) with
-    ``pool_size=2, max_overflow=2`` on Postgres; ``create_sync_engine`` if the product
-    has no ``create_processing_engine`` (older revisions)."""
-    from wa_webhook.db import engine as db_engine
-
-    factory = getattr(db_engine, "create_processing_engine", db_engine.create_sync_engine)
-    extra = {"pool_size": 2, "max_overflow": 2} if settings.is_postgres else {}
-    extra.update(overrides)
-    return factory(settings, **extra)
 
 
 def prepare(backend: str, rows: int, orgs: int, seed: int):
@@ -66,13 +67,7 @@ def prepare(backend: str, rows: int, orgs: int, seed: int):
     bind_demo_numbers(settings, orgs)
     stream = SyntheticStream(synthetic_numbers(orgs), seed=seed)
     now = utcnow()
-    values = []
-    for _ in range(rows):
-        body = stream.next_body()
-        values.append({
-            "received_at": now, "body": body, "body_sha256": hashlib.sha256(body).hexdigest(), "body_size": len(body),
-            "signature_status": "valid", "request_id": uuid.uuid4().hex, "status": "pending", "attempts": 0, "updated_at": now,
-        })
+    values = [landing_row(stream.next_body(), now) for _ in range(rows)]
     engine = shipped_engine(settings)
     with engine.begin() as conn:
         for i in range(0, rows, 2000):
@@ -95,23 +90,33 @@ def variant_engine(settings, variant: str):
     raise ValueError(variant)
 
 
-def one_case(backend: str, batch: int, rows: int, orgs: int, seed: int, variant: str = "as_shipped") -> dict:
+def quota_free(settings, batch: int):
+    """``settings`` with per-organization quotas that never bind in this benchmark (see the
+    module docstring): 10**9 claims per minute, ``batch`` rows in flight per organization."""
+    return settings.model_copy(update={"processing_org_webhooks_per_minute": 10**9, "processing_org_max_in_flight": batch})
+
+
+def one_case(backend: str, batch: int, rows: int, orgs: int, seed: int, variant: str = "as_shipped", claim: str = "fair") -> dict:
     import wa_pipelines.processing.runner as runner
 
     settings, engine, sizes = prepare(backend, rows, orgs, seed)
+    settings = quota_free(settings, batch)
     if variant != "as_shipped":
         engine.dispose()
         engine = variant_engine(settings, variant)
     claim_time = [0.0]
+    claim_calls = [0]
     statements = [0]
     original_claim = runner.claim_batch
+    measured_claim = original_claim if claim == "fair" else fifo_claim_batch
 
     def timed_claim(*a, **kw):
         t0 = time.perf_counter()
         try:
-            return original_claim(*a, **kw)
+            return measured_claim(*a, **kw)
         finally:
             claim_time[0] += time.perf_counter() - t0
+            claim_calls[0] += 1
 
     def count_stmt(*_a, **_kw):
         statements[0] += 1
@@ -133,12 +138,14 @@ def one_case(backend: str, batch: int, rows: int, orgs: int, seed: int, variant:
         statuses = conn.execute(sa.text("SELECT count(*) FROM whatsapp_message_statuses")).scalar_one()
     engine.dispose()
     return {
-        "backend": backend, "variant": variant, "batch_size": batch, "rows": rows, "seconds": elapsed,
+        "backend": backend, "variant": variant, "claim": claim, "batch_size": batch,
+        "org_quotas": {"per_minute": settings.processing_org_webhooks_per_minute, "max_in_flight": settings.processing_org_max_in_flight}, "rows": rows, "seconds": elapsed,
         "webhooks": stats.webhooks, "batches": stats.batches,
         "items_received": stats.items_received, "items_processed": stats.items_processed,
         "items_ignored": stats.items_ignored, "items_failed": stats.items_failed,
         "webhooks_per_s": stats.webhooks / elapsed, "items_per_s": stats.items_received / elapsed,
-        "claim_share": claim_time[0] / elapsed, "statements_per_webhook": statements[0] / max(1, stats.webhooks),
+        "claim_share": claim_time[0] / elapsed, "claim_calls": claim_calls[0],
+        "claim_ms_mean": 1000 * claim_time[0] / max(1, claim_calls[0]), "statements_per_webhook": statements[0] / max(1, stats.webhooks),
         "final_status": by_status, "messages": messages, "statuses": statuses,
         "body_bytes_median": statistics.median(sizes),
         "ok": stats.webhooks == rows and by_status == {"processed": rows},
@@ -156,9 +163,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backends", default="postgres,sqlite")
     ap.add_argument("--batches", default="100,1000")
-    ap.add_argument("--rows", type=int, default=10000, help="pre-landed webhooks per case")
+    ap.add_argument("--rows", type=int, default=5000, help="pre-landed webhooks per case")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--orgs", type=int, default=3)
+    ap.add_argument("--claims", default="fair",
+                    help="comma list: fair (the claim as shipped) and/or fifo (the claim before 0111b27, bench copy)")
     ap.add_argument("--diagnose", action="store_true",
                     help="instead: Postgres, batch 100: the shipped engine vs durable commits (synchronous_commit on) vs no pool_pre_ping (engine changes made here only)")
     args = ap.parse_args()
@@ -166,15 +175,15 @@ def main() -> int:
         return diagnose(args)
 
     results = []
-    print(f"{'backend':8} {'batch':>5} {'rep':>3} {'rows':>6} {'secs':>6} {'webhooks/s':>10} {'items/s':>8} {'claim%':>6} {'stmts/wh':>8}  final")
+    print(f"{'backend':8} {'claim':5} {'batch':>5} {'rep':>3} {'rows':>6} {'secs':>6} {'webhooks/s':>10} {'items/s':>8} {'claim%':>6} {'stmts/wh':>8}  final")
     try:
         for rep in range(args.repeat):
             for backend in args.backends.split(","):
-                for batch in [int(b) for b in args.batches.split(",")]:
-                    r = one_case(backend, batch, args.rows, args.orgs, seed=rep)
+                for batch, claim in [(int(b), c) for b in args.batches.split(",") for c in args.claims.split(",")]:
+                    r = one_case(backend, batch, args.rows, args.orgs, seed=rep, claim=claim)
                     r["rep"] = rep
                     results.append(r)
-                    print(f"{backend:8} {batch:>5} {rep:>3} {r['rows']:>6} {r['seconds']:>6.1f} {r['webhooks_per_s']:>10.0f} "
+                    print(f"{backend:8} {claim:5} {batch:>5} {rep:>3} {r['rows']:>6} {r['seconds']:>6.1f} {r['webhooks_per_s']:>10.0f} "
                           f"{r['items_per_s']:>8.0f} {100 * r['claim_share']:>5.1f}% {r['statements_per_webhook']:>8.1f}  {r['final_status']}  "
                           f"cpu cores bench/pg/other {_cores(r)}",
                           flush=True)
@@ -184,23 +193,23 @@ def main() -> int:
 
     summary = []
     print("\nmedian over repetitions:")
-    for key in sorted({(r["backend"], r["batch_size"]) for r in results}):
-        runs = [r for r in results if (r["backend"], r["batch_size"]) == key]
-        s = {"backend": key[0], "batch_size": key[1], "runs": len(runs),
+    for key in sorted({(r["backend"], r["claim"], r["batch_size"]) for r in results}):
+        runs = [r for r in results if (r["backend"], r["claim"], r["batch_size"]) == key]
+        s = {"backend": key[0], "claim": key[1], "batch_size": key[2], "runs": len(runs),
              "webhooks_per_s": statistics.median(r["webhooks_per_s"] for r in runs),
              "webhooks_per_s_range": [min(r["webhooks_per_s"] for r in runs), max(r["webhooks_per_s"] for r in runs)],
              "items_per_s": statistics.median(r["items_per_s"] for r in runs),
              "claim_share": statistics.median(r["claim_share"] for r in runs),
              "statements_per_webhook": statistics.median(r["statements_per_webhook"] for r in runs)}
         summary.append(s)
-        print(f"{key[0]:8} batch {key[1]:>5}: {s['webhooks_per_s']:.0f} webhooks/s "
+        print(f"{key[0]:8} {key[1]:5} batch {key[2]:>5}: {s['webhooks_per_s']:.0f} webhooks/s "
               f"[{s['webhooks_per_s_range'][0]:.0f}-{s['webhooks_per_s_range'][1]:.0f}], {s['items_per_s']:.0f} items/s, "
               f"claim {100 * s['claim_share']:.1f}%, {s['statements_per_webhook']:.1f} SQL statements/webhook")
     bad = [r for r in results if not r["ok"]]
     path = save_results("processing", {"machine": machine_info(), "args": vars(args), "runs": results, "summary": summary})
     print(f"\nresults: {path}")
     for r in bad:
-        print(f"PROBLEM: {r['backend']} batch {r['batch_size']} rep {r['rep']}: {r['webhooks']} webhooks, final {r['final_status']}")
+        print(f"PROBLEM: {r['backend']} {r['claim']} batch {r['batch_size']} rep {r['rep']}: {r['webhooks']} webhooks, final {r['final_status']}")
     return 1 if bad else 0
 
 
