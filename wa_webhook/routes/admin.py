@@ -1,7 +1,10 @@
-"""Admin API for operators: failed and dead webhooks, and replaying dead letters.
+"""Admin API for operators: status, failed and dead webhooks, replaying dead letters, WABAs.
 
 Every route needs ``Authorization: Bearer <ADMIN_API_TOKEN>``; with no token configured the
-admin API is disabled (503). These routes read live tables (freshness matters here).
+admin API is disabled (503); any other bearer token, an organization's JWT included, gets
+403. ``failed-webhooks`` and the actions read and write the live tables (freshness matters
+there); ``status`` combines dashboard snapshots with live tables and says which section
+comes from where (:mod:`wa_webhook.admin_status`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from wa_webhook.admin_status import AdminStatus, InvalidOrganization, UnknownOrganization, admin_status
 from wa_webhook.db.schema import whatsapp_webhook_logs as logs
 from wa_webhook.dead_letters import DeadLetterSelection, EmptySelection, replay_dead_letters
 from wa_webhook.security.signature import tokens_equal
@@ -38,6 +42,36 @@ AdminDep = Annotated[None, Depends(require_admin)]
 
 def _engine(request: Request) -> sa.Engine:
     return request.app.state.api_engine()
+
+
+@router.get("/status", response_model=AdminStatus)
+def whatsapp_status(
+    request: Request,
+    _: AdminDep,
+    org: Annotated[
+        str | None,
+        Query(min_length=1, max_length=255, description="organization id or external id; omitted = all organizations"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="failed/dead webhooks listed (counts cover all)")] = 50,
+) -> AdminStatus:
+    """Status, onboarding timeline, token health, connections, failed webhooks and backlog.
+
+    ``status``/``timeline``/``token_health`` are the dashboard snapshots (``source:
+    materialised``, with ``computed_at`` and ``age_seconds``; ``materialised: null`` and a
+    hint when ``refresh_dashboards`` has not run yet). ``connections``, ``failed_webhooks``
+    and ``backlog`` are read from the live tables at ``generated_at`` (``source: live``).
+    404 for an unknown organization, 422 for a reference that cannot be one.
+    """
+    engine = _engine(request)
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":  # one consistent view of the live tables
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        try:
+            return admin_status(conn, org, limit=limit)
+        except InvalidOrganization as exc:
+            raise HTTPException(422, str(exc)) from exc
+        except UnknownOrganization as exc:
+            raise HTTPException(404, str(exc)) from exc
 
 
 class ReplayRequest(BaseModel):
