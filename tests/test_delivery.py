@@ -185,6 +185,14 @@ def test_admin_replay_endpoint_and_failed_webhooks(engine: Engine, settings: Set
         listing = c.get("/api/admin/whatsapp/failed-webhooks", headers=auth).json()
         assert listing["counts"] == [{"status": "dead", "error_kind": "unroutable", "count": 1}]
         assert listing["webhooks"][0]["id"] == dead and "body" not in listing["webhooks"][0]
+        # malformed filters are 422 and an unknown organization 404, never a 500
+        for bad in ({"ids": [2**63]}, {"ids": [0]}, {"organization": "x\u0000"}, {"error_kind": "\u0000"}, {"error_kind": ""}):
+            assert c.post(url, json=bad, headers=auth).status_code == 422, bad
+        assert c.post(url, json={"organization": "nobody"}, headers=auth).status_code == 404
+        assign = "/api/admin/whatsapp/wabas/123/assign"
+        assert c.post(assign, json={"organization": "x\u0000"}, headers=auth).status_code == 422
+        assert c.post(assign, json={"organization": "nobody"}, headers=auth).status_code == 404
+        assert c.post(url, json={"organization": "globex"}, headers=auth).json()["ids"] == []  # an org without dead rows
         r = c.post(url, json={"error_kind": "unroutable"}, headers=auth)
         assert r.status_code == 200 and r.json()["ids"] == [dead]
     drain(engine, settings)

@@ -96,6 +96,9 @@ def test_routing_hint_is_the_envelope_waba_id_for_every_fixture() -> None:
         (b'{"entry":[{"id":12345}]}', None),  # not a string
         (b'{"entry":[]}', None),
         (b"[1,2,3]", None),
+        (b'[{"entry":[{"id":"5"}]}]', None),  # a list is not the envelope
+        (b'{"object":{"entry":[{"id":"88"}]},"entry":[{"id":"9"}]}', "9"),  # a nested entry is not the envelope's
+        (b'{"object":"whatsapp_business_account","x":{"entry":[{"id":"77"}]},"entry":[{"id":"6"}]}', "6"),
         (b'{"entry":[{"changes":[' + b'{"field":"x"},' * 10_000 + b'{}],"id":"7"}]}', None),  # id past 64 KiB: unrouted
     ],
 )
@@ -216,3 +219,20 @@ def test_process_batch_applies_the_configured_quota(engine: Engine, settings: Se
     with engine.connect() as conn:
         [acme] = [b for b in backlog_by_organization(conn, utcnow()) if b.organization_external_id == "acme"]
     assert (acme.claimable, acme.claimed_last_minute, acme.in_flight) == (7, 5, 0)
+
+
+def test_status_shows_an_organization_called_unrouted_apart_from_the_unrouted_lane(engine: Engine, settings: Settings) -> None:
+    from wa_webhook.summary import format_summary, stored_summary
+
+    with engine.begin() as conn:
+        org = ensure_organization(conn, "unrouted", "Unrouted Ltd")
+        bind_waba(conn, org, GLOBEX_WABA, [PhoneNumber(GLOBEX_PHONE, "15550000002", "Unrouted Ltd")], status="active")
+    land(engine, text_body(GLOBEX_WABA, GLOBEX_PHONE))
+    for _ in range(2):
+        land(engine, text_body(UNKNOWN_WABA, UNKNOWN_PHONE))
+    with engine.connect() as conn:
+        summary = stored_summary(conn)
+    claimable = {lane["organization_external_id"]: lane["claimable"] for lane in summary["backlog"]}
+    assert claimable == {None: 2, "unrouted": 1}
+    text = format_summary(summary)
+    assert "(unrouted)    claimable=2" in text and "unrouted      claimable=1" in text

@@ -185,11 +185,18 @@ def test_the_run_holding_an_assets_latest_materialisation_is_kept(instance: Dags
 def test_bad_arguments_are_refused(instance: DagsterInstance) -> None:
     with pytest.raises(ValueError):
         purge_finished_runs(instance, 0)
+    for huge in (1e6, float("inf"), float("nan")):  # "keep forever" must not overflow the cutoff
+        with pytest.raises(ValueError):
+            purge_finished_runs(instance, huge)
     with pytest.raises(ValueError):
         purge_finished_runs(instance, 30, now=datetime(2030, 1, 1))  # naive: which zone?
     with pytest.raises(ValidationError, match="greater than 0"):  # a zero age would delete every finished run
         purge_dagster_runs_job.execute_in_process(
             instance=instance, run_config={"ops": {"purge_dagster_runs_op": {"config": {"older_than_days": 0}}}}
+        )
+    with pytest.raises(ValidationError, match="less than or equal to 36500"):
+        purge_dagster_runs_job.execute_in_process(
+            instance=instance, run_config={"ops": {"purge_dagster_runs_op": {"config": {"older_than_days": 1e12}}}}
         )
 
 

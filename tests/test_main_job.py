@@ -41,12 +41,14 @@ def check_stored(settings: Settings, output: str) -> None:
         states = dict(conn.execute(sa.select(whatsapp_webhook_logs.c.status, sa.func.count()).group_by(whatsapp_webhook_logs.c.status)).all())
         messages = conn.execute(sa.select(sa.func.count()).select_from(whatsapp_messages)).scalar_one()
         connections = conn.execute(sa.select(whatsapp_connections.c.waba_id, whatsapp_connections.c.status)).all()
-    # every delivery landed: corpus + 5/s × 4 s + the demo onboardings' 2 PARTNER_ADDED and 2 messages
-    assert sum(states.values()) == corpus + 20 + 4
+    # every delivery landed: corpus + the unclaimed WABA's PARTNER_ADDED + 5/s × 4 s + the demo
+    # onboardings' 2 PARTNER_ADDED and 2 messages
+    assert sum(states.values()) == corpus + 1 + 20 + 4
     assert states.get("pending", 0) == 0
     assert states.get("dead") == 1  # the corpus's non-JSON body
-    assert states.get("failed") == 1  # the corpus's number nobody onboarded, waiting for a retry
-    assert states["processed"] == corpus + 20 + 4 - 2
+    # the corpus's number nobody onboarded and the deliberately unclaimed WABA, waiting for a retry
+    assert states.get("failed") == 2
+    assert states["processed"] == corpus + 1 + 20 + 4 - 3
     assert "Connected" in output  # both demo onboardings went through the page (or its API calls)
     with engine.connect() as conn:
         onboardings = conn.execute(sa.select(whatsapp_onboarding.c.status, whatsapp_onboarding.c.is_coexistence)).all()
@@ -66,7 +68,7 @@ def test_main_job_on_the_embedded_default(tmp_path: Path) -> None:
     # Dagster's own SQLite storage recorded successful sensor-launched processing runs
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-    from dagster import AssetKey
+    from dagster import AssetCheckKey, AssetKey
 
     os.environ["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
     try:
@@ -81,8 +83,23 @@ def test_main_job_on_the_embedded_default(tmp_path: Path) -> None:
             # refreshed after the first processing run (then at most every 5 minutes): it counts
             # what was processed by then
             assert dashboard.asset_materialization.metadata["messages_in_24h"].value > 0
+            # all five dashboards materialised; the checks caught the deliberate operator cases
+            for key in ("onboarding_timeline", "failed_webhooks", "token_health", "webhook_lag"):
+                assert instance.get_latest_materialization_event(AssetKey(key)) is not None, key
+            checks = {
+                name: instance.event_log_storage.get_asset_check_execution_history(
+                    AssetCheckKey(AssetKey(asset), name), limit=1
+                )[0]
+                for asset, name in (("failed_webhooks", "dead_letters_24h"), ("onboarding_timeline", "unclaimed_wabas"))
+            }
+            for name, record in checks.items():
+                evaluation = record.event.dagster_event.event_specific_data
+                assert evaluation.passed is False, name
     finally:
         del os.environ["DAGSTER_HOME"]
+    # an alert in the log for each (the daemon's log holds the runs' and sensors' output)
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").glob("*.log"))
+    assert "ALERT dead_letter:" in logs and "ALERT unclaimed_waba:100000000000777" in logs
 
 
 @pytest.fixture()

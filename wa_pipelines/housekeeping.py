@@ -53,6 +53,8 @@ log = logging.getLogger("wa_pipelines.housekeeping")
 
 #: the only states a run is deleted in: it ended and nothing will write to it again
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+#: the longest age accepted (100 years): beyond it the cutoff overflows ``datetime``
+MAX_RETENTION_DAYS = 36500
 #: runs listed (and deleted) per storage query
 DEFAULT_PAGE_SIZE = 100
 
@@ -125,7 +127,7 @@ def purge_finished_runs(
     """Delete finished runs created more than ``older_than_days`` days before ``now``.
 
     ``now``: aware datetime (default: the current time, UTC). ``older_than_days`` must be > 0
-    (:class:`ValueError` otherwise). Only ``SUCCESS``/``FAILURE``/``CANCELED`` runs are
+    and at most :data:`MAX_RETENTION_DAYS` (:class:`ValueError` otherwise). Only ``SUCCESS``/``FAILURE``/``CANCELED`` runs are
     candidates; ``keep_run_ids`` (e.g. the calling run) and runs holding an asset's latest
     materialisation are skipped. Runs are listed ``page_size`` at a time (newest first) and
     each is deleted with :meth:`DagsterInstance.delete_run` (run, tags and event log), then
@@ -134,8 +136,8 @@ def purge_finished_runs(
     reports what would be deleted. ``on_page(page_number, deleted_so_far)`` is called after
     each page. Returns a :class:`RunPurge`.
     """
-    if not older_than_days > 0:
-        raise ValueError("older_than_days must be greater than 0")
+    if not 0 < older_than_days <= MAX_RETENTION_DAYS:
+        raise ValueError(f"older_than_days must be greater than 0 and at most {MAX_RETENTION_DAYS}")
     if page_size < 1:
         raise ValueError("page_size must be at least 1")
     now = now or datetime.now(timezone.utc)
@@ -193,7 +195,10 @@ class PurgeDagsterRunsConfig(Config):
     """Manual overrides for one purge run (the schedule uses the defaults)."""
 
     older_than_days: float | None = Field(
-        default=None, gt=0, description="delete finished runs created more than this many days ago; default DAGSTER_RUN_RETENTION_DAYS"
+        default=None,
+        gt=0,
+        le=MAX_RETENTION_DAYS,
+        description="delete finished runs created more than this many days ago (at most 36500); default DAGSTER_RUN_RETENTION_DAYS",
     )
     page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=1000, description="runs listed and deleted per storage query")
     dry_run: bool = Field(default=False, description="count what would be deleted, delete nothing")

@@ -19,7 +19,11 @@ import re
 
 _HEAD_BYTES = 4096
 _JSON_FALLBACK_MAX_BYTES = 64 * 1024
-_ENTRY_ID = re.compile(rb'"entry"\s*:\s*\[\s*\{\s*"id"\s*:\s*"([0-9]{1,64})"')
+#: the envelope as Meta writes it: ``{"object": "...", "entry": [{"id": "..."`` at the very start
+#: (anchored, so an ``entry`` nested anywhere else is never taken for the envelope's)
+_ENTRY_ID = re.compile(
+    rb'\A\s*\{\s*(?:"object"\s*:\s*"[^"\\]*"\s*,\s*)?"entry"\s*:\s*\[\s*\{\s*"id"\s*:\s*"([0-9]{1,64})"'
+)
 _ID = re.compile(r"[0-9]{1,64}")
 
 
@@ -28,13 +32,14 @@ def routing_waba_id(body: bytes) -> str | None:
 
     Never raises: a body that is not JSON, not an object, or has no digit id gives ``None``.
     """
-    match = _ENTRY_ID.search(body[:_HEAD_BYTES])
+    match = _ENTRY_ID.match(body[:_HEAD_BYTES])
     if match:
         return match.group(1).decode("ascii")
     if len(body) > _JSON_FALLBACK_MAX_BYTES:
         return None
     try:
-        entry = json.loads(body)["entry"][0]["id"]
+        envelope = json.loads(body)
+        entry = envelope["entry"][0]["id"] if isinstance(envelope, dict) else None
     except Exception:  # not JSON, not the envelope we know: the row stays unrouted
         return None
     return entry if isinstance(entry, str) and _ID.fullmatch(entry) else None

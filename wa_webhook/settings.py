@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, description="Asset check: statuses/revisions parked for a missing message longer fail."
     )
     dagster_run_retention_days: float = Field(
-        default=30.0, gt=0, description="Dagster runs (and their event logs) older than this are deleted daily."
+        default=30.0, gt=0, le=36500, description="Dagster runs (and their event logs) older than this are deleted daily."
     )
 
     # --- retention and admin -------------------------------------------------------------

@@ -53,12 +53,8 @@ def stored_summary(conn: Connection) -> dict[str, Any]:
         "organizations": count(organizations),
         "connections": grouped(whatsapp_connections, whatsapp_connections.c.status),
         "phone_numbers": grouped(whatsapp_configs, whatsapp_configs.c.status),
-        "backlog": {
-            (b.organization_external_id or ("unrouted" if b.organization_id is None else str(b.organization_id))): {
-                k: v for k, v in b.as_dict().items() if k not in ("organization_id", "organization_external_id")
-            }
-            for b in backlog_by_organization(conn)
-        },
+        # a list, not a dict by name: an organization may well be called "unrouted"
+        "backlog": [b.as_dict() for b in backlog_by_organization(conn)],
     }
 
 
@@ -67,10 +63,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = []
     for key, value in summary.items():
         if key == "backlog":
-            lines.append(f"  {key:<15} {'none' if not value else ''}".rstrip())
-            for lane, figures in value.items():
-                inner = ", ".join(f"{k}={v}" for k, v in figures.items() if v)
-                lines.append(f"    {lane:<13} {inner}")
+            lines.append(f"  {key:<15} {'none' if not value else '(per organization; unrouted = WABA bound to no one)'}")
+            for lane in value:
+                name = lane["organization_external_id"] or ("(unrouted)" if lane["organization_id"] is None else lane["organization_id"])
+                inner = ", ".join(
+                    f"{k}={v}" for k, v in lane.items() if v and k not in ("organization_id", "organization_external_id")
+                )
+                lines.append(f"    {name:<13} {inner}")
         elif isinstance(value, dict):
             inner = ", ".join(f"{k}={v}" for k, v in sorted(value.items())) or "none"
             lines.append(f"  {key:<15} {inner}")

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 
 from wa_webhook.bindings import PhoneNumber, bind_waba, ensure_organization
 from wa_webhook.db.engine import create_sync_engine
-from wa_webhook.db.schema import whatsapp_webhook_logs
+from wa_webhook.db.schema import as_utc, whatsapp_webhook_logs
 from wa_webhook.migrate import upgrade
 from wa_webhook.settings import Settings
 from wa_webhook.simulate import (
@@ -283,6 +283,29 @@ def wait_processed(settings: Settings, timeout: float, services: Services | None
 DEMO_PROCESSING = {"PROCESSING_IDLE_EXIT_SECONDS": "10", "PROCESSING_RUN_MAX_SECONDS": "120"}
 
 
+def operations_report(settings: Settings) -> str:
+    """What an operator would see after the runs: when each dashboard was last materialised,
+    and the alerts still open (``ops_alerts``), one line each."""
+    from wa_webhook.db.schema import dashboard_snapshots, ops_alerts
+
+    engine = create_sync_engine(settings)
+    try:
+        with engine.connect() as conn:
+            snapshots = conn.execute(sa.select(dashboard_snapshots.c.asset_key, dashboard_snapshots.c.computed_at)).all()
+            alerts = conn.execute(
+                sa.select(ops_alerts.c.fingerprint, ops_alerts.c.severity, ops_alerts.c.occurrences)
+                .where(ops_alerts.c.resolved_at.is_(None))
+                .order_by(ops_alerts.c.fingerprint)
+            ).all()
+    finally:
+        engine.dispose()
+    lines = ["\ndashboards (materialised by refresh_dashboards, with their asset checks):"]
+    lines += [f"  {key:<22} at {as_utc(at):%H:%M:%S} UTC" for key, at in sorted(snapshots)] or ["  none yet"]
+    lines.append("open alerts (also in the log as ALERT lines; Slack/Sentry when configured):")
+    lines += [f"  {fp} [{severity}] ×{n}" for fp, severity, n in alerts] or ["  none"]
+    return "\n".join(lines)
+
+
 def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -456,7 +479,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             print(f"  onboarding page   {base}/onboarding?token={demo_token('newcomer')}  (try the button yourself)")
         print(
             f"\nwhere to look:\n"
-            f"  Dagster UI        http://{options.host}:{options.dagster_port}  (Runs: process_webhooks; Assets: lineage to org_whatsapp_status)\n"
+            f"  Dagster UI        http://{options.host}:{options.dagster_port}  (Runs: process_webhooks; Assets: lineage to the dashboards)\n"
             f"  receiver          {base}/docs, {base}/readyz\n"
             f"  logs              {services.log_dir}\n"
             f"  stored rows       wa-onboarding status"
@@ -469,6 +492,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             print(f"waiting for the Dagster runs to finish (processing runs end after {idle:g}s idle)…")
             if not wait_runs_finished(env, float(env["PROCESSING_RUN_MAX_SECONDS"]) + 60, services):
                 print("warning: a Dagster run was still in flight; stopping it marks it failed")
+            print(operations_report(settings))
             return 0 if done and not lost else 1
         print("\nrunning; press Ctrl-C to stop.")
         while True:

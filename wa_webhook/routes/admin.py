@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from wa_webhook.admin_status import AdminStatus, InvalidOrganization, UnknownOrganization, admin_status
+from wa_webhook.admin_status import AdminStatus, InvalidOrganization, UnknownOrganization, admin_status, resolve_organization
 from wa_webhook.db.schema import whatsapp_webhook_logs as logs
 from wa_webhook.dead_letters import DeadLetterSelection, EmptySelection, replay_dead_letters
 from wa_webhook.security.signature import tokens_equal
@@ -74,14 +74,30 @@ def whatsapp_status(
             raise HTTPException(404, str(exc)) from exc
 
 
+#: no control characters (Postgres text refuses NUL; none belongs in an id or an error kind)
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+
+
+def _organization_ref(conn: sa.Connection, ref: str) -> str:
+    """The id of the organization ``ref`` names (id or external id): 422 malformed, 404 unknown."""
+    try:
+        return str(resolve_organization(conn, ref).id)
+    except InvalidOrganization as exc:
+        raise HTTPException(422, str(exc)) from exc
+    except UnknownOrganization as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
 class ReplayRequest(BaseModel):
     """Which dead webhooks to replay; filters combine with AND (at least one, or ``everything``)."""
 
-    ids: list[int] = Field(default_factory=list, max_length=10000)
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(default_factory=list, max_length=10000)
     received_from: datetime | None = None
     received_to: datetime | None = None
-    error_kind: str | None = Field(default=None, max_length=64)
-    organization: str | None = Field(default=None, max_length=255, description="organization id or external id")
+    error_kind: str | None = Field(default=None, min_length=1, max_length=64, pattern=PRINTABLE)
+    organization: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=PRINTABLE, description="organization id or external id"
+    )
     everything: bool = False
     dry_run: bool = False
 
@@ -121,17 +137,19 @@ def failed_webhooks(
 
 @router.post("/webhooks/replay")
 def replay(request: Request, _: AdminDep, body: ReplayRequest) -> dict[str, Any]:
-    """Put the selected dead webhooks back in line (the processing sensor picks them up)."""
-    selection = DeadLetterSelection(
-        ids=body.ids,
-        received_from=body.received_from,
-        received_to=body.received_to,
-        error_kind=body.error_kind,
-        organization=body.organization,
-        everything=body.everything,
-    )
+    """Put the selected dead webhooks back in line (the processing sensor picks them up).
+
+    422 for an empty selection or a malformed filter, 404 for an unknown organization."""
     try:
         with _engine(request).begin() as conn:
+            selection = DeadLetterSelection(
+                ids=body.ids,
+                received_from=body.received_from,
+                received_to=body.received_to,
+                error_kind=body.error_kind,
+                organization=_organization_ref(conn, body.organization) if body.organization else None,
+                everything=body.everything,
+            )
             ids = replay_dead_letters(conn, selection, dry_run=body.dry_run)
     except EmptySelection as exc:
         raise HTTPException(422, str(exc)) from exc
@@ -141,7 +159,7 @@ def replay(request: Request, _: AdminDep, body: ReplayRequest) -> dict[str, Any]
 class AssignRequest(BaseModel):
     """The organization (id or external id) an unclaimed WABA belongs to."""
 
-    organization: str = Field(min_length=1, max_length=255)
+    organization: str = Field(min_length=1, max_length=255, pattern=PRINTABLE)
 
 
 @router.post("/wabas/{waba_id}/assign")
@@ -152,7 +170,7 @@ def assign(waba_id: Annotated[str, Path(pattern=r"^[0-9]{1,64}$")], request: Req
 
     try:
         with _engine(request).begin() as conn:
-            return assign_waba(conn, waba_id, body.organization)
+            return assign_waba(conn, waba_id, _organization_ref(conn, body.organization))
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc
     except BindingConflict as exc:
