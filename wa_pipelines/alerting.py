@@ -2,14 +2,24 @@
 
 Failed asset checks raise their own alerts (``asset_check_failed``, from the checks), so no
 check sensor is needed here. Alerts are grouped in ``ops_alerts`` per job: a job that keeps
-failing is re-sent at most once per ``ALERT_REPEAT_SECONDS``.
+failing is re-sent at most once per ``ALERT_REPEAT_SECONDS``; the job's next successful run
+resolves the alert (``run_recovery_alerts``), so a later failure is news again and is sent.
 """
 
 from __future__ import annotations
 
 import re
 
-from dagster import DagsterEvent, DagsterRun, DefaultSensorStatus, RunFailureSensorContext, run_failure_sensor
+from dagster import (
+    DagsterEvent,
+    DagsterRun,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunStatusSensorContext,
+    run_failure_sensor,
+    run_status_sensor,
+)
 
 from wa_pipelines.resources import AppDatabase
 from wa_webhook.alerts import Alert, get_notifier
@@ -78,4 +88,18 @@ def run_failure_alerts(context: RunFailureSensorContext, app_db: AppDatabase) ->
     context.log.info(f"run_failed alert for {context.dagster_run.job_name} ({context.dagster_run.run_id}): {'sent' if sent else 'grouped'}")
 
 
-ALERT_SENSORS: list = [run_failure_alerts]
+@run_status_sensor(
+    name="run_recovery_alerts",
+    run_status=DagsterRunStatus.SUCCESS,
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Resolve a job's open run_failed alert when a run of that job succeeds.",
+)
+def run_recovery_alerts(context: RunStatusSensorContext, app_db: AppDatabase) -> None:
+    """Resolve ``run_failed:<job>`` (no-op when that alert is not open)."""
+    job = context.dagster_run.job_name
+    if get_notifier(app_db.settings, app_db.get_engine()).resolve("run_failed", job):
+        context.log.info(f"run_failed alert for {job} resolved by run {context.dagster_run.run_id}")
+
+
+ALERT_SENSORS: list = [run_failure_alerts, run_recovery_alerts]

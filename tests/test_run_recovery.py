@@ -1,0 +1,68 @@
+"""A job's ``run_failed`` alert is resolved by its next successful run, and a later failure is sent again."""
+
+
+import sqlalchemy as sa
+from dagster import Config, DagsterInstance, build_run_status_sensor_context, job, op
+from sqlalchemy.engine import Engine
+
+from wa_pipelines.alerting import ALERT_SENSORS, run_failure_alerts, run_recovery_alerts
+from wa_pipelines.resources import AppDatabase
+from wa_webhook.db.schema import ops_alerts
+from wa_webhook.settings import Settings
+
+
+class Flaky(Config):
+    fail: bool
+
+
+@op
+def sometimes(config: Flaky) -> None:
+    if config.fail:
+        raise RuntimeError("boom")
+
+
+@job
+def flaky_job() -> None:
+    sometimes()
+
+
+def _run(instance: DagsterInstance, fail: bool):
+    return flaky_job.execute_in_process(
+        instance=instance, raise_on_error=False, run_config={"ops": {"sometimes": {"config": {"fail": fail}}}}
+    )
+
+
+def _evaluate(sensor, result, instance: DagsterInstance, event, pg_url: str) -> None:
+    with build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_event=event,
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        resources={"app_db": AppDatabase(database_url=pg_url)},
+    ) as context:
+        sensor(context)
+
+
+def _alert(engine: Engine):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(ops_alerts).where(ops_alerts.c.fingerprint == "run_failed:flaky_job")).one_or_none()
+
+
+def test_a_successful_run_resolves_the_jobs_failure_alert(settings: Settings, engine: Engine, pg_url: str) -> None:
+    assert run_recovery_alerts in ALERT_SENSORS
+    with DagsterInstance.ephemeral() as instance:
+        failed = _run(instance, fail=True)
+        _evaluate(run_failure_alerts, failed, instance, failed.get_run_failure_event(), pg_url)
+        first = _alert(engine)
+        assert first is not None and first.resolved_at is None
+
+        ok = _run(instance, fail=False)
+        assert ok.success
+        success_event = next(e for e in ok.all_events if e.event_type_value == "PIPELINE_SUCCESS")
+        _evaluate(run_recovery_alerts, ok, instance, success_event, pg_url)
+        assert _alert(engine).resolved_at is not None
+
+        again = _run(instance, fail=True)  # failing again after recovering is news: reopened and sent
+        _evaluate(run_failure_alerts, again, instance, again.get_run_failure_event(), pg_url)
+        reopened = _alert(engine)
+        assert reopened.resolved_at is None and reopened.occurrences == 1 and reopened.last_sent_at > first.last_sent_at
