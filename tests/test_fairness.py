@@ -236,3 +236,35 @@ def test_status_shows_an_organization_called_unrouted_apart_from_the_unrouted_la
     assert claimable == {None: 2, "unrouted": 1}
     text = format_summary(summary)
     assert "(unrouted)    claimable=2" in text and "unrouted      claimable=1" in text
+
+
+def test_postgres_skip_scan_finds_the_same_candidates_as_the_window_query(engine: Engine, settings: Settings) -> None:
+    """The fast Postgres candidate query must agree with the plain window query it replaces."""
+    import random
+
+    from wa_pipelines.processing.claim import _PG_CANDIDATES, _window_candidates
+
+    bind_fixture_numbers(engine)
+    rng = random.Random(7)
+    wabas = [(ACME_WABA, ACME_PHONE), (GLOBEX_WABA, GLOBEX_PHONE), (UNKNOWN_WABA, UNKNOWN_PHONE)]
+    ids = [land(engine, text_body(*rng.choice(wabas))) for _ in range(120)]
+    ids += [land(engine, fixture_bytes("not_json.txt")) for _ in range(5)]  # no routing hint
+    now = utcnow()
+    logs = whatsapp_webhook_logs.c
+    with engine.begin() as conn:  # a mix of states: leased, failed due and not due, processed
+        for row_id in rng.sample(ids, 40):
+            kind = rng.choice(("leased", "due", "later", "processed", "lease_expired"))
+            values = {
+                "leased": {"locked_until": now + timedelta(minutes=5)},
+                "lease_expired": {"locked_until": now - timedelta(minutes=5)},
+                "due": {"status": "failed", "next_attempt_at": now - timedelta(seconds=5)},
+                "later": {"status": "failed", "next_attempt_at": now + timedelta(minutes=5)},
+                "processed": {"status": "processed"},
+            }[kind]
+            conn.execute(sa.update(whatsapp_webhook_logs).where(logs.id == row_id).values(**values))
+    with engine.connect() as conn:
+        for k in (1, 3, 11, 200):
+            fast = [tuple(r) for r in conn.execute(_PG_CANDIDATES, {"now": now, "k": k})]
+            plain = [tuple(r) for r in _window_candidates(conn, now, k)]
+            assert fast == plain, k
+            assert fast  # the data set has claimable rows in every lane

@@ -47,7 +47,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True, comment='Last claim; drives per-organization quotas.'))
         batch_op.create_index(batch_op.f('ix_whatsapp_webhook_logs_claimed_at'), ['claimed_at'], unique=False)
         batch_op.create_index('ix_whatsapp_webhook_logs_locked_until', ['locked_until'], unique=False)
-        batch_op.create_index(batch_op.f('ix_whatsapp_webhook_logs_waba_id'), ['waba_id'], unique=False)
+        batch_op.create_index(
+            'ix_whatsapp_webhook_logs_open_by_waba',
+            ['waba_id', 'id'],
+            unique=False,
+            postgresql_where=sa.text("status IN ('pending', 'failed')"),
+            sqlite_where=sa.text("status IN ('pending', 'failed')"),
+        )
 
 
 
@@ -55,7 +61,7 @@ def upgrade() -> None:
 def downgrade() -> None:
 
     with op.batch_alter_table('whatsapp_webhook_logs', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_whatsapp_webhook_logs_waba_id'))
+        batch_op.drop_index('ix_whatsapp_webhook_logs_open_by_waba')
         batch_op.drop_index('ix_whatsapp_webhook_logs_locked_until')
         batch_op.drop_index(batch_op.f('ix_whatsapp_webhook_logs_claimed_at'))
         batch_op.drop_column('claimed_at')

@@ -198,7 +198,7 @@ whatsapp_webhook_logs = sa.Table(
     sa.Column("request_id", sa.String(64)),
     sa.Column("organization_id", sa.Uuid(), sa.ForeignKey("organizations.id", ondelete="SET NULL"), index=True,
               comment="Filled during processing; the receiver cannot know it."),
-    sa.Column("waba_id", sa.String(64), index=True,
+    sa.Column("waba_id", sa.String(64),
               comment="Routing hint: entry[0].id read by the receiver from the envelope; NULL if not found."),
     sa.Column("claimed_at", sa.DateTime(timezone=True), index=True, comment="Last claim; drives per-organization quotas."),
     sa.Column("status", sa.String(16), nullable=False, default="pending"),
@@ -221,6 +221,14 @@ whatsapp_webhook_logs = sa.Table(
     _check_in("status", WEBHOOK_STATES, "status"),
     sa.Index("ix_whatsapp_webhook_logs_claimable", "status", "next_attempt_at"),
     sa.Index("ix_whatsapp_webhook_logs_locked_until", "locked_until"),
+    # the fair claim's per-WABA probes (wa_pipelines/processing/claim.py); open rows only
+    sa.Index(
+        "ix_whatsapp_webhook_logs_open_by_waba",
+        "waba_id",
+        "id",
+        postgresql_where=sa.text("status IN ('pending', 'failed')"),
+        sqlite_where=sa.text("status IN ('pending', 'failed')"),
+    ),
 )
 
 whatsapp_messages = sa.Table(
