@@ -9,6 +9,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -405,3 +406,101 @@ def test_the_onboarding_cache_raises_redis_down_once(slack: Receiver) -> None:
     assert cache.get("abc") is None and cache.forget(["abc"]) == 0
     (text,) = slack.texts()
     assert "`redis_down`" in text and "component: onboarding_cache" in text
+
+
+# --- regressions: bounded sends, Sentry failures, one BadDsn warning ------------------------------
+
+
+class RawServer:
+    """A local TCP server running ``handle(conn)`` for every connection (on daemon threads)."""
+
+    def __init__(self, handle) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+
+        def serve() -> None:
+            while not self.stop.is_set():
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    return
+                threading.Thread(target=self._run, args=(handle, conn), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    @staticmethod
+    def _run(handle, conn: socket.socket) -> None:
+        try:
+            handle(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_a_trickling_slack_server_cannot_hold_a_send_past_the_timeout(engine: Engine, caplog) -> None:
+    def trickle(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+        for _ in range(30):  # one byte every 0.3 s: each read is quick, the whole answer ~9 s
+            time.sleep(0.3)
+            conn.sendall(b"a")
+        conn.sendall(b"\r\ncontent-length: 0\r\n\r\n")
+
+    server = RawServer(trickle)
+    try:
+        sink = SlackSink(f"http://127.0.0.1:{server.port}/hook", "test", timeout=1.0)
+        notifier = Notifier(plain_settings(), engine, sinks=[LogSink(), sink])  # database mode: sends in this thread
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="wa_webhook.alerts"):
+            assert notifier.notify(Alert("dead_letter", "slow", "slow slack")) is True
+            assert notifier.resolve("dead_letter", "slow") is True
+        assert time.monotonic() - started < 3.5  # two posts, 1 s each at most
+        assert "alert sink slack failed for dead_letter:slow: TimeoutError" in caplog.text
+    finally:
+        server.close()
+
+
+def _sentry_failure(caplog, port: int) -> str:
+    notifier = Notifier(slack_and_sentry(None, port), background=False)
+    with caplog.at_level(logging.WARNING, logger="wa_webhook.alerts"):
+        assert notifier.notify(Alert("dead_letter", f"sentry-{port}", "sentry down")) is True
+    return caplog.text
+
+
+def test_a_sentry_error_answer_is_a_sink_failure(caplog) -> None:
+    failing = Receiver(status=500)
+    try:
+        text = _sentry_failure(caplog, failing.port)
+    finally:
+        failing.close()
+    assert len(failing.requests) == 1
+    assert f"alert sink sentry failed for dead_letter:sentry-{failing.port}: SentryDeliveryError status_500" in text
+    assert "public@" not in text  # the DSN's key never reaches the log
+
+
+def test_a_refused_or_closed_sentry_connection_is_a_sink_failure(caplog) -> None:
+    refused = closed_port()
+    text = _sentry_failure(caplog, refused)
+    assert f"alert sink sentry failed for dead_letter:sentry-{refused}: SentryDeliveryError network" in text
+    server = RawServer(lambda conn: conn.recv(65536))  # reads the request, closes without answering
+    try:
+        text = _sentry_failure(caplog, server.port)
+    finally:
+        server.close()
+    assert f"alert sink sentry failed for dead_letter:sentry-{server.port}: SentryDeliveryError network" in text
+
+
+def test_an_invalid_sentry_dsn_is_reported_once_per_process(caplog) -> None:
+    settings = plain_settings(sentry_dsn=SecretStr(f"not-a-dsn-{time.time_ns()}"))
+    with caplog.at_level(logging.WARNING, logger="wa_webhook.alerts"):
+        for _ in range(5):
+            assert [s.name for s in Notifier(settings).sinks] == ["log"]
+    assert caplog.text.count("Sentry alert sink disabled: BadDsn") == 1

@@ -275,6 +275,38 @@ def test_redis_target_hides_credentials() -> None:
     assert redis_target("redis://user:pw@localhost") == "localhost:6379"
 
 
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("localhost:6379", "localhost:6379"),
+        ("redis://:pw@127.0.0.1:99999/0", "127.0.0.1:(invalid port)/0"),
+        ("redis://[::1/0", "(unparsable REDIS_URL)"),
+        ("redis://user:pw/0", "user:(invalid port)/0"),  # the password would be the "port"
+        ("unix:///run/redis.sock", "unix:/run/redis.sock"),
+    ],
+)
+def test_redis_target_never_raises_nor_shows_credentials(url: str, target: str) -> None:
+    assert redis_target(url) == target and "pw" not in redis_target(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["localhost:6379", "redis://:hunter2@127.0.0.1:99999/0", "redis://[::1/0", "redis://user:hunter2/0", "http://cache:6379/0"]
+)
+def test_redis_check_reports_a_malformed_url_without_raising(
+    url: str, engine: Engine, settings: Settings, notifier: RecordingNotifier, monkeypatch: pytest.MonkeyPatch, pg_url: str
+) -> None:
+    _redis(monkeypatch, url)
+    result = materialize([org_whatsapp_status, redis_answers_check], resources={"app_db": AppDatabase(database_url=pg_url)})
+    assert result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity.value == "WARN"
+    assert evaluation.description.startswith("REDIS_URL is malformed: ")
+    [alert] = notifier.sent
+    assert alert.fingerprint == "redis_down:redis-check" and alert.summary.startswith("REDIS_URL is malformed: ")
+    shown = evaluation.description + str(evaluation.metadata) + alert.summary + str(dict(alert.details))
+    assert "hunter2" not in shown
+
+
 def test_lineage_reads_from_raw_webhooks_to_every_dashboard() -> None:
     graph = defs.resolve_asset_graph()
     parents = {a.key.to_user_string(): {k.to_user_string() for k in graph.get(a.key).parent_keys} for a in DASHBOARD_ASSETS}
@@ -419,6 +451,29 @@ def test_webhook_lag_percentiles_per_hour_and_backlog(engine: Engine, settings: 
     assert t["backlog_oldest_waiting_since"] == now - 20 * M
 
 
+def test_webhook_lag_excludes_implausible_meta_timestamps(engine: Engine, settings: Settings) -> None:
+    now = utcnow()
+    ids = build(engine, now)
+    bad = {
+        "wamid.epoch": datetime(1970, 1, 1, tzinfo=timezone.utc),  # a zero timestamp
+        "wamid.2286": datetime(2286, 11, 20, tzinfo=timezone.utc),  # milliseconds read as seconds
+        "wamid.future": now + H,  # a clock an hour ahead
+        "wamid.8days": now - 8 * DAY,  # beyond Meta's 7-day retry window
+    }
+    with engine.begin() as conn:
+        for wamid, stamp in bad.items():
+            conn.execute(sa.insert(whatsapp_messages).values(
+                organization_id=ids["acme"], phone_number_id=ACME_PHONE, wamid=wamid, direction="inbound", source="cloud_api",
+                type="text", body="hello", raw={"id": wamid}, received_at=now - 2 * H, provider_timestamp=stamp,
+            ))
+        _message(conn, now, ids["acme"], ACME_PHONE, "wamid.skew", received=2 * H, lag=-200 * S)  # clock skew: kept
+    with engine.connect() as conn:
+        t = compute_webhook_lag(conn, now).totals
+    assert t["meta_to_arrival_excluded"] == 4
+    assert t["meta_to_arrival_count"] == 7 and t["meta_to_arrival_p50_seconds"] == 4.0  # the six known samples and -200 s
+    assert t["meta_to_arrival_p95_seconds"] == 9.4
+
+
 def test_unclaimed_wabas_lists_the_waiting_waba_until_it_is_bound(engine: Engine, settings: Settings) -> None:
     ids = build(engine, utcnow())
     with engine.connect() as conn:
@@ -532,7 +587,7 @@ def test_refresh_dashboards_job_records_metadata_snapshots_and_checks(
     sent = {a.fingerprint: a for a in notifier.sent}
     assert set(sent) == {
         "dead_letter:dead_letters_24h", "asset_check_failed:backlog_age", "asset_check_failed:parked_items_age",
-        f"unclaimed_waba:{STRANGER_WABA}", f"token_unhealthy:{GLOBEX_PHONE}", f"token_unhealthy:{ACME_PHONE}", "redis_down:redis",
+        f"unclaimed_waba:{STRANGER_WABA}", f"token_unhealthy:{GLOBEX_PHONE}", f"token_unhealthy:{ACME_PHONE}", "redis_down:redis-check",
     }
     assert sent[f"token_unhealthy:{GLOBEX_PHONE}"].severity == "error" and sent[f"token_unhealthy:{ACME_PHONE}"].severity == "warning"
     assert sent[f"token_unhealthy:{GLOBEX_PHONE}"].organization_id == ids["globex"]
@@ -564,4 +619,17 @@ def test_redis_check_without_redis_url_passes_on_the_embedded_cache(
     result = materialize([org_whatsapp_status, redis_answers_check], resources={"app_db": AppDatabase(database_url=pg_url)})
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.passed and "embedded in-process cache" in evaluation.metadata["cache"].value
-    assert notifier.resolved == ["redis_down:redis"] and notifier.sent == []
+    assert notifier.resolved == [] and notifier.sent == []  # nothing was open
+
+
+def test_redis_check_resolves_its_own_alert_and_a_legacy_one_not_the_receivers(
+    engine: Engine, settings: Settings, notifier: RecordingNotifier, monkeypatch: pytest.MonkeyPatch, pg_url: str
+) -> None:
+    resources = {"app_db": AppDatabase(database_url=pg_url)}
+    _redis(monkeypatch, CLOSED_REDIS)
+    materialize([org_whatsapp_status, redis_answers_check], resources=resources)
+    assert [a.fingerprint for a in notifier.sent] == ["redis_down:redis-check"]  # not the receiver's redis_down:redis
+    notifier.notify(Alert("redis_down", "redis", "left open by an earlier version of the check"))
+    _redis(monkeypatch, REAL_REDIS)
+    materialize([org_whatsapp_status, redis_answers_check], resources=resources)
+    assert sorted(notifier.resolved) == ["redis_down:redis", "redis_down:redis-check"]

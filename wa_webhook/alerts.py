@@ -14,7 +14,16 @@ is set (a dedicated sentry-sdk client: no global ``init``, no integrations, so t
 own error logs are never forwarded and the alert's ``[kind, key]`` fingerprint groups the
 issue in Sentry too); a Slack incoming webhook when ``SLACK_WEBHOOK_URL`` is set. A sink that
 fails logs a warning (the exception type, never the URL) and the others still run; nothing
-ever raises into the caller.
+ever raises into the caller. An invalid ``SENTRY_DSN`` is logged once per process and DSN.
+
+Network sends are bounded in total time (``SEND_TIMEOUT_SECONDS``), not only per read: the
+Slack post runs on a short-lived daemon thread the caller waits for at most that long (a
+server trickling its answer keeps only that thread, never the caller; at most
+``MAX_SLOW_POSTS`` such threads at once). Sentry delivery is checked per event through a
+transport subclass that records what happened to each envelope (a non-2xx answer, a network
+error, a rate limit); the sink raises when its event failed or was not delivered within the
+timeout, so the notifier logs ``alert sink sentry failed``. Limitation: a DSN whose server
+accepts the envelope (2xx) and later drops it cannot be detected from here.
 
 Grouping: with an ``engine`` the state lives in ``ops_alerts`` (one row per fingerprint), so
 every process (sensors, runs, checks) shares it; without one (the receiver's request path)
@@ -68,6 +77,8 @@ SEND_TIMEOUT_SECONDS = 5.0
 MEMORY_MAX_FINGERPRINTS = 10_000
 #: background sends waiting at most; beyond, a network send is dropped with a warning
 MAX_PENDING_SENDS = 100
+#: Slack posts still running past their deadline at most; beyond, a post fails at once
+MAX_SLOW_POSTS = 4
 
 _LOG_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
 _SENTRY_LEVELS = {"info": "info", "warning": "warning", "error": "error", "critical": "fatal"}
@@ -139,10 +150,97 @@ class LogSink:
 
 _sentry_lock = threading.Lock()
 _sentry_clients: dict[tuple[str, str], Any] = {}
+#: SHA-256 of the DSNs already reported as invalid (the warning is logged once per process)
+_sentry_bad_dsns: set[str] = set()
+_tracking_transport: Any = None
+#: delivery outcomes kept per transport at most (events whose sender stopped waiting)
+_MAX_OUTCOMES = 1000
+
+
+class SentryDeliveryError(RuntimeError):
+    """A Sentry event was not accepted: ``reason`` is the transport's loss reason
+    (``status_500``, ``network``, ``status_429``, ``self_rate_limits``…; never the DSN)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _tracking_transport_class() -> Any:
+    """sentry-sdk's ``HttpTransport`` recording each event's delivery outcome (built lazily:
+    sentry-sdk is imported only when a DSN is set).
+
+    The transport sends on its one worker thread; ``_send_envelope`` notes the loss reason
+    its hooks report (``_handle_request_error``: network errors and non-2xx answers;
+    ``on_dropped_event``: rate limits, a full queue) and stores ``"ok"`` or that reason under
+    the envelope's ``event_id``. :meth:`outcome` waits for it."""
+    global _tracking_transport
+    if _tracking_transport is not None:
+        return _tracking_transport
+    from sentry_sdk.transport import HttpTransport
+
+    class TrackingTransport(HttpTransport):
+        def __init__(self, options: dict[str, Any]) -> None:
+            super().__init__(options)
+            self._outcome_cond = threading.Condition()
+            self._outcomes: OrderedDict[str, str] = OrderedDict()
+            self._local = threading.local()  # the loss reason of the send in this thread
+
+        def _fail(self, reason: str) -> None:
+            if getattr(self._local, "failure", None) is None:
+                self._local.failure = reason
+
+        def on_dropped_event(self, reason: str) -> None:
+            self._fail(reason)
+            super().on_dropped_event(reason)
+
+        def _handle_request_error(self, envelope: Any, loss_reason: str = "network", record_reason: str = "network_error") -> None:
+            self._fail(loss_reason)
+            super()._handle_request_error(envelope, loss_reason, record_reason)
+
+        def _send_envelope(self, envelope: Any) -> None:
+            self._local.failure = None
+            try:
+                super()._send_envelope(envelope)
+            except BaseException:
+                self._fail("network")
+                raise
+            finally:
+                self._note(envelope.headers.get("event_id"), self._local.failure or "ok")
+
+        def capture_envelope(self, envelope: Any) -> None:
+            self._local.failure = None
+            super().capture_envelope(envelope)
+            if self._local.failure == "full_queue":  # dropped before reaching the worker
+                self._note(envelope.headers.get("event_id"), "full_queue")
+
+        def _note(self, event_id: str | None, outcome: str) -> None:
+            if not event_id:
+                return
+            with self._outcome_cond:
+                self._outcomes[event_id] = outcome
+                while len(self._outcomes) > _MAX_OUTCOMES:
+                    self._outcomes.popitem(last=False)
+                self._outcome_cond.notify_all()
+
+        def outcome(self, event_id: str, timeout: float) -> str | None:
+            """``"ok"``, a loss reason, or None when nothing happened within ``timeout`` s."""
+            deadline = time.monotonic() + timeout
+            with self._outcome_cond:
+                while event_id not in self._outcomes:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self._outcome_cond.wait(left)
+                return self._outcomes.pop(event_id)
+
+    _tracking_transport = TrackingTransport
+    return TrackingTransport
 
 
 def _sentry_client(dsn: str, environment: str) -> Any:
-    """One dedicated ``sentry_sdk.Client`` per (DSN, environment) and process."""
+    """One dedicated ``sentry_sdk.Client`` per (DSN, environment) and process, with the
+    outcome-tracking transport."""
     with _sentry_lock:
         client = _sentry_clients.get((dsn, environment))
         if client is None:
@@ -150,6 +248,7 @@ def _sentry_client(dsn: str, environment: str) -> Any:
 
             client = sentry_sdk.Client(
                 dsn=dsn,
+                transport=_tracking_transport_class(),
                 environment=environment,
                 default_integrations=False,  # no logging/excepthook hooks: alerts only
                 auto_enabling_integrations=False,
@@ -173,7 +272,7 @@ class SentrySink:
     groups repeats into one issue, details and occurrences as extra data. The send is
     flushed with a timeout of ``timeout`` seconds. An invalid DSN raises
     ``sentry_sdk.utils.BadDsn`` when the sink is built (the notifier then skips the sink
-    with a warning).
+    with a warning, once per process and DSN).
     """
 
     name = "sentry"
@@ -185,7 +284,12 @@ class SentrySink:
         self._client = _sentry_client(dsn, environment)
 
     def send(self, alert: Alert, occurrences: int) -> None:
-        """Capture the event and wait (≤ ``timeout`` s) for it to leave."""
+        """Capture the event and wait (≤ ``timeout`` s in all) for Sentry to accept it.
+
+        Raises :class:`SentryDeliveryError` when the server answered non-2xx, the connection
+        failed or the event was rate limited or dropped, and ``TimeoutError`` when it was not
+        delivered within ``timeout`` seconds."""
+        deadline = time.monotonic() + self.timeout
         event: dict[str, Any] = {
             "message": f"{alert.kind} {alert.key}: {alert.summary}",
             "level": _SENTRY_LEVELS.get(alert.severity, "error"),
@@ -204,8 +308,22 @@ class SentrySink:
                 "organization_id": str(alert.organization_id) if alert.organization_id else None,
             },
         }
-        self._client.capture_event(event)
-        self._client.flush(timeout=self.timeout)
+        event_id = self._client.capture_event(event)
+        if event_id is None:
+            raise SentryDeliveryError("dropped")
+        self._client.flush(timeout=max(deadline - time.monotonic(), 0.001))
+        outcome_of = getattr(self._client.transport, "outcome", None)
+        if outcome_of is None:  # another transport: delivery cannot be checked
+            return
+        outcome = outcome_of(event_id, max(deadline - time.monotonic(), 0.0))
+        if outcome is None:
+            raise TimeoutError(f"Sentry event not delivered within {self.timeout} s")
+        if outcome != "ok":
+            raise SentryDeliveryError(outcome)
+
+
+#: Slack posts in flight (including those abandoned past their deadline)
+_slow_posts = threading.BoundedSemaphore(MAX_SLOW_POSTS)
 
 
 def _slack_escape(text: str) -> str:
@@ -243,11 +361,37 @@ class SlackSink:
             lines.append(f"• {_slack_escape(str(name))}: {_slack_escape(shown)}")
         return "\n".join(lines)[:3000]
 
-    def _post(self, text: str) -> None:
+    def _post_now(self, text: str) -> None:
         import httpx
 
         response = httpx.post(self._url, json={"text": text}, timeout=self.timeout, follow_redirects=False)
         response.raise_for_status()
+
+    def _post(self, text: str) -> None:
+        """POST on a daemon thread and wait for it ``timeout`` seconds in all (httpx's own
+        timeout is per connect/read, so a server trickling bytes could hold it far longer).
+        Raises ``TimeoutError`` past the deadline (the thread is abandoned: it ends with its
+        connection), ``RuntimeError`` when ``MAX_SLOW_POSTS`` posts are still running, or
+        what httpx raised."""
+        if not _slow_posts.acquire(blocking=False):
+            raise RuntimeError(f"{MAX_SLOW_POSTS} Slack posts still running")
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._post_now(text)
+            except BaseException as exc:  # handed to the waiting caller
+                failure.append(exc)
+            finally:
+                _slow_posts.release()
+                done.set()
+
+        threading.Thread(target=run, name="wa-alerts-slack-post", daemon=True).start()
+        if not done.wait(self.timeout):
+            raise TimeoutError(f"Slack post took longer than {self.timeout} s")
+        if failure:
+            raise failure[0]
 
     def send(self, alert: Alert, occurrences: int) -> None:
         """Post the alert's text."""
@@ -269,7 +413,11 @@ def build_sinks(settings: Any) -> list[Sink]:
         try:
             sinks.append(SentrySink(dsn, environment))
         except Exception as exc:  # BadDsn and friends: the other sinks still work
-            log.warning("Sentry alert sink disabled: %s", type(exc).__name__)
+            digest = sha256(dsn.encode()).hexdigest()
+            with _sentry_lock:
+                first = digest not in _sentry_bad_dsns
+                _sentry_bad_dsns.add(digest)
+            log.log(logging.WARNING if first else logging.DEBUG, "Sentry alert sink disabled: %s", type(exc).__name__)
     url = _secret(getattr(settings, "slack_webhook_url", None))
     if url:
         sinks.append(SlackSink(url, environment))
@@ -384,6 +532,8 @@ def drain(timeout: float = 10.0) -> bool:
 
 def _describe(exc: BaseException) -> str:
     """Exception type (and HTTP status) without its message: messages may hold the URL."""
+    if isinstance(exc, SentryDeliveryError):  # the loss reason (status_500, network…) holds no secret
+        return f"{type(exc).__name__} {exc.reason}"
     status = getattr(getattr(exc, "response", None), "status_code", None)
     return f"{type(exc).__name__} {status}" if status else type(exc).__name__
 

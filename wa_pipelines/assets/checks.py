@@ -9,15 +9,20 @@ through :func:`wa_webhook.alerts.get_notifier`; a passing one resolves it.
 |---|---|---|---|
 | ``dead_letters_24h`` (failed_webhooks) | dead rows received in the last 24 h > ``CHECK_DEAD_LETTERS_MAX`` | ERROR | ``dead_letter``, ``dead_letters_24h`` |
 | ``backlog_age`` (webhook_lag) | the oldest claimable webhook waits > ``CHECK_BACKLOG_MAX_AGE_SECONDS`` | ERROR | ``asset_check_failed``, ``backlog_age`` |
-| ``parked_items_age`` (webhook_lag) | a status or edit/revoke waits for its message > ``CHECK_PARKED_MAX_AGE_SECONDS`` | WARN | ``asset_check_failed``, ``parked_items_age`` |
+| ``parked_items_age`` (webhook_lag) | an edit/revoke waits for its message > ``CHECK_PARKED_MAX_AGE_SECONDS`` (statuses are only counted) | WARN | ``asset_check_failed``, ``parked_items_age`` |
 | ``unclaimed_wabas`` (onboarding_timeline) | a PARTNER_ADDED waits for a WABA no organization owns | WARN | ``unclaimed_waba``, the WABA id |
 | ``tokens_healthy`` (token_health) | a token is expired, invalid, missing a permission (ERROR) or expires within ``TOKEN_EXPIRING_SOON_DAYS`` (WARN) | ERROR/WARN | ``token_unhealthy``, the phone_number_id |
-| ``redis_answers`` (org_whatsapp_status) | ``REDIS_URL`` is set and Redis does not answer PING within 1 s | WARN | ``redis_down``, ``redis`` |
+| ``redis_answers`` (org_whatsapp_status) | ``REDIS_URL`` is set and is malformed, or Redis does not answer PING within 1 s | WARN | ``redis_down``, ``redis-check`` |
 
 Redis is best effort for the service (the database is the source of truth; rate limits
-fall back to an in-process counter), hence WARN. Alerts whose key is an id (one per WABA or
-phone number) are resolved when their id no longer fails: the open ones are read from
-``ops_alerts`` (``resolved_at IS NULL``), where the notifier keeps them.
+fall back to an in-process counter), hence WARN. The receiver raises its own
+``redis_down``/``redis`` alert (in-process grouping, severity error, resolved by the process
+that sees Redis again); the check's key is ``redis-check`` so the two are told apart in
+Slack and Sentry and each has one "resolved" notice. A passing Redis check also resolves a
+``redis_down:redis`` row an earlier version of the check left open in ``ops_alerts``.
+
+Alerts whose key is an id (one per WABA or phone number) are resolved when their id no
+longer fails: the open ones are read from ``ops_alerts`` (``resolved_at IS NULL``), where the notifier keeps them.
 """
 
 import re
@@ -61,6 +66,8 @@ from wa_webhook.db.schema import (
 IDS_SHOWN = 50
 #: how long the Redis check waits for a connection and for PONG (seconds)
 REDIS_TIMEOUT_SECONDS = 1.0
+#: the Redis check's alert key (kind ``redis_down``); the receiver's own alert uses ``redis``
+REDIS_ALERT_KEY = "redis-check"
 #: numbers whose token no longer matters: the customer disconnected or offboarded them
 IGNORED_NUMBER_STATES = ("disconnected", "offboarded")
 
@@ -192,23 +199,60 @@ def parked_items(conn: Connection, now: datetime, older_than: timedelta) -> Park
 
 
 def redis_target(url: str) -> str:
-    """``host:port/db`` of a Redis URL, without credentials (safe for logs and alerts)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = parts.port or 6379
+    """``host:port/db`` of a Redis URL (``unix:/path`` for a socket), without credentials or
+    query (safe for logs and alerts). Never raises: a URL without a scheme is read as
+    ``host:port``, an invalid port shows as ``(invalid port)`` and an unparsable URL gives
+    ``(unparsable REDIS_URL)``."""
+    try:
+        parts = urlsplit(url if "://" in url else f"//{url}")
+        if parts.scheme == "unix":
+            return f"unix:{parts.path}"
+        host = parts.hostname or "localhost"
+    except ValueError:  # e.g. an unclosed "[" around an IPv6 host
+        return "(unparsable REDIS_URL)"
+    try:
+        port: Any = parts.port or 6379
+    except ValueError:  # not a number, or outside 0–65535
+        port = "(invalid port)"
     return f"{host}:{port}{parts.path or ''}"
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why redis-py cannot use ``url``, None when it can. The phrase quotes no part of the
+    URL (so never a password). Never raises."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "it cannot be parsed as a URL (an unclosed '[' around an IPv6 host?)"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "it must start with redis://, rediss:// or unix:// (e.g. redis://host:6379/0)"
+    try:
+        parts.port
+    except ValueError:
+        return "its port is not a number within 0-65535"
+    try:
+        from redis.connection import parse_url
+
+        parse_url(url)
+    except Exception as exc:
+        return f"redis-py refuses it ({type(exc).__name__})"
+    return None
 
 
 def ping_redis(url: str, timeout: float = REDIS_TIMEOUT_SECONDS) -> tuple[bool, float | None, str | None]:
     """PING Redis at ``url`` waiting at most ``timeout`` seconds to connect and to read.
 
     Returns ``(answered, round-trip milliseconds or None, error or None)``; the error names
-    the exception type and message (no credentials: redis-py does not put them there).
-    Never raises.
+    the exception type and message (no credentials: redis-py does not put them there), or
+    ``REDIS_URL is malformed: <type>`` when redis-py refuses the URL (type only: that
+    message could quote the URL). Never raises.
     """
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, retry_on_timeout=False)
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, retry_on_timeout=False)
+    except Exception as exc:
+        return False, None, f"REDIS_URL is malformed: {type(exc).__name__}"
     started = time.perf_counter()
     try:
         answered = bool(client.ping())
@@ -299,6 +343,17 @@ def dead_letters_check(context: AssetCheckExecutionContext, app_db: AppDatabase)
         dead = dead_letters_since(conn, utcnow() - timedelta(hours=24))
     passed = dead.count <= limit
     alerts = _Alerts(context, app_db)
+    # the per-error-kind alerts processing raised when rows went dead (key "kind[, kind…]")
+    # are resolved once no dead row of any of their kinds arrived in the last 24 h
+    kinds_now = {kind for kinds in dead.by_error_kind for kind in kinds.split(",") if kind}
+    try:
+        open_keys = _open_alert_keys(alerts.engine, "dead_letter") - {"dead_letters_24h"}
+    except sa.exc.SQLAlchemyError as exc:
+        context.log.warning(f"reading open dead_letter alerts failed: {type(exc).__name__}")
+        open_keys = set()
+    for key in sorted(open_keys):
+        if not {k.strip() for k in key.split(",")} & kinds_now:
+            alerts.resolve("dead_letter", key)
     if passed:
         alerts.resolve("dead_letter", "dead_letters_24h")
     else:
@@ -523,12 +578,17 @@ def tokens_healthy_check(context: AssetCheckExecutionContext, app_db: AppDatabas
     description="With REDIS_URL set, Redis answers PING within a second; without it, the embedded in-process cache is used.",
 )
 def redis_answers_check(context: AssetCheckExecutionContext, app_db: AppDatabase) -> AssetCheckResult:
-    """Fails (WARN) when ``REDIS_URL`` is set and Redis does not answer PING within
-    :data:`REDIS_TIMEOUT_SECONDS`; passes when unset (embedded in-process cache)."""
+    """Fails (WARN) when ``REDIS_URL`` is set and is malformed (description ``REDIS_URL is
+    malformed: …``) or Redis does not answer PING within :data:`REDIS_TIMEOUT_SECONDS`;
+    passes when unset (embedded in-process cache). Never raises.
+
+    Alerts as ``redis_down`` / :data:`REDIS_ALERT_KEY` (``redis-check``), distinct from the
+    receiver's ``redis_down``/``redis``; passing resolves every open ``redis_down`` row in
+    ``ops_alerts`` (only checks write them: the receiver groups in process)."""
     url = app_db.settings.redis_url
     alerts = _Alerts(context, app_db)
     if not url:
-        alerts.resolve("redis_down", "redis")
+        alerts.sync("redis_down", [])
         return AssetCheckResult(
             passed=True,
             severity=AssetCheckSeverity.WARN,
@@ -536,16 +596,24 @@ def redis_answers_check(context: AssetCheckExecutionContext, app_db: AppDatabase
             metadata={"redis": "not configured", "cache": "embedded in-process cache (REDIS_URL unset)", **alerts.metadata()},
         )
     target = redis_target(url)
-    answered, millis, error = ping_redis(url)
+    problem = redis_url_problem(url)
+    if problem:
+        answered, millis, error = False, None, f"REDIS_URL is malformed: {problem}"
+    else:
+        answered, millis, error = ping_redis(url)
     if answered:
-        alerts.resolve("redis_down", "redis")
+        alerts.sync("redis_down", [])
     else:
         alerts.notify(
             Alert(
                 "redis_down",
-                "redis",
-                f"Redis at {target} did not answer PING within {REDIS_TIMEOUT_SECONDS:.0f} s ({error}); "
-                "onboarding cache off and rate limits per process until it is back",
+                REDIS_ALERT_KEY,
+                (
+                    f"{error}; fix it (e.g. redis://host:6379/0): onboarding cache off and rate limits per process until then"
+                    if problem
+                    else f"Redis at {target} did not answer PING within {REDIS_TIMEOUT_SECONDS:.0f} s ({error}); "
+                    "onboarding cache off and rate limits per process until it is back"
+                ),
                 severity="warning",
                 details={"target": target, "error": error},
             )
@@ -558,7 +626,9 @@ def redis_answers_check(context: AssetCheckExecutionContext, app_db: AppDatabase
     return AssetCheckResult(
         passed=answered,
         severity=AssetCheckSeverity.WARN,
-        description=f"Redis at {target} " + (f"answered in {millis} ms" if answered else f"did not answer: {error}"),
+        description=error
+        if problem
+        else f"Redis at {target} " + (f"answered in {millis} ms" if answered else f"did not answer: {error}"),
         metadata=meta,
     )
 

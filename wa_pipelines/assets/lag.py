@@ -5,7 +5,11 @@ Two delays, in seconds, over the last 24 h, per hour of arrival (``received_at``
 * **Meta → arrival**: ``received_at − provider_timestamp`` of the messages (history imports
   excluded: their timestamps are the original, often months-old, send times) and statuses
   that arrived in the window. Meta's timestamps have one-second resolution, so a sample can
-  be slightly negative when clocks disagree; samples are kept as they are.
+  be slightly negative when clocks disagree; samples down to ``-META_CLOCK_SKEW_SECONDS``
+  (−300 s) are kept as they are. Implausible samples (a timestamp more than 300 s in the
+  future, or more than ``META_MAX_LAG_SECONDS``, Meta's 7-day retry window, before arrival:
+  1970, year 2286, a sender's wrong clock) are left out of the percentiles and counted in
+  ``meta_to_arrival_excluded``.
 * **arrival → processed**: ``processed_at − received_at`` of the webhook rows processed that
   arrived in the window (a replayed row counts from its first arrival).
 
@@ -40,6 +44,11 @@ from wa_webhook.db.schema import (
 
 #: the window the lag figures cover
 LAG_WINDOW = timedelta(hours=24)
+#: Meta → arrival samples more negative than this (seconds) are implausible: excluded
+META_CLOCK_SKEW_SECONDS = 300.0
+#: Meta → arrival samples longer than this (seconds; Meta retries a webhook for 7 days) are
+#: implausible: excluded
+META_MAX_LAG_SECONDS = 7 * 24 * 3600.0
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -167,7 +176,9 @@ def compute_webhook_lag(conn: Connection, now: datetime | None = None) -> Dashbo
 
     ``rows``: one :class:`HourLag` per arrival hour with samples in the 24 h before ``now``,
     oldest first. ``totals``: ``meta_to_arrival_count``/``_p50_seconds``/``_p95_seconds``,
-    the same for ``arrival_to_processed``, and the backlog (:func:`compute_backlog`):
+    ``meta_to_arrival_excluded`` (implausible samples, below −``META_CLOCK_SKEW_SECONDS``
+    or above ``META_MAX_LAG_SECONDS``, which no count or percentile, total or hourly,
+    includes), the same for ``arrival_to_processed``, and the backlog (:func:`compute_backlog`):
     ``backlog_claimable``, ``backlog_pending``, ``backlog_failed_due``,
     ``backlog_failed_waiting``, ``backlog_oldest_age_seconds`` (None when nothing waits),
     ``backlog_oldest_waiting_since`` and ``backlog_oldest_webhook_id``. Seconds are floats
@@ -190,6 +201,8 @@ def compute_webhook_lag(conn: Connection, now: datetime | None = None) -> Dashbo
             )
         )
     )
+    plausible = [(h, s) for h, s in meta if -META_CLOCK_SKEW_SECONDS <= s <= META_MAX_LAG_SECONDS]
+    excluded, meta = len(meta) - len(plausible), plausible
     processed = _samples(
         conn.execute(
             sa.select(logs.processed_at, logs.received_at).where(
@@ -213,6 +226,7 @@ def compute_webhook_lag(conn: Connection, now: datetime | None = None) -> Dashbo
         "meta_to_arrival_count": overall_meta.count,
         "meta_to_arrival_p50_seconds": overall_meta.p50_seconds,
         "meta_to_arrival_p95_seconds": overall_meta.p95_seconds,
+        "meta_to_arrival_excluded": excluded,
         "arrival_to_processed_count": overall_processed.count,
         "arrival_to_processed_p50_seconds": overall_processed.p50_seconds,
         "arrival_to_processed_p95_seconds": overall_processed.p95_seconds,

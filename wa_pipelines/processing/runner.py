@@ -26,7 +26,7 @@ from .dispatch import WebhookOutcome, apply_webhook, finish_row
 log = logging.getLogger("wa_pipelines.processing")
 
 #: how often a run whose remaining work is all over quota looks again (seconds)
-THROTTLED_POLL_SECONDS = 1.0
+THROTTLED_POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -142,7 +142,7 @@ def run_processing(
 
     With ``idle_exit_seconds=0`` it drains what is claimable now and returns. Rows held back
     by an organization's quota are work, not idleness: the run waits for the quota window
-    (polling at most once a second) instead of exiting, until ``max_seconds``. Database
+    (polling every ``THROTTLED_POLL_SECONDS``, 0.5 s: a Postgres claim costs ~4 ms then) instead of exiting, until ``max_seconds``. Database
     errors propagate (the run fails; leased rows become claimable when the lease expires).
     """
     max_seconds = settings.processing_run_max_seconds if max_seconds is None else max_seconds
