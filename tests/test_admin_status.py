@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
+import jwt
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -77,6 +78,15 @@ CREDENTIALS = {
     "expired JWT": (lambda: {"Authorization": f"Bearer {token_for('acme', expires_in=-60)}"}, 403),
     "another organization's JWT": (lambda: {"Authorization": f"Bearer {token_for('globex')}"}, 403),
     "wrong admin token": (lambda: {"Authorization": f"Bearer {ADMIN}x"}, 403),
+    # a JWT claiming admin rights, signed with a key that is not ours, and one with alg "none"
+    "forged JWT signature": (
+        lambda: {"Authorization": "Bearer " + jwt.encode({"org_id": "acme", "admin": True, "exp": 4102444800}, "not-our-secret")},
+        403,
+    ),
+    "unsigned JWT (alg none)": (
+        lambda: {"Authorization": "Bearer " + jwt.encode({"org_id": "acme", "admin": True}, None, algorithm="none")},
+        403,
+    ),
     "admin token": (lambda: AUTH, 200),
 }
 
