@@ -398,7 +398,7 @@ def test_unclaimed_waba_is_kept_alerted_and_assigned_by_an_operator(es, engine: 
     with caplog.at_level(logging.WARNING):
         row_id = partner_added_for(engine, emulator, stranger)
         drain(engine, s)
-    assert webhook_row(engine, row_id).status == "failed" and "ALERT unclaimed WABA" in caplog.text
+    assert webhook_row(engine, row_id).status == "failed" and f"unclaimed WABA {stranger}" in caplog.text
     admin = s.model_copy(update={"admin_api_token": SecretStr("admin-secret")})
     with TestClient(create_app(admin)) as c:
         start(c, "initech")  # the organization exists

@@ -80,7 +80,7 @@ def _apply(ctx: ChangeContext, event: str, transition: tuple[str, str | None, st
     if connection is None:
         # The binding is made by onboarding (or an operator); until then, retry.
         if event == "PARTNER_ADDED":
-            log.warning("ALERT unclaimed WABA %s: PARTNER_ADDED with no organization; assign it (assign_waba job or admin API)", waba_id)
+            log.warning("unclaimed WABA %s: PARTNER_ADDED with no organization (the unclaimed_wabas check alerts); assign it with the assign_waba job or the admin API", waba_id)
         raise Unroutable(f"no organization is bound to WABA {waba_id} ({event})")
     event_at = meta_time(ctx.entry.get("time"))
     if event_at is None:
