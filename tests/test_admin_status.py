@@ -18,7 +18,7 @@ from tests.conftest import fixture_bytes
 from tests.helpers import ACME_PHONE, ACME_WABA, GLOBEX_WABA, bind_fixture_numbers, land, rows
 from tests.test_onboarding import token_for
 from wa_pipelines.assets.dashboards import compute_onboarding_timeline, compute_org_status, compute_token_health
-from wa_pipelines.assets.snapshots import save_snapshot
+from wa_webhook.snapshots import save_snapshot
 from wa_webhook.app import create_app
 from wa_webhook.bindings import ensure_organization
 from wa_webhook.db.schema import utcnow, whatsapp_configs, whatsapp_connections, whatsapp_webhook_logs

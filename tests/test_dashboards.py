@@ -36,7 +36,7 @@ from wa_pipelines.assets.dashboards import (
     token_state,
 )
 from wa_pipelines.assets.lag import HourLag, compute_webhook_lag, percentile
-from wa_pipelines.assets.snapshots import load_snapshot, save_snapshot
+from wa_webhook.snapshots import load_snapshot, save_snapshot
 from wa_pipelines.resources import AppDatabase
 from wa_pipelines.processing.store import insert_message
 from wa_webhook.alerts import Alert

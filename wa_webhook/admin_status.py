@@ -34,13 +34,13 @@ from sqlalchemy.engine import Connection
 from wa_webhook.backlog import backlog_by_organization, lane_expression, lane_join
 from wa_webhook.db.schema import (
     as_utc,
-    dashboard_snapshots,
     organizations,
     utcnow,
     whatsapp_configs,
     whatsapp_connections,
     whatsapp_webhook_logs as logs,
 )
+from wa_webhook.snapshots import load_snapshot
 
 #: section name → dashboard asset key of the materialised sections
 MATERIALISED_SECTIONS = {
@@ -242,8 +242,7 @@ def materialised_section(conn: Connection, asset_key: str, org: OrganizationRef 
     snapshot contract (``{"computed_at", "totals", "rows"}``) is read as far as it does
     (no totals, no rows) rather than failing the whole answer.
     """
-    s = dashboard_snapshots.c
-    found = conn.execute(sa.select(s.computed_at, s.run_id, s.payload).where(s.asset_key == asset_key)).first()
+    found = load_snapshot(conn, asset_key)
     if found is None:
         return MaterialisedSection(
             asset_key=asset_key,
@@ -253,10 +252,10 @@ def materialised_section(conn: Connection, asset_key: str, org: OrganizationRef 
                 "(it also runs every 15 minutes and after processing runs)"
             ),
         )
-    payload = found.payload if isinstance(found.payload, dict) else {}
+    payload = found["payload"] if isinstance(found["payload"], dict) else {}
     rows = [r for r in payload.get("rows") or [] if isinstance(r, dict)]
     totals = payload.get("totals") if isinstance(payload.get("totals"), dict) else None
-    computed_at = as_utc(found.computed_at)
+    computed_at = found["computed_at"]
     hint = None
     if org is not None:
         rows = [r for r in rows if _row_matches(r, org)]
@@ -269,7 +268,7 @@ def materialised_section(conn: Connection, asset_key: str, org: OrganizationRef 
     snapshot = Snapshot(
         computed_at=computed_at,
         age_seconds=round(max(0.0, (now - computed_at).total_seconds()), 1),
-        run_id=found.run_id,
+        run_id=found["run_id"],
         totals=totals,
         rows=rows,
     )

@@ -14,10 +14,10 @@ and after processing runs):
   claimable backlog (see :mod:`wa_pipelines.assets.lag`).
 
 Each figure comes from a plain ``compute_*(conn, now=None)`` function returning a
-:class:`~wa_pipelines.assets.snapshots.Dashboard` (testable without Dagster). Each asset
+:class:`~wa_webhook.snapshots.Dashboard` (testable without Dagster). Each asset
 records its totals as materialisation metadata (numbers, so the Dagster UI plots them), its
 table as Markdown and its rows as JSON, and upserts the payload into ``dashboard_snapshots``
-(:func:`~wa_pipelines.assets.snapshots.save_snapshot`) for the admin API. Every
+(:func:`~wa_webhook.snapshots.save_snapshot`) for the admin API. Every
 per-organization row carries ``organization_id`` (UUID string, or None for webhooks not
 routed to an organization), ``organization_external_id`` and ``organization`` (its name,
 or ``"unrouted"``). Times are UTC.
@@ -36,7 +36,7 @@ from dagster import AssetExecutionContext, AssetKey, MaterializeResult, Metadata
 from sqlalchemy.engine import Connection
 
 from wa_pipelines.assets.lag import compute_webhook_lag
-from wa_pipelines.assets.snapshots import Dashboard, save_snapshot
+from wa_webhook.snapshots import Dashboard, save_snapshot
 from wa_pipelines.assets.tables import EXTERNAL_TABLES, PROCESSED_TABLES
 from wa_pipelines.resources import AppDatabase
 from wa_webhook.db.schema import (

@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from wa_pipelines.assets.snapshots import Dashboard
+from wa_webhook.snapshots import Dashboard
 from wa_webhook.db.schema import (
     as_utc,
     utcnow,

@@ -11,8 +11,10 @@ Payload contract (one JSON document per asset key)::
                                                     # "organization_id" (UUID string or null)
                                                     # and "organization_external_id"
 
-Datetimes are ISO 8601 strings (UTC), UUIDs strings. No Dagster import here: the module is
-cheap to import from anywhere. Works on SQLite and Postgres.
+Datetimes are ISO 8601 strings (UTC), UUIDs strings. It lives in ``wa_webhook`` because both
+halves use it: the dashboard assets write with :func:`save_snapshot`, the admin API reads with
+:func:`load_snapshot` (importing ``wa_pipelines`` would load every Dagster definition into the
+receiver). Works on SQLite and Postgres.
 """
 
 from __future__ import annotations
