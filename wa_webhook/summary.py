@@ -23,9 +23,9 @@ def stored_summary(conn: Connection) -> dict[str, Any]:
     """Counts per table and per state: ``{"webhooks": {"processed": n, …}, "messages": {…}, …}``.
 
     ``webhooks_leased`` counts rows a run holds right now, or held when it died (claimable
-    again once ``PROCESSING_LEASE_SECONDS`` pass). ``backlog`` is the processing backlog per
-    organization (external id, or ``unrouted`` for WABAs bound to no one), see
-    :func:`wa_webhook.backlog.backlog_by_organization`.
+    again once ``PROCESSING_LEASE_SECONDS`` pass). ``backlog`` is the processing backlog, a list
+    of :meth:`wa_webhook.backlog.OrgBacklog.as_dict` lanes (``organization_id`` None for WABAs
+    bound to no one), see :func:`wa_webhook.backlog.backlog_by_organization`.
     """
 
     def grouped(table: sa.Table, *cols: sa.Column, where: Any = sa.true()) -> dict[str, int]:
