@@ -60,7 +60,7 @@ def fresh_db(name: str) -> str:
 
 def make_settings(database_url: str | None, data_dir: Path, **extra: Any):
     """Product ``Settings`` for the bench, ignoring any ``.env`` file."""
-    from wa_webhook.settings import Settings
+    from wa_core.settings import Settings
 
     values: dict[str, Any] = {"database_url": database_url, "WA_DATA_DIR": str(data_dir), "meta_app_secret": BENCH_SECRET}
     values.update(extra)
@@ -73,7 +73,7 @@ def shipped_engine(settings, **overrides):
     ``create_processing_engine`` (Postgres sessions with ``synchronous_commit = off``) with
     ``pool_size=2, max_overflow=2`` on Postgres; ``create_sync_engine`` if the product
     has no ``create_processing_engine`` (older revisions)."""
-    from wa_webhook.db import engine as db_engine
+    from wa_core.db import engine as db_engine
 
     factory = getattr(db_engine, "create_processing_engine", db_engine.create_sync_engine)
     extra = {"pool_size": 2, "max_overflow": 2} if settings.is_postgres else {}
@@ -82,12 +82,12 @@ def shipped_engine(settings, **overrides):
 
 
 def landing_row(body: bytes, received_at) -> dict[str, Any]:
-    """The values the receiver's landing insert writes for ``body`` (``wa_webhook/db/landing.py``),
-    including the routing hint ``waba_id`` = ``wa_webhook.routing.routing_waba_id(body)``."""
+    """The values the receiver's landing insert writes for ``body`` (``wa_core/db/landing.py``),
+    including the routing hint ``waba_id`` = ``wa_core.routing.routing_waba_id(body)``."""
     import hashlib
     import uuid
 
-    from wa_webhook.routing import routing_waba_id
+    from wa_core.routing import routing_waba_id
 
     return {
         "received_at": received_at, "body": body, "body_sha256": hashlib.sha256(body).hexdigest(), "body_size": len(body),
@@ -100,15 +100,15 @@ def fifo_claim_batch(engine, limit: int, lease_seconds: float, **_quotas: Any):
     """The claim as it was before the fair claim (``b93e50a``), reproduced here for comparison
     only: the oldest ``limit`` claimable rows, ``FOR UPDATE SKIP LOCKED`` on Postgres, no
     quotas. It also stamps ``claimed_at`` so the rows end in the same state as with the fair
-    claim. Same signature and return type as ``wa_pipelines.processing.claim.claim_batch``
+    claim. Same signature and return type as ``wa_core.processing.claim.claim_batch``
     (quota arguments are ignored, ``held_back`` is always 0)."""
     from datetime import timedelta
 
     import sqlalchemy as sa
 
-    from wa_pipelines.processing.claim import Claim, ClaimedRow
-    from wa_webhook.backlog import claimable_condition
-    from wa_webhook.db.schema import as_utc, utcnow, whatsapp_webhook_logs as logs
+    from wa_core.processing.claim import Claim, ClaimedRow
+    from wa_core.backlog import claimable_condition
+    from wa_core.db.schema import as_utc, utcnow, whatsapp_webhook_logs as logs
 
     now = utcnow()
     claim = Claim()
@@ -137,7 +137,7 @@ def combined_bodies(count: int, entries: int = 3, orgs: int = 3, seed: int = 7) 
     One ``SyntheticStream.next_body()`` is 360-590 bytes; Meta batches several entries
     in one delivery, so three of them in one envelope give realistic 1.1-1.8 KB bodies.
     """
-    from wa_webhook.simulate import SyntheticStream, synthetic_numbers, wire_bytes
+    from wa_dev.simulate import SyntheticStream, synthetic_numbers, wire_bytes
 
     stream = SyntheticStream(synthetic_numbers(orgs), seed=seed)
     out = []

@@ -66,7 +66,7 @@ CLAIM_LIMIT = 200  # PROCESSING_BATCH_SIZE default
 LEASE_SECONDS = 300.0
 
 # --- the candidate query: as shipped, and a proposal (measured here only, not product code) ---
-# Same text as the window query wa_pipelines/processing/claim.py builds (checked against it below).
+# Same text as the window query wa_core/processing/claim.py builds (checked against it below).
 _CLAIMABLE = ("(l.status = 'pending' OR (l.status = 'failed' AND l.next_attempt_at <= :now)) "
               "AND (l.locked_until IS NULL OR l.locked_until < :now)")
 SHIPPED_CANDIDATES = f"""
@@ -111,8 +111,8 @@ WHERE rank <= :k1 ORDER BY id"""
 # --- set-up -----------------------------------------------------------------------------
 def prepare(backend: str, orgs: int):
     """Fresh migrated database with the corpus numbers and ``orgs`` synthetic organizations bound."""
-    from wa_webhook.migrate import upgrade
-    from wa_webhook.up import bind_demo_numbers
+    from wa_core.db.migrate import upgrade
+    from wa_dev.up import bind_demo_numbers
 
     if backend == "postgres":
         settings = make_settings(fresh_db(DB_NAME), Path("/tmp/wa_bench_fairness"))
@@ -131,7 +131,7 @@ def cleanup() -> None:
 
 
 def land(conn, bodies: list[bytes], **overrides) -> None:
-    from wa_webhook.db.schema import utcnow, whatsapp_webhook_logs
+    from wa_core.db.schema import utcnow, whatsapp_webhook_logs
 
     now = utcnow()
     values = [dict(landing_row(b, now), **overrides) for b in bodies]
@@ -197,7 +197,7 @@ class StatementTimer:
 
 def _release(engine, ids: list[int]) -> None:
     """Put leased rows back as they were landed (untimed)."""
-    from wa_webhook.db.schema import whatsapp_webhook_logs as logs
+    from wa_core.db.schema import whatsapp_webhook_logs as logs
 
     if ids:
         with engine.begin() as conn:
@@ -243,7 +243,7 @@ def _explain(engine, captured: list[tuple[str, object]]) -> list[dict]:
 
 
 def _time_query(engine, sql: str, k1: int, samples: int, setup: str | None = None) -> tuple[dict, list]:
-    from wa_webhook.db.schema import utcnow
+    from wa_core.db.schema import utcnow
 
     times, rows = [], []
     for i in range(samples + 3):
@@ -262,7 +262,7 @@ def candidate_queries(engine, k1: int, samples: int, explain: bool, product_wind
     proposal with its partial index, created for the measurement and dropped again.
     ``product_window``: (statement, parameters) of the window query as claim.py sent it, to
     check that SHIPPED_CANDIDATES is the same query."""
-    from wa_webhook.db.schema import utcnow
+    from wa_core.db.schema import utcnow
 
     out = {}
     out["shipped"], shipped_rows = _time_query(engine, SHIPPED_CANDIDATES, k1, samples)
@@ -292,9 +292,9 @@ def candidate_queries(engine, k1: int, samples: int, explain: bool, product_wind
 
 def claim_cost(backend: str, backlogs: list[int], others: int, other_rows: int, samples: int, explain: bool,
                history: int = 0) -> dict:
-    from wa_pipelines.processing.claim import claim_batch
-    from wa_webhook.db.schema import utcnow, whatsapp_webhook_logs as logs
-    from wa_webhook.simulate import SyntheticStream, synthetic_numbers
+    from wa_core.processing.claim import claim_batch
+    from wa_core.db.schema import utcnow, whatsapp_webhook_logs as logs
+    from wa_dev.simulate import SyntheticStream, synthetic_numbers
 
     settings = prepare(backend, others + 1)
     quotas = {"org_max_in_flight": settings.processing_org_max_in_flight, "org_per_minute": settings.processing_org_webhooks_per_minute}
@@ -381,7 +381,7 @@ def claim_cost(backend: str, backlogs: list[int], others: int, other_rows: int, 
 def _lander(settings, bodies: list[tuple[str, bytes]], start: float, span: float, errors: list) -> None:
     """Land ``bodies`` evenly over ``span`` seconds from ``start`` (monotonic), one insert and
     commit each, with an engine of its own (the receiver's role)."""
-    from wa_webhook.db.engine import create_sync_engine
+    from wa_core.db.engine import create_sync_engine
 
     engine = create_sync_engine(settings, pool_size=1, max_overflow=0) if settings.is_postgres else create_sync_engine(settings)
     try:
@@ -398,7 +398,7 @@ def _lander(settings, bodies: list[tuple[str, bytes]], start: float, span: float
 
 
 def _org_latencies(engine, external_by_waba: dict[str, str]) -> tuple[dict, dict]:
-    from wa_webhook.db.schema import as_utc, whatsapp_webhook_logs as logs
+    from wa_core.db.schema import as_utc, whatsapp_webhook_logs as logs
 
     with engine.connect() as conn:
         rows = conn.execute(sa.select(logs.c.waba_id, logs.c.received_at, logs.c.claimed_at, logs.c.processed_at, logs.c.status)).all()
@@ -421,9 +421,9 @@ def _summary(values: list[float]) -> dict:
 
 
 def scenario(backend: str, name: str, flood: int, others: int, per_other: int, per_minute: int, in_flight: int, span: float) -> dict:
-    import wa_pipelines.processing.runner as runner
-    from wa_webhook.db.schema import whatsapp_webhook_logs as logs
-    from wa_webhook.simulate import SyntheticStream, synthetic_numbers
+    import wa_core.processing.runner as runner
+    from wa_core.db.schema import whatsapp_webhook_logs as logs
+    from wa_dev.simulate import SyntheticStream, synthetic_numbers
 
     settings = prepare(backend, others + 1)
     settings = settings.model_copy(update={"processing_org_webhooks_per_minute": per_minute, "processing_org_max_in_flight": in_flight})

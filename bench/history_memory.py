@@ -21,9 +21,9 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time, tracemalloc
 import sqlalchemy as sa
-from wa_webhook.settings import Settings
-from wa_webhook.db.engine import create_processing_engine
-from wa_pipelines.processing.runner import run_processing
+from wa_core.settings import Settings
+from wa_core.db.engine import create_processing_engine
+from wa_core.processing.runner import run_processing
 settings = Settings(**json.loads(sys.argv[1]))
 engine = create_processing_engine(settings)
 commits = []
@@ -50,9 +50,9 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.helpers import bind_fixture_numbers, land
     from tests.test_delivery import big_history
-    from wa_webhook.db.engine import create_sync_engine
-    from wa_webhook.migrate import upgrade
-    from wa_webhook.settings import Settings
+    from wa_core.db.engine import create_sync_engine
+    from wa_core.db.migrate import upgrade
+    from wa_core.settings import Settings
 
     data_dir = Path(tempfile.mkdtemp(prefix="wa_bench_history_"))
     fields = {"data_dir": str(data_dir), "database_url": None}

@@ -1,9 +1,9 @@
 """Landing -> processed latency with the full stack: receiver + one dagster-daemon.
 
 Per backend (Postgres: app DB ``wa_bench_latency`` + Dagster DB ``wa_bench_latency_dagster``
-derived by ``wa-onboarding up``'s own code; SQLite: both under a fresh /tmp folder):
+derived by ``wa-dev up``'s own code; SQLite: both under a fresh /tmp folder):
 
-1. migrate, prepare DAGSTER_HOME and bind demo numbers with ``wa_webhook.up``'s functions,
+1. migrate, prepare DAGSTER_HOME and bind demo numbers with ``wa_dev.up``'s functions,
    start ``wa-onboarding serve`` and ``dagster-daemon run`` with ``up``'s ``Services``
    (no webserver), with ``PROCESSING_IDLE_EXIT_SECONDS`` small (default 5 s);
 2. warm-up: one webhook, wait until processed (recorded as "cold" sample), wait idle;
@@ -52,8 +52,8 @@ def stamp() -> str:
 
 class Stack:
     def __init__(self, backend: str, idle_exit: float) -> None:
-        from wa_webhook.up import Services, bind_demo_numbers, prepare_dagster_home
-        from wa_webhook.migrate import upgrade
+        from wa_dev.up import Services, bind_demo_numbers, prepare_dagster_home
+        from wa_core.db.migrate import upgrade
 
         self.backend = backend
         self.data_dir = Path(f"/tmp/wa_bench_latency_{backend}")
@@ -78,7 +78,7 @@ class Stack:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api/v1/whatsapp/webhook"
         self.services = Services(env, self.data_dir / "logs")
-        from wa_webhook.db.engine import create_sync_engine
+        from wa_core.db.engine import create_sync_engine
 
         self.engine = create_sync_engine(self.settings)
         # the bench reads Dagster's run records with the same instance settings as the daemon
@@ -88,7 +88,7 @@ class Stack:
         self.instance = None
 
     def start(self) -> None:
-        from wa_webhook.up import _wait_http
+        from wa_dev.up import _wait_http
 
         t0 = time.monotonic()
         self.services.start("receiver", [str(VENV_BIN / "wa-onboarding"), "serve", "--host", "127.0.0.1", "--port", str(self.port)])
@@ -135,8 +135,8 @@ class Stack:
     def send_one(self) -> tuple[str, float]:
         import httpx
 
-        from wa_webhook.security.signature import sign
-        from wa_webhook.simulate import SyntheticStream, synthetic_numbers
+        from wa_core.meta.signature import sign
+        from wa_dev.simulate import SyntheticStream, synthetic_numbers
 
         body = SyntheticStream(synthetic_numbers(3)).next_body()
         rid = uuid.uuid4().hex
@@ -147,7 +147,7 @@ class Stack:
         return rid, time.time()
 
     def wait_row(self, rid: str, timeout: float = 180):
-        from wa_webhook.db.schema import whatsapp_webhook_logs as logs
+        from wa_core.db.schema import whatsapp_webhook_logs as logs
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -160,12 +160,12 @@ class Stack:
         raise RuntimeError(f"webhook {rid} not processed within {timeout:.0f}s")
 
     def wait_drained(self, timeout: float = 300) -> bool:
-        from wa_webhook.up import wait_processed
+        from wa_dev.up import wait_processed
 
         return wait_processed(self.settings, timeout, self.services)
 
     def latencies_since(self, since: datetime) -> list[tuple[datetime, float | None, str]]:
-        from wa_webhook.db.schema import whatsapp_webhook_logs as logs
+        from wa_core.db.schema import whatsapp_webhook_logs as logs
 
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -235,7 +235,7 @@ def bench_backend(backend: str, args) -> dict:
         stack.wait_no_run()
 
         # (a) steady stream
-        from wa_webhook.simulate import SendReport, SyntheticStream, send_stream, synthetic_numbers
+        from wa_dev.simulate import SendReport, SyntheticStream, send_stream, synthetic_numbers
 
         stream_start = datetime.now(timezone.utc)
         report = SendReport()

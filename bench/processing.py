@@ -52,10 +52,10 @@ SQLITE_DIR = Path("/tmp/wa_bench_processing_sqlite")
 
 
 def prepare(backend: str, rows: int, orgs: int, seed: int):
-    from wa_webhook.db.schema import utcnow, whatsapp_webhook_logs
-    from wa_webhook.migrate import upgrade
-    from wa_webhook.simulate import SyntheticStream, synthetic_numbers
-    from wa_webhook.up import bind_demo_numbers
+    from wa_core.db.schema import utcnow, whatsapp_webhook_logs
+    from wa_core.db.migrate import upgrade
+    from wa_dev.simulate import SyntheticStream, synthetic_numbers
+    from wa_dev.up import bind_demo_numbers
 
     if backend == "postgres":
         settings = make_settings(fresh_db(DB_NAME), Path("/tmp/wa_bench_processing"))
@@ -81,7 +81,7 @@ def prepare(backend: str, rows: int, orgs: int, seed: int):
 
 def variant_engine(settings, variant: str):
     """Diagnostic engines (bench only): what one change to the connection would buy."""
-    from wa_webhook.db.engine import create_sync_engine
+    from wa_core.db.engine import create_sync_engine
 
     if variant == "durable_commit":  # plain create_sync_engine: synchronous_commit on
         return create_sync_engine(settings, pool_size=2, max_overflow=2)
@@ -97,7 +97,7 @@ def quota_free(settings, batch: int):
 
 
 def one_case(backend: str, batch: int, rows: int, orgs: int, seed: int, variant: str = "as_shipped", claim: str = "fair") -> dict:
-    import wa_pipelines.processing.runner as runner
+    import wa_core.processing.runner as runner
 
     settings, engine, sizes = prepare(backend, rows, orgs, seed)
     settings = quota_free(settings, batch)

@@ -110,7 +110,7 @@ async def exact_check(url: str, bodies: list[bytes], bad: int, concurrency: int)
     """Send every body once, signed, and ``bad`` bodies with a wrong signature; count answers."""
     import httpx
 
-    from wa_webhook.security.signature import sign
+    from wa_core.meta.signature import sign
 
     ok_hashes: list[str] = []
     statuses: dict[int, int] = {}
@@ -152,8 +152,8 @@ def main() -> int:
     workers_list = [int(w) for w in args.workers.split(",")]
     conc_list = [int(c) for c in args.concurrency.split(",")]
 
-    from wa_webhook.migrate import upgrade
-    from wa_webhook.security.signature import sign
+    from wa_core.db.migrate import upgrade
+    from wa_core.meta.signature import sign
 
     from _common import make_settings
 

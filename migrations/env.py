@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from wa_webhook.db.engine import create_sync_engine
-from wa_webhook.db.schema import metadata
-from wa_webhook.settings import get_settings
+from wa_core.db.engine import create_sync_engine
+from wa_core.db.schema import metadata
+from wa_core.settings import get_settings
 
 config = context.config
 target_metadata = metadata

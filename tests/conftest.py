@@ -19,10 +19,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from wa_webhook.db.engine import create_sync_engine
-from wa_webhook.db.schema import metadata
-from wa_webhook.migrate import upgrade
-from wa_webhook.settings import Settings, get_settings
+from wa_core.db.engine import create_sync_engine
+from wa_core.db.schema import metadata
+from wa_core.db.migrate import upgrade
+from wa_core.settings import Settings, get_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "meta"
 APP_SECRET = "test_app_secret_not_real"  # the secret the fixture signatures were made with

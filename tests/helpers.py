@@ -8,9 +8,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from wa_webhook.bindings import PhoneNumber, bind_waba, ensure_organization
-from wa_webhook.db.schema import utcnow, whatsapp_webhook_logs
-from wa_webhook.routing import routing_waba_id
+from wa_core.bindings import PhoneNumber, bind_waba, ensure_organization
+from wa_core.db.schema import utcnow, whatsapp_webhook_logs
+from wa_core.routing import routing_waba_id
 
 ACME_WABA, ACME_PHONE = "100000000000001", "200000000000001"
 GLOBEX_WABA, GLOBEX_PHONE = "100000000000002", "200000000000002"

@@ -1,5 +1,2 @@
-"""Dagster definitions for everything after landing (``dagster ... -m wa_pipelines``)."""
-
-from wa_pipelines.definitions import defs
-
-__all__ = ["defs"]
+"""Dagster wiring for everything after landing, in Dagster's ``dg`` project layout: the one
+``Definitions`` is :data:`wa_pipelines.definitions.defs`, built from the ``defs/`` folder."""

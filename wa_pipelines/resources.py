@@ -5,8 +5,8 @@ from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
 
-from wa_webhook.db.engine import create_processing_engine
-from wa_webhook.settings import Settings, get_settings
+from wa_core.db.engine import create_processing_engine
+from wa_core.settings import Settings, get_settings
 
 
 class AppDatabase(ConfigurableResource):
@@ -45,8 +45,8 @@ class MetaGraph(ConfigurableResource):
     graph_api_base_url: str | None = None
 
     def client(self):
-        """A :class:`~wa_webhook.graph.client.GraphClient` (use it as a context manager)."""
-        from wa_webhook.graph.client import GraphClient
+        """A :class:`~wa_core.meta.graph.client.GraphClient` (use it as a context manager)."""
+        from wa_core.meta.graph.client import GraphClient
 
         settings = get_settings()
         if self.graph_api_base_url:
@@ -58,8 +58,8 @@ class TokenKeys(ConfigurableResource):
     """The business-token cipher from ``TOKEN_ENCRYPTION_KEY`` (and previous keys)."""
 
     def cipher(self):
-        """A :class:`~wa_webhook.security.crypto.TokenCipher`; raises ``InvalidKey`` when unset or malformed."""
-        from wa_webhook.security.crypto import TokenCipher
+        """A :class:`~wa_core.meta.crypto.TokenCipher`; raises ``InvalidKey`` when unset or malformed."""
+        from wa_core.meta.crypto import TokenCipher
 
         settings = get_settings()
         return TokenCipher.from_hex(

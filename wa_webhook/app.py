@@ -8,14 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from wa_webhook.alerts import get_notifier
-from wa_webhook.db.engine import create_sync_engine
-from wa_webhook.db.landing import create_landing_store
-from wa_webhook.logs import configure_logging
-from wa_webhook.ratelimit import RateLimiter
+from wa_core.alerts import get_notifier
+from wa_core.db.engine import create_sync_engine
+from wa_core.db.landing import create_landing_store
+from wa_core.logs import configure_logging
+from wa_core.ratelimit import RateLimiter
 from wa_webhook.routes import admin, health, onboarding, page, webhook
-from wa_webhook.security.crypto import TokenCipher
-from wa_webhook.settings import Settings, get_settings
+from wa_core.meta.crypto import TokenCipher
+from wa_core.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         def graph():
             """A Graph API client (onboarding routes; imported on first use)."""
-            from wa_webhook.graph.client import GraphClient
+            from wa_core.meta.graph.client import GraphClient
 
             return GraphClient.from_settings(settings)
 

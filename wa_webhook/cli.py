@@ -1,22 +1,23 @@
-"""``wa-onboarding``: the service's one console script.
+"""``wa-onboarding``: the operator's console script.
 
-Commands: ``up`` (the main job), ``migrate``, ``serve``, ``simulate``, ``bind-waba``,
-``process`` and ``status``. ``wa-onboarding COMMAND --help`` describes each.
+Commands: ``migrate``, ``serve``, ``bind-waba``, ``process``, ``rotate-token-key`` and
+``status``. ``wa-onboarding COMMAND --help`` describes each. The developer's commands (``up``,
+the main job, and ``simulate``) are in ``wa-dev`` (:mod:`wa_dev.cli`), which has these too.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-from pathlib import Path
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
 
-def _settings():
-    from wa_webhook.settings import get_settings
+def settings_or_exit():
+    """The settings, or exit 2 with the configuration error."""
+    from wa_core.settings import get_settings
 
     try:
         return get_settings()
@@ -27,9 +28,9 @@ def _settings():
 
 def _migrated_settings():
     """Settings of a database that exists and is migrated, or exit 2 with the reason."""
-    from wa_webhook.migrate import NotMigrated, require_migrated
+    from wa_core.db.migrate import NotMigrated, require_migrated
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         require_migrated(settings)
     except NotMigrated as exc:
@@ -39,9 +40,9 @@ def _migrated_settings():
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from wa_webhook.migrate import downgrade, upgrade
+    from wa_core.db.migrate import downgrade, upgrade
 
-    settings = _settings()
+    settings = settings_or_exit()
     if args.downgrade:
         downgrade(settings, args.revision or "base")
         print(f"downgraded to {args.revision or 'base'}")
@@ -54,7 +55,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    _settings()
+    settings_or_exit()
     uvicorn.run(
         "wa_webhook.app:create_app",
         factory=True,
@@ -68,31 +69,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from wa_webhook.simulate import DEFAULT_CORPUS, SendReport, SyntheticStream, load_corpus, send_corpus, send_stream, synthetic_numbers
-
-    settings = _settings()
-    secret = args.app_secret or (settings.meta_app_secret.get_secret_value() if settings.meta_app_secret else None)
-    if not secret:
-        print("error: no app secret: set META_APP_SECRET or pass --app-secret", file=sys.stderr)
-        return 2
-    report = SendReport()
-    if not args.no_corpus:
-        corpus = load_corpus(Path(args.corpus) if args.corpus else DEFAULT_CORPUS)
-        asyncio.run(send_corpus(args.url, secret, corpus, report))
-        print(f"corpus: {report.summary()}")
-    if args.rate > 0 and args.duration > 0:
-        stream_report = SendReport()
-        stream = SyntheticStream(synthetic_numbers(args.orgs), seed=args.seed)
-        asyncio.run(send_stream(args.url, secret, stream, args.rate, args.duration, stream_report, args.concurrency))
-        print(f"stream: {stream_report.summary()}")
-        report.gave_up += stream_report.gave_up
-    return 1 if report.gave_up else 0
-
-
 def cmd_bind_waba(args: argparse.Namespace) -> int:
-    from wa_webhook.bindings import BindingConflict, PhoneNumber, bind_waba, ensure_organization
-    from wa_webhook.db.engine import create_sync_engine
+    from wa_core.bindings import BindingConflict, PhoneNumber, bind_waba, ensure_organization
+    from wa_core.db.engine import create_sync_engine
 
     engine = create_sync_engine(_migrated_settings())
     numbers = [
@@ -110,8 +89,8 @@ def cmd_bind_waba(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from wa_pipelines.processing.runner import run_processing
-    from wa_webhook.db.engine import create_processing_engine
+    from wa_core.processing.runner import run_processing
+    from wa_core.db.engine import create_processing_engine
 
     settings = _migrated_settings()
     engine = create_processing_engine(settings)
@@ -127,9 +106,9 @@ def cmd_rotate_token_key(args: argparse.Namespace) -> int:
     """Re-encrypt every stored business token under the current TOKEN_ENCRYPTION_KEY."""
     import sqlalchemy as sa
 
-    from wa_webhook.db.engine import create_sync_engine
-    from wa_webhook.db.schema import whatsapp_connections as table
-    from wa_webhook.security.crypto import TokenCryptoError, TokenCipher, reencrypt_all
+    from wa_core.db.engine import create_sync_engine
+    from wa_core.db.schema import whatsapp_connections as table
+    from wa_core.meta.crypto import TokenCryptoError, TokenCipher, reencrypt_all
 
     settings = _migrated_settings()
     try:
@@ -154,8 +133,8 @@ def cmd_rotate_token_key(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from wa_webhook.db.engine import create_sync_engine
-    from wa_webhook.summary import format_summary, stored_summary
+    from wa_core.db.engine import create_sync_engine
+    from wa_core.reporting.summary import format_summary, stored_summary
 
     engine = create_sync_engine(_migrated_settings())
     with engine.connect() as conn:
@@ -164,37 +143,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    from wa_webhook.up import UpOptions, run_up
-
-    options = UpOptions(
-        host=args.host,
-        receiver_port=args.receiver_port,
-        dagster_port=args.dagster_port,
-        rate=args.rate,
-        duration=args.duration,
-        orgs=args.orgs,
-        exit_when_done=args.exit_when_done,
-        wait_seconds=args.wait_seconds,
-    )
-    return run_up(_settings(), options)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every command."""
-    parser = argparse.ArgumentParser(prog="wa-onboarding", description=__doc__.split("\n\n")[0])
+def build_parser(prog: str = "wa-onboarding", add_commands: Callable | None = None) -> argparse.ArgumentParser:
+    """The argument parser for every operator command; ``add_commands(subparsers)`` adds more
+    first (``wa_dev.cli`` adds the developer's)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("up", help="the main job: migrate, start receiver + Dagster, replay signed webhooks, report")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--receiver-port", type=int, default=8000)
-    p.add_argument("--dagster-port", type=int, default=3000)
-    p.add_argument("--rate", type=float, default=10.0, help="synthetic webhooks per second (default 10)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds of synthetic stream (default 30; 0 = corpus only)")
-    p.add_argument("--orgs", type=int, default=3, help="synthetic organizations (default 3)")
-    p.add_argument("--wait-seconds", type=float, default=300.0, help="how long to wait for processing (default 300)")
-    p.add_argument("--exit-when-done", action="store_true", help="stop the services after the report instead of running on")
-    p.set_defaults(func=cmd_up)
+    if add_commands:
+        add_commands(sub)
 
     p = sub.add_parser("migrate", help="apply database migrations (Alembic)")
     p.add_argument("--revision", help="target revision (default head, or base with --downgrade)")
@@ -206,18 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("simulate", help="send signed webhooks to a receiver like Meta does")
-    p.add_argument("--url", default="http://127.0.0.1:8000/api/v1/whatsapp/webhook")
-    p.add_argument("--corpus", help="folder of *.json bodies (default tests/fixtures/meta)")
-    p.add_argument("--no-corpus", action="store_true", help="skip the corpus, only the synthetic stream")
-    p.add_argument("--rate", type=float, default=0.0, help="synthetic webhooks per second (default 0 = none)")
-    p.add_argument("--duration", type=float, default=0.0, help="seconds of synthetic stream")
-    p.add_argument("--orgs", type=int, default=3, help="synthetic organizations (bind them with `up` or bind-waba)")
-    p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--app-secret", help="sign with this secret instead of META_APP_SECRET")
-    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("bind-waba", help="bind a WABA and its phone numbers to an organization")
     p.add_argument("--org", required=True, help="the organization's external id (created if new)")
@@ -244,10 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``wa-onboarding``."""
-    args = build_parser().parse_args(argv)
-    from wa_webhook.logs import configure_logging
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Entry point of ``wa-onboarding`` (and, with its own parser, of ``wa-dev``)."""
+    args = (parser or build_parser()).parse_args(argv)
+    from wa_core.logs import configure_logging
 
     configure_logging()
     return int(args.func(args) or 0)

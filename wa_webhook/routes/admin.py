@@ -4,7 +4,7 @@ Every route needs ``Authorization: Bearer <ADMIN_API_TOKEN>``; with no token con
 admin API is disabled (503); any other bearer token, an organization's JWT included, gets
 403. ``failed-webhooks`` and the actions read and write the live tables (freshness matters
 there); ``status`` combines dashboard snapshots with live tables and says which section
-comes from where (:mod:`wa_webhook.admin_status`).
+comes from where (:mod:`wa_core.reporting.admin_status`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from wa_webhook.admin_status import AdminStatus, InvalidOrganization, UnknownOrganization, admin_status, resolve_organization
-from wa_webhook.db.schema import whatsapp_webhook_logs as logs
-from wa_webhook.dead_letters import DeadLetterSelection, EmptySelection, replay_dead_letters
-from wa_webhook.security.signature import tokens_equal
+from wa_core.reporting.admin_status import AdminStatus, InvalidOrganization, UnknownOrganization, admin_status, resolve_organization
+from wa_core.db.schema import whatsapp_webhook_logs as logs
+from wa_core.dead_letters import DeadLetterSelection, EmptySelection, replay_dead_letters
+from wa_core.meta.signature import tokens_equal
 
 router = APIRouter(prefix="/api/admin/whatsapp", tags=["admin"])
 
@@ -165,8 +165,8 @@ class AssignRequest(BaseModel):
 @router.post("/wabas/{waba_id}/assign")
 def assign(waba_id: Annotated[str, Path(pattern=r"^[0-9]{1,64}$")], request: Request, _: AdminDep, body: AssignRequest) -> dict[str, Any]:
     """Bind an unclaimed WABA to an organization and replay its waiting ``PARTNER_ADDED``."""
-    from wa_webhook.bindings import BindingConflict
-    from wa_webhook.dead_letters import assign_waba
+    from wa_core.bindings import BindingConflict
+    from wa_core.dead_letters import assign_waba
 
     try:
         with _engine(request).begin() as conn:

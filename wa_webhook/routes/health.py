@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import wa_webhook.metrics  # noqa: F401  (registers the receiver metrics)
 
-from wa_webhook.db.landing import LandingUnavailable
+from wa_core.db.landing import LandingUnavailable
 
 log = logging.getLogger("wa_webhook.health")
 

@@ -18,10 +18,10 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from wa_webhook.cache import onboarding_cache
-from wa_webhook.db.schema import utcnow, whatsapp_configs, whatsapp_connections
-from wa_webhook.graph.errors import GraphError
-from wa_webhook.onboarding import (
+from wa_core.cache import onboarding_cache
+from wa_core.db.schema import utcnow, whatsapp_configs, whatsapp_connections
+from wa_core.meta.graph.errors import GraphError
+from wa_core.onboarding.service import (
     OnboardingError,
     SessionInput,
     begin_session,
@@ -35,9 +35,9 @@ from wa_webhook.onboarding import (
     store_exchange,
     token_can_manage,
 )
-from wa_webhook.security.auth import CallerDep
-from wa_webhook.security.crypto import TokenCryptoError
-from wa_webhook.token_health import mark_from_graph_error
+from wa_webhook.deps import CallerDep
+from wa_core.meta.crypto import TokenCryptoError
+from wa_core.token_health import mark_from_graph_error
 
 log = logging.getLogger("wa_webhook.onboarding")
 

@@ -22,9 +22,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from wa_webhook import metrics
-from wa_webhook.db.landing import LandedWebhook, LandingUnavailable
-from wa_webhook.db.schema import utcnow
-from wa_webhook.security.signature import SIGNATURE_HEADER, SignatureResult, tokens_equal, verify_with_rotation
+from wa_core.db.landing import LandedWebhook, LandingUnavailable
+from wa_core.db.schema import utcnow
+from wa_core.meta.signature import SIGNATURE_HEADER, SignatureResult, tokens_equal, verify_with_rotation
 
 log = logging.getLogger("wa_webhook.webhook")
 

@@ -1,0 +1,219 @@
+"""The landing store: one durable INSERT per webhook, done by the receiver before it answers 200.
+
+Postgres uses an asyncpg pool (the fastest driver measured for this single insert, see
+``docs/benchmarks.md``); the embedded SQLite default uses the synchronous engine in a worker
+thread. Both commit before :meth:`LandingStore.land` returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import anyio
+import sqlalchemy as sa
+
+from wa_core.db.engine import create_sync_engine
+from wa_core.db.schema import utcnow, whatsapp_webhook_logs
+from wa_core.routing import routing_waba_id
+from wa_core.settings import Settings
+
+
+class LandingUnavailable(Exception):
+    """The database could not take the webhook; the receiver answers 503 so Meta redelivers."""
+
+
+@dataclass(frozen=True)
+class LandedWebhook:
+    """One webhook as received: exact body bytes and what we know at the edge."""
+
+    body: bytes
+    signature_status: str
+    request_id: str
+    received_at: datetime
+
+    @property
+    def body_sha256(self) -> str:
+        """Hex SHA-256 of the body, for deduplication and audits."""
+        return hashlib.sha256(self.body).hexdigest()
+
+    @property
+    def waba_id(self) -> str | None:
+        """Routing hint for fair processing (see :mod:`wa_core.routing`)."""
+        return routing_waba_id(self.body)
+
+
+class LandingStore(Protocol):
+    """Durable storage for landed webhooks."""
+
+    async def land(self, webhook: LandedWebhook) -> int:
+        """Insert and commit ``webhook``; return its ``whatsapp_webhook_logs.id``.
+
+        Raises :class:`LandingUnavailable` when the database cannot be reached in time.
+        """
+
+    async def ping(self) -> None:
+        """Raise :class:`LandingUnavailable` unless the database answers."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+_PG_INSERT = """
+INSERT INTO whatsapp_webhook_logs
+    (received_at, body, body_sha256, body_size, signature_status, request_id, waba_id, status, attempts, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $1)
+RETURNING id
+"""
+
+
+class PostgresLandingStore:
+    """asyncpg pool; created lazily so that the receiver starts even while Postgres is down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._dsn = settings.asyncpg_dsn
+        self._size = settings.db_pool_size
+        self._timeout = settings.db_timeout_seconds
+        self._pool = None
+        self._failed_at: float | None = None
+        self._lock = anyio.Lock()
+
+    #: after a failed pool creation, requests fail fast (503) for this long instead of each
+    #: waiting out its own connection timeout behind the lock
+    RETRY_AFTER_FAILURE_SECONDS = 1.0
+
+    async def _get_pool(self):
+        import asyncpg
+
+        if self._pool is None:
+            self._fail_fast()
+            async with self._lock:
+                self._fail_fast()
+                if self._pool is None:
+                    try:
+                        self._pool = await self._create_pool(asyncpg)
+                    except Exception:
+                        self._failed_at = time.monotonic()
+                        raise
+        return self._pool
+
+    def _fail_fast(self) -> None:
+        if self._failed_at is not None and time.monotonic() - self._failed_at < self.RETRY_AFTER_FAILURE_SECONDS:
+            raise LandingUnavailable("database unavailable (recent connection failure)")
+
+    async def _create_pool(self, asyncpg):
+        return await asyncpg.create_pool(
+            self._dsn,
+            min_size=1,
+            max_size=self._size,
+            timeout=self._timeout,
+            command_timeout=self._timeout,
+        )
+
+    async def land(self, webhook: LandedWebhook) -> int:
+        try:
+            pool = await self._get_pool()
+            async with pool.acquire(timeout=self._timeout) as conn:
+                return await conn.fetchval(
+                    _PG_INSERT,
+                    webhook.received_at,
+                    webhook.body,
+                    webhook.body_sha256,
+                    len(webhook.body),
+                    webhook.signature_status,
+                    webhook.request_id,
+                    webhook.waba_id,
+                )
+        except Exception as exc:  # any driver, network or timeout error
+            raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def ping(self) -> None:
+        try:
+            pool = await self._get_pool()
+            async with pool.acquire(timeout=self._timeout) as conn:
+                await conn.fetchval("SELECT 1")
+        except Exception as exc:
+            raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+class SqliteLandingStore:
+    """Embedded default: the synchronous engine in a worker thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._path = settings.sqlite_path
+        self._engine = create_sync_engine(settings)
+        self._inode: int | None = None
+
+    def _check_file(self) -> None:
+        """Refuse to write into a database file that was deleted or replaced under us: open
+        connections would keep writing into the unlinked file and the webhook would be lost."""
+        try:
+            inode = os.stat(self._path).st_ino
+        except FileNotFoundError as exc:
+            raise LandingUnavailable(f"SQLite database {self._path} does not exist") from exc
+        if self._inode is None:
+            self._inode = inode
+        elif inode != self._inode:
+            self._engine.dispose()  # reconnect to the file that is there now
+            self._engine = create_sync_engine(self._settings)
+            self._inode = inode
+
+    def _insert(self, webhook: LandedWebhook) -> int:
+        self._check_file()
+        with self._engine.begin() as conn:
+            return conn.execute(
+                sa.insert(whatsapp_webhook_logs)
+                .values(
+                    received_at=webhook.received_at,
+                    body=webhook.body,
+                    body_sha256=webhook.body_sha256,
+                    body_size=len(webhook.body),
+                    signature_status=webhook.signature_status,
+                    request_id=webhook.request_id,
+                    waba_id=webhook.waba_id,
+                    status="pending",
+                    attempts=0,
+                    updated_at=webhook.received_at,
+                )
+                .returning(whatsapp_webhook_logs.c.id)
+            ).scalar_one()
+
+    def _ping(self) -> None:
+        self._check_file()
+        with self._engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1 FROM whatsapp_webhook_logs LIMIT 1"))
+
+    async def land(self, webhook: LandedWebhook) -> int:
+        try:
+            return await anyio.to_thread.run_sync(self._insert, webhook)
+        except Exception as exc:
+            raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def ping(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._ping)
+        except Exception as exc:
+            raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        self._engine.dispose()
+
+
+def create_landing_store(settings: Settings) -> LandingStore:
+    """The landing store for ``settings``: Postgres when ``DATABASE_URL`` is set, else SQLite."""
+    if settings.is_postgres:
+        return PostgresLandingStore(settings)
+    return SqliteLandingStore(settings)
+
+
+__all__ = ["LandedWebhook", "LandingStore", "LandingUnavailable", "create_landing_store", "utcnow"]

@@ -1,0 +1,102 @@
+"""What a handler gets: the change being processed and routing look-ups cached for one batch."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from wa_core.db.schema import whatsapp_configs, whatsapp_connections
+
+from .errors import InvalidPayload, Unroutable
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a business phone number belongs."""
+
+    organization_id: uuid.UUID
+    connection_id: uuid.UUID
+    waba_id: str
+    phone_number_id: str
+    display_phone_number: str | None
+
+
+@dataclass
+class ChangeContext:
+    """One ``entry[i].changes[j]`` of a landed webhook, with the connection it runs in.
+
+    ``entry`` and ``change`` are the parsed JSON objects; ``received_at`` is our arrival time
+    (UTC) and ``webhook_log_id`` the landed row's id.
+    """
+
+    conn: Connection
+    webhook_log_id: int
+    received_at: datetime
+    entry: dict[str, Any]
+    change: dict[str, Any]
+    organization_ids: set[uuid.UUID] = field(default_factory=set)
+    routes: dict[str, Route] = field(default_factory=dict)  # found routes, shared by one batch
+
+    @property
+    def field(self) -> str:
+        """``changes[].field`` (e.g. ``messages``, ``account_update``)."""
+        return str(self.change.get("field") or "")
+
+    @property
+    def value(self) -> dict[str, Any]:
+        """``changes[].value``; raises :class:`InvalidPayload` when it is not an object."""
+        value = self.change.get("value")
+        if not isinstance(value, dict):
+            raise InvalidPayload("changes[].value is not an object")
+        return value
+
+    def route_phone_number(self) -> Route:
+        """Route by ``value.metadata.phone_number_id`` (never by display number).
+
+        Raises :class:`InvalidPayload` when the id is missing, :class:`Unroutable` when no
+        organization has that number (yet).
+        """
+        metadata = self.value.get("metadata")
+        phone_number_id = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
+        if phone_number_id is None or phone_number_id == "":
+            raise InvalidPayload("value.metadata.phone_number_id is missing")
+        if isinstance(phone_number_id, bool) or not isinstance(phone_number_id, (str, int)) or len(str(phone_number_id)) > 64:
+            raise InvalidPayload(f"value.metadata.phone_number_id is not an id ({type(phone_number_id).__name__})")
+        phone_number_id = str(phone_number_id)
+        cached = self.routes.get(phone_number_id)
+        if cached is not None:
+            self.organization_ids.add(cached.organization_id)
+            return cached
+        row = self.conn.execute(
+            sa.select(
+                whatsapp_configs.c.organization_id,
+                whatsapp_configs.c.connection_id,
+                whatsapp_configs.c.waba_id,
+                whatsapp_configs.c.display_phone_number,
+            ).where(whatsapp_configs.c.phone_number_id == phone_number_id)
+        ).first()
+        if row is None:
+            raise Unroutable(f"no organization has phone_number_id {phone_number_id}")
+        self.organization_ids.add(row.organization_id)
+        route = Route(row.organization_id, row.connection_id, row.waba_id, phone_number_id, row.display_phone_number)
+        self.routes[phone_number_id] = route
+        return route
+
+    def connection_for_waba(self, waba_id: str) -> Any:
+        """The ``whatsapp_connections`` row bound to ``waba_id``, or None."""
+        row = self.conn.execute(sa.select(whatsapp_connections).where(whatsapp_connections.c.waba_id == waba_id)).first()
+        if row is not None:
+            self.organization_ids.add(row.organization_id)
+        return row
+
+
+#: One unit of work inside a change: a label for errors and a function that applies it
+#: and returns ``"processed"`` or ``"ignored"``.
+Unit = tuple[str, Callable[[], str]]
+Handler = Callable[[ChangeContext], Iterable[Unit]]

@@ -1,0 +1,29 @@
+"""One handler per webhook ``field``; :data:`HANDLERS` maps the field name to it.
+
+A handler takes a :class:`~wa_core.processing.context.ChangeContext` and yields units
+(label, apply function). The dispatcher runs each unit in its own savepoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..context import ChangeContext, Handler, Unit
+from .account_update import handle_account_update
+from .coexistence import handle_history, handle_smb_app_state_sync, handle_smb_message_echoes
+from .messages import handle_messages
+
+
+def ignore_change(ctx: ChangeContext) -> Iterable[Unit]:
+    """Fields we store but do not act on (``message_template_status_update``, ``security``,
+    unknown ones…): one unit, marked ignored, never failed."""
+    yield (ctx.field or "unknown_field", lambda: "ignored")
+
+
+HANDLERS: dict[str, Handler] = {
+    "messages": handle_messages,
+    "account_update": handle_account_update,
+    "history": handle_history,
+    "smb_message_echoes": handle_smb_message_echoes,
+    "smb_app_state_sync": handle_smb_app_state_sync,
+}

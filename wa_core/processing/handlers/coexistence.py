@@ -1,0 +1,242 @@
+"""Coexistence fields: ``history``, ``smb_message_echoes`` and ``smb_app_state_sync``.
+
+Source: Meta webhooks reference, "history", "smb_message_echoes", "smb_app_state_sync";
+"Onboarding WhatsApp Business app users" (coexistence). Echoes are messages the business
+sent from the WhatsApp Business app: stored as outbound, never treated as inbound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from wa_core.db.engine import insert_ignore, storable
+from wa_core.db.schema import whatsapp_configs, whatsapp_history_chunks, whatsapp_messages
+
+from ..context import ChangeContext, Route, Unit
+from ..errors import InvalidPayload
+from ..store import STATUS_RANK, find_or_create_contact, insert_message
+from ..timeparse import meta_time
+from .messages import _raise_invalid, _str, context_wamid, first_error, list_field, render_body
+
+
+def _store(
+    ctx: ChangeContext,
+    route: Route,
+    message: dict[str, Any],
+    *,
+    source: str,
+    direction: str,
+    counterpart: str | None,
+) -> str:
+    wamid = message.get("id")
+    if not isinstance(wamid, str) or not wamid:
+        raise InvalidPayload("message has no id (wamid)")
+    contact_id = find_or_create_contact(ctx.conn, route.organization_id, wa_id=counterpart, seen_at=ctx.received_at)
+    code, title = first_error(message)
+    history_context = message.get("history_context")
+    history_status = history_context.get("status") if isinstance(history_context, dict) else None
+    history_status = history_status.lower() if isinstance(history_status, str) else None
+    mtype = message.get("type")
+    values: dict[str, Any] = {
+        "organization_id": route.organization_id,
+        "phone_number_id": route.phone_number_id,
+        "wamid": wamid,
+        "contact_id": contact_id,
+        "direction": direction,
+        "source": source,
+        "type": mtype if isinstance(mtype, str) and mtype else "unknown",
+        "body": render_body(message),
+        "context_wamid": context_wamid(message),
+        "raw": message,
+        "error_code": code,
+        "error_title": title,
+        "current_status": history_status,
+        "status_rank": STATUS_RANK.get(history_status or "", 0),
+        "provider_timestamp": meta_time(message.get("timestamp")),
+        "received_at": ctx.received_at,
+        "webhook_log_id": ctx.webhook_log_id,
+    }
+    if not insert_message(ctx.conn, values) and values["type"] != "media_placeholder":
+        # A later history webhook gives the media of an earlier placeholder (same wamid).
+        m = whatsapp_messages.c
+        ctx.conn.execute(
+            sa.update(whatsapp_messages)
+            .where(m.phone_number_id == route.phone_number_id, m.wamid == wamid, m.type == "media_placeholder")
+            .values(**storable({"type": values["type"], "body": values["body"], "raw": message}))
+        )
+    return "processed"
+
+
+def handle_smb_message_echoes(ctx: ChangeContext) -> Iterable[Unit]:
+    """One unit per ``message_echoes[]`` item: an outbound message, contact taken from ``to``."""
+    route = ctx.route_phone_number()
+    echoes = list_field(ctx.value, "message_echoes")
+    if not echoes:
+        yield ("message_echoes", lambda: "ignored")
+        return
+    for k, echo in enumerate(echoes):
+        if not isinstance(echo, dict):
+            yield (f"message_echoes[{k}]", _raise_invalid("echo is not an object"))
+            continue
+        yield (
+            f"message_echoes[{k}]",
+            lambda e=echo: _store(ctx, route, e, source="business_app_echo", direction="outbound", counterpart=_str(e.get("to"))),
+        )
+
+
+def handle_history(ctx: ChangeContext) -> Iterable[Unit]:
+    """One unit per history message, walking chunks in ``chunk_order``.
+
+    A message is outbound when it has ``to`` or its ``from`` is the business number; the
+    contact is the thread id. Media placeholders are kept as ``media_placeholder`` rows. A
+    declined history (``errors`` with 2593109) is one ignored unit.
+    """
+    route = ctx.route_phone_number()
+    chunks = list_field(ctx.value, "history")
+    if not chunks:
+        yield ("history", lambda: "ignored")
+        return
+    def order(chunk: Any) -> int:
+        meta = chunk.get("metadata") if isinstance(chunk, dict) else None
+        value = meta.get("chunk_order") if isinstance(meta, dict) else None
+        return value if isinstance(value, int) else 0
+
+    for c, chunk in sorted(enumerate(chunks), key=lambda pair: order(pair[1])):
+        if not isinstance(chunk, dict):
+            yield (f"history[{c}]", _raise_invalid("history chunk is not an object"))
+            continue
+        if chunk.get("errors"):
+            yield (f"history[{c}].errors", lambda ch=chunk: _history_declined(ctx, route, ch))
+            continue
+        if isinstance(chunk.get("metadata"), dict):
+            yield (f"history[{c}].metadata", lambda ch=chunk: _history_chunk(ctx, route, ch))
+        try:
+            media, threads = list_field(chunk, "messages"), list_field(chunk, "threads")
+        except InvalidPayload as exc:
+            yield (f"history[{c}]", _raise_invalid(str(exc)))
+            continue
+        for k, message in enumerate(media):
+            yield _history_unit(ctx, route, f"history[{c}].messages[{k}]", message, thread_id=None)
+        for t, thread in enumerate(threads):
+            if not isinstance(thread, dict):
+                yield (f"history[{c}].threads[{t}]", _raise_invalid("thread is not an object"))
+                continue
+            thread_id = _str(thread.get("id"))
+            try:
+                messages = list_field(thread, "messages")
+            except InvalidPayload as exc:
+                yield (f"history[{c}].threads[{t}]", _raise_invalid(str(exc)))
+                continue
+            for k, message in enumerate(messages):
+                yield _history_unit(ctx, route, f"history[{c}].threads[{t}].messages[{k}]", message, thread_id=thread_id)
+
+
+def _history_unit(ctx: ChangeContext, route: Route, label: str, message: Any, *, thread_id: str | None) -> Unit:
+    """One history message as a unit: outbound when it has ``to`` or comes from the business
+    number; the contact is the thread id, else the other party."""
+    if not isinstance(message, dict):
+        return (label, _raise_invalid("message is not an object"))
+    business = route.display_phone_number
+    outbound = bool(message.get("to")) or (business is not None and message.get("from") == business)
+    counterpart = thread_id or _str(message.get("to") if outbound else message.get("from"))
+    return (
+        label,
+        lambda: _store(ctx, route, message, source="history", direction="outbound" if outbound else "inbound", counterpart=counterpart),
+    )
+
+
+def _history_chunk(ctx: ChangeContext, route: Route, chunk: dict[str, Any]) -> str:
+    """Record a chunk (idempotency key: phone number, phase, ``chunk_order``) and the number's
+    progress; ``progress == 100`` marks the history sync complete."""
+    meta = chunk["metadata"]
+    phase, order, progress = meta.get("phase"), meta.get("chunk_order"), meta.get("progress")
+    if not isinstance(phase, int) or not isinstance(order, int):
+        raise InvalidPayload("history metadata without integer phase and chunk_order")
+    progress = progress if isinstance(progress, int) and 0 <= progress <= 100 else None
+    threads = chunk.get("threads") if isinstance(chunk.get("threads"), list) else []
+    count = sum(len(t.get("messages") or []) for t in threads if isinstance(t, dict) and isinstance(t.get("messages"), list))
+    insert_ignore(
+        ctx.conn,
+        whatsapp_history_chunks,
+        {
+            "organization_id": route.organization_id,
+            "phone_number_id": route.phone_number_id,
+            "phase": phase,
+            "chunk_order": order,
+            "progress": progress,
+            "messages": count,
+            "received_at": ctx.received_at,
+            "webhook_log_id": ctx.webhook_log_id,
+        },
+        ["phone_number_id", "phase", "chunk_order"],
+    )
+    if progress is not None:
+        cfg = whatsapp_configs.c
+        ctx.conn.execute(
+            sa.update(whatsapp_configs)
+            .where(cfg.phone_number_id == route.phone_number_id)
+            .values(history_progress=sa.func.coalesce(sa.case((cfg.history_progress > progress, cfg.history_progress), else_=progress), progress))
+        )
+        if progress == 100:
+            ctx.conn.execute(
+                sa.update(whatsapp_configs)
+                .where(cfg.phone_number_id == route.phone_number_id, cfg.history_completed_at.is_(None))
+                .values(history_completed_at=ctx.received_at)
+            )
+    return "processed"
+
+
+def _history_declined(ctx: ChangeContext, route: Route, chunk: dict[str, Any]) -> str:
+    """The business declined to share its chat history (error 2593109): recorded on the number."""
+    errors = chunk.get("errors")
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    reason = f"{first.get('code', '?')}: {first.get('title') or first.get('message') or 'history not shared'}"
+    cfg = whatsapp_configs.c
+    ctx.conn.execute(
+        sa.update(whatsapp_configs)
+        .where(cfg.phone_number_id == route.phone_number_id, cfg.history_declined_at.is_(None))
+        .values(history_declined_at=ctx.received_at, history_declined_reason=reason[:500])
+    )
+    return "processed"
+
+
+def handle_smb_app_state_sync(ctx: ChangeContext) -> Iterable[Unit]:
+    """One unit per ``state_sync[]`` item: contact ``add`` (also an edit) or ``remove``."""
+    route = ctx.route_phone_number()
+    items = list_field(ctx.value, "state_sync")
+    if not items:
+        yield ("state_sync", lambda: "ignored")
+        return
+    for k, item in enumerate(items):
+        if not isinstance(item, dict) or item.get("type") != "contact" or not isinstance(item.get("contact"), dict):
+            yield (f"state_sync[{k}]", lambda: "ignored")
+            continue
+        yield (f"state_sync[{k}]", lambda i=item: _apply_contact_sync(ctx, route, i))
+
+
+def _apply_contact_sync(ctx: ChangeContext, route: Route, item: dict[str, Any]) -> str:
+    contact = item["contact"]
+    phone = _str(contact.get("phone_number"))
+    if not phone:
+        raise InvalidPayload("state_sync contact has no phone_number")
+    action = item.get("action")
+    metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+    seen_at = meta_time(metadata.get("timestamp")) or ctx.received_at
+    if action == "remove":
+        find_or_create_contact(ctx.conn, route.organization_id, wa_id=phone, in_address_book=False, seen_at=seen_at)
+    elif action == "add":
+        find_or_create_contact(
+            ctx.conn,
+            route.organization_id,
+            wa_id=phone,
+            profile_name=_str(contact.get("full_name")),
+            first_name=_str(contact.get("first_name")),
+            in_address_book=True,
+            seen_at=seen_at,
+        )
+    else:
+        return "ignored"
+    return "processed"

@@ -1,0 +1,264 @@
+"""``messages`` field: inbound messages, outbound statuses and ``value.errors``.
+
+Source: Meta webhooks reference, "messages" (value shape, message types, statuses) and
+"business-scoped user IDs" (``from``/``wa_id`` optional, ``from_user_id``/``user_id``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..context import ChangeContext, Route, Unit
+from ..errors import InvalidPayload
+from ..store import STATUS_RANK, apply_reaction, find_or_create_contact, insert_message, record_revision, record_status
+from ..timeparse import meta_time
+
+
+def render_body(message: dict[str, Any]) -> str | None:
+    """A short text rendering of a message for lists and search (None when it has none)."""
+    mtype = message.get("type")
+    content = message.get(mtype) if isinstance(mtype, str) else None
+    if not isinstance(content, dict):
+        content = {}
+    if mtype == "text":
+        return _str(content.get("body"))
+    if mtype in ("image", "video", "document", "sticker", "audio"):
+        return _str(content.get("caption")) or _str(content.get("filename"))
+    if mtype == "location":
+        parts = [_str(content.get("name")), _str(content.get("address"))]
+        text = ", ".join(p for p in parts if p)
+        return text or (f"{content.get('latitude')},{content.get('longitude')}" if "latitude" in content else None)
+    if mtype == "interactive":
+        kind = content.get("type")
+        reply = content.get(kind) if isinstance(kind, str) else None
+        if isinstance(reply, dict):
+            return _str(reply.get("title")) or _str(reply.get("body")) or _str(reply.get("name"))
+        return None
+    if mtype == "button":
+        return _str(content.get("text")) or _str(content.get("payload"))
+    if mtype == "reaction":
+        return _str(content.get("emoji"))
+    if mtype == "edit":
+        edited = content.get("message")
+        return render_body(edited) if isinstance(edited, dict) else None
+    if mtype == "system":
+        return _str(content.get("body"))
+    if mtype == "order":
+        return _str(content.get("text"))
+    if mtype == "contacts":
+        cards = message.get("contacts")
+        if isinstance(cards, list):
+            names = [c.get("name", {}).get("formatted_name") for c in cards if isinstance(c, dict) and isinstance(c.get("name"), dict)]
+            return ", ".join(n for n in names if isinstance(n, str)) or None
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def context_wamid(message: dict[str, Any]) -> str | None:
+    """The wamid this message answers or reacts to (``context.id`` or ``reaction.message_id``)."""
+    ctx = message.get("context")
+    if isinstance(ctx, dict) and isinstance(ctx.get("id"), str):
+        return ctx["id"]
+    reaction = message.get("reaction")
+    if isinstance(reaction, dict) and isinstance(reaction.get("message_id"), str):
+        return reaction["message_id"]
+    return None
+
+
+def first_error(item: dict[str, Any]) -> tuple[int | None, str | None]:
+    """``errors[0].code`` and ``title`` of a message or status, if any."""
+    errors = item.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        code = errors[0].get("code")
+        title = errors[0].get("title") or errors[0].get("message")
+        return _error_code(code), _str(title)
+    return None, None
+
+
+def _error_code(code: Any) -> int | None:
+    """Meta's error code as an int (fits a 32-bit column), None when absent or not a code."""
+    if isinstance(code, bool):
+        return None
+    try:
+        value = int(code) if isinstance(code, (int, str)) else None
+    except ValueError:
+        return None
+    return value if value is not None and -(2**31) <= value < 2**31 else None
+
+
+def _contact_index(value: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    index: dict[str, dict[str, Any]] = {}
+    contacts = value.get("contacts")
+    if isinstance(contacts, list):
+        for contact in contacts:
+            if not isinstance(contact, dict):
+                continue
+            for key in ("wa_id", "user_id"):
+                if contact.get(key):
+                    index[str(contact[key])] = contact
+    return index
+
+
+def _inbound(ctx: ChangeContext, route: Route, message: dict[str, Any], contacts: dict[str, dict[str, Any]]) -> str:
+    wamid = message.get("id")
+    if not isinstance(wamid, str) or not wamid:
+        raise InvalidPayload("message has no id (wamid)")
+    sender = _str(message.get("from"))
+    sender_user_id = _str(message.get("from_user_id"))
+    contact = contacts.get(sender or "") or contacts.get(sender_user_id or "") or {}
+    profile = contact.get("profile") if isinstance(contact.get("profile"), dict) else {}
+    contact_id = find_or_create_contact(
+        ctx.conn,
+        route.organization_id,
+        wa_id=contact.get("wa_id") or sender,
+        user_id=contact.get("user_id") or sender_user_id,
+        profile_name=_str(profile.get("name")),
+        seen_at=ctx.received_at,
+    )
+    code, title = first_error(message)
+    mtype = message.get("type")
+    mtype = mtype[:64] if isinstance(mtype, str) and mtype else "unknown"
+    provider_time = meta_time(message.get("timestamp"))
+    group_id = message.get("group_id")
+    insert_message(
+        ctx.conn,
+        {
+            "organization_id": route.organization_id,
+            "phone_number_id": route.phone_number_id,
+            "wamid": wamid,
+            "contact_id": contact_id,
+            "direction": "inbound",
+            "source": "cloud_api",
+            "type": mtype,
+            "body": render_body(message),
+            "context_wamid": context_wamid(message),
+            "group_id": str(group_id)[:255] if isinstance(group_id, (str, int)) and group_id else None,
+            "raw": message,
+            "error_code": code,
+            "error_title": title,
+            "status_rank": 0,
+            "provider_timestamp": provider_time,
+            "received_at": ctx.received_at,
+            "webhook_log_id": ctx.webhook_log_id,
+        },
+    )
+    reactor = contact.get("wa_id") or sender or contact.get("user_id") or sender_user_id
+    if mtype == "reaction" and isinstance(message.get("reaction"), dict) and reactor:
+        target = message["reaction"].get("message_id")
+        if not isinstance(target, str) or not target:
+            raise InvalidPayload("reaction without message_id")
+        emoji = message["reaction"].get("emoji")
+        apply_reaction(
+            ctx.conn,
+            organization_id=route.organization_id,
+            phone_number_id=route.phone_number_id,
+            target_wamid=target,
+            reactor=str(reactor),
+            emoji=emoji if isinstance(emoji, str) else None,
+            reaction_wamid=wamid,
+            provider_timestamp=provider_time,
+            now=ctx.received_at,
+        )
+    elif mtype in ("edit", "revoke") and isinstance(message.get(mtype), dict):
+        revision = message[mtype]
+        original = revision.get("original_message_id")
+        if not isinstance(original, str) or not original:
+            raise InvalidPayload(f"{mtype} without original_message_id")
+        edited = revision.get("message") if isinstance(revision.get("message"), dict) else {}
+        record_revision(
+            ctx.conn,
+            {
+                "organization_id": route.organization_id,
+                "phone_number_id": route.phone_number_id,
+                "original_wamid": original,
+                "revision_wamid": wamid,
+                "kind": mtype,
+                "body": render_body(edited) if mtype == "edit" else None,
+                "raw": message,
+                "provider_timestamp": provider_time,
+                "received_at": ctx.received_at,
+            },
+        )
+    return "processed"
+
+
+def _status(ctx: ChangeContext, route: Route, status: dict[str, Any]) -> str:
+    wamid, name = status.get("id"), status.get("status")
+    if not isinstance(wamid, str) or not wamid or not isinstance(name, str) or not name:
+        raise InvalidPayload("status has no id or no status")
+    name = name.lower()
+    if name not in STATUS_RANK:
+        # a status we do not know yet (Meta adds some): keep it in the history, no ranking
+        pass
+    code, title = first_error(status)
+    record_status(
+        ctx.conn,
+        {
+            "organization_id": route.organization_id,
+            "phone_number_id": route.phone_number_id,
+            "wamid": wamid,
+            "status": name[:16],
+            "recipient_id": _str(status.get("recipient_id")),
+            "recipient_user_id": _str(status.get("recipient_user_id")),
+            "error_code": code,
+            "error_title": title,
+            "pricing": status.get("pricing") if isinstance(status.get("pricing"), dict) else None,
+            "raw": status,
+            "provider_timestamp": meta_time(status.get("timestamp")),
+            "received_at": ctx.received_at,
+            "webhook_log_id": ctx.webhook_log_id,
+        },
+    )
+    return "processed"
+
+
+def handle_messages(ctx: ChangeContext) -> Iterable[Unit]:
+    """Yield one unit per ``messages[]`` item, ``statuses[]`` item and ``errors[]`` entry.
+
+    Raises :class:`~wa_core.processing.errors.Unroutable` (for the whole change) when
+    ``metadata.phone_number_id`` belongs to no organization.
+    """
+    value = ctx.value
+    route = ctx.route_phone_number()
+    contacts = _contact_index(value)
+    messages, statuses, errors = (list_field(value, key) for key in ("messages", "statuses", "errors"))
+    for k, message in enumerate(messages):
+        if not isinstance(message, dict):
+            yield (f"messages[{k}]", _raise_invalid("message is not an object"))
+            continue
+        yield (f"messages[{k}]", lambda m=message: _inbound(ctx, route, m, contacts))
+    for k, status in enumerate(statuses):
+        if not isinstance(status, dict):
+            yield (f"statuses[{k}]", _raise_invalid("status is not an object"))
+            continue
+        yield (f"statuses[{k}]", lambda s=status: _status(ctx, route, s))
+    for k, _error in enumerate(errors):
+        # value-level errors (e.g. 130429) carry nothing to apply: kept in the raw body
+        yield (f"errors[{k}]", lambda: "ignored")
+    if not (messages or statuses or errors):
+        yield ("value", lambda: "ignored")
+
+
+def list_field(container: dict[str, Any], key: str) -> list[Any]:
+    """``container[key]`` when it is a list, ``[]`` when absent or null.
+
+    Raises :class:`InvalidPayload` when present with another type: a ``messages`` object or
+    string is a payload we cannot read, never something to ignore silently.
+    """
+    value = container.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidPayload(f"{key} is a {type(value).__name__}, not an array")
+    return value
+
+
+def _raise_invalid(message: str):
+    def apply() -> str:
+        raise InvalidPayload(message)
+
+    return apply

@@ -1,0 +1,239 @@
+"""Idempotent writes shared by the handlers: contacts, messages and statuses.
+
+Every write is keyed so that applying the same item twice, or in two concurrent runs,
+leaves exactly one row: messages on (``phone_number_id``, wamid), statuses on
+(``phone_number_id``, wamid, status), contacts on (organization, ``wa_id``) or (organization, ``user_id``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from wa_core.db.engine import insert_ignore, storable
+from wa_core.db.schema import (
+    as_utc,
+    whatsapp_contacts,
+    whatsapp_message_reactions,
+    whatsapp_message_revisions,
+    whatsapp_message_statuses,
+    whatsapp_messages,
+)
+
+#: Forward-only order of outbound statuses. ``failed`` is terminal. Source: Meta webhooks
+#: reference, "status messages" (sent → delivered → read; played for voice; failed).
+STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 9}
+
+
+def _clean_id(value: Any) -> str | None:
+    if value is None or isinstance(value, (dict, list, bool)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def find_or_create_contact(
+    conn: Connection,
+    organization_id: uuid.UUID,
+    *,
+    wa_id: Any = None,
+    user_id: Any = None,
+    profile_name: str | None = None,
+    first_name: str | None = None,
+    in_address_book: bool | None = None,
+    seen_at: datetime,
+) -> uuid.UUID | None:
+    """Return the contact id for ``wa_id`` (preferred) or ``user_id`` in the organization.
+
+    Creates it if needed; fills a missing ``wa_id``/``user_id``, refreshes the profile name
+    and ``last_seen_at``. Returns None when neither id is given. Safe under concurrency:
+    the insert is ``ON CONFLICT DO NOTHING`` followed by a re-read.
+    Source: Meta "business-scoped user IDs" (2026): ``wa_id`` may be empty, ``user_id`` added.
+    """
+    wa_id, user_id = _clean_id(wa_id), _clean_id(user_id)
+    if not wa_id and not user_id:
+        return None
+    c = whatsapp_contacts.c
+
+    def lookup() -> Any:
+        if wa_id:
+            row = conn.execute(sa.select(whatsapp_contacts).where(c.organization_id == organization_id, c.wa_id == wa_id)).first()
+            if row is not None:
+                return row
+        if user_id:
+            return conn.execute(
+                sa.select(whatsapp_contacts).where(c.organization_id == organization_id, c.user_id == user_id)
+            ).first()
+        return None
+
+    row = lookup()
+    if row is None:
+        insert_ignore(
+            conn,
+            whatsapp_contacts,
+            {
+                "id": uuid.uuid4(),
+                "organization_id": organization_id,
+                "wa_id": wa_id,
+                "user_id": user_id,
+                "profile_name": profile_name,
+                "first_name": first_name,
+                "in_address_book": in_address_book,
+                "first_seen_at": seen_at,
+                "last_seen_at": seen_at,
+                "created_at": seen_at,
+                "updated_at": seen_at,
+            },
+            ["organization_id", "wa_id"] if wa_id else ["organization_id", "user_id"],
+        )
+        row = lookup()
+        if row is None:  # pragma: no cover - only if a concurrent delete won
+            raise RuntimeError("contact vanished after insert")
+    updates: dict[str, Any] = {}
+    if wa_id and not row.wa_id:
+        updates["wa_id"] = wa_id
+    if user_id and not row.user_id:
+        updates["user_id"] = user_id
+    if profile_name and profile_name != row.profile_name:
+        updates["profile_name"] = profile_name
+    if first_name and first_name != row.first_name:
+        updates["first_name"] = first_name
+    if in_address_book is not None and in_address_book != row.in_address_book:
+        updates["in_address_book"] = in_address_book
+    if as_utc(row.last_seen_at) < seen_at:
+        updates["last_seen_at"] = seen_at
+    if updates:
+        updates["updated_at"] = seen_at
+        conn.execute(sa.update(whatsapp_contacts).where(c.id == row.id).values(**storable(updates)))
+    return row.id
+
+
+def insert_message(conn: Connection, values: dict[str, Any]) -> bool:
+    """Insert one message keyed by (``phone_number_id``, ``wamid``); False if it existed.
+
+    When it is new, what arrived before it is applied: parked statuses (its current status
+    becomes the highest one seen) and parked edits and revokes.
+    """
+    inserted = insert_ignore(conn, whatsapp_messages, values, ["phone_number_id", "wamid"])
+    if inserted:
+        apply_revisions(conn, values["phone_number_id"], values["wamid"])
+    if inserted and values["direction"] == "outbound":  # only outbound messages get statuses
+        st = whatsapp_message_statuses.c
+        ranks = conn.execute(
+            sa.select(st.status).where(st.phone_number_id == values["phone_number_id"], st.wamid == values["wamid"])
+        ).scalars()
+        best = max(ranks, key=lambda s: STATUS_RANK.get(s, 0), default=None)
+        if best is not None:
+            _advance_status(conn, values["phone_number_id"], values["wamid"], best)
+    return inserted
+
+
+def _advance_status(conn: Connection, phone_number_id: str, wamid: str, status: str) -> int:
+    rank = STATUS_RANK.get(status, 0)
+    m = whatsapp_messages.c
+    return conn.execute(
+        sa.update(whatsapp_messages)
+        .where(m.phone_number_id == phone_number_id, m.wamid == wamid, m.status_rank < rank)
+        .values(current_status=status, status_rank=rank)
+    ).rowcount
+
+
+def record_status(conn: Connection, values: dict[str, Any]) -> bool:
+    """Append one status keyed by (``phone_number_id``, wamid, status) and move the message's
+    status forward only (a number's statuses never touch another number's messages).
+
+    Returns True when the status row is new. A status for a message not stored yet stays in
+    the history table and is applied when the message arrives (:func:`insert_message`).
+    """
+    inserted = insert_ignore(conn, whatsapp_message_statuses, values, ["phone_number_id", "wamid", "status"])
+    if inserted:  # an existing row was applied when it arrived, or when its message did
+        _advance_status(conn, values["phone_number_id"], values["wamid"], values["status"])
+    return inserted
+
+
+def apply_reaction(
+    conn: Connection,
+    *,
+    organization_id: uuid.UUID,
+    phone_number_id: str,
+    target_wamid: str,
+    reactor: str,
+    emoji: str | None,
+    reaction_wamid: str,
+    provider_timestamp: datetime | None,
+    now: datetime,
+) -> None:
+    """Set (or, with a missing or empty ``emoji``, remove) ``reactor``'s reaction on ``target_wamid``.
+
+    Kept against the target id even when that message is unknown to us. Applied in Meta's
+    order: a reaction older than the one stored is ignored, so late redeliveries cannot undo
+    a newer change. Source: Meta webhooks reference, "messages: reaction" (a removed reaction
+    arrives with ``emoji`` omitted).
+    """
+    r = whatsapp_message_reactions.c
+    values = {
+        "organization_id": organization_id,
+        "phone_number_id": phone_number_id,
+        "target_wamid": target_wamid,
+        "reactor": reactor,
+        "emoji": emoji or None,
+        "reaction_wamid": reaction_wamid,
+        "provider_timestamp": provider_timestamp,
+        "updated_at": now,
+    }
+    if insert_ignore(conn, whatsapp_message_reactions, values, ["phone_number_id", "target_wamid", "reactor"]):
+        return
+    newer = sa.or_(r.provider_timestamp.is_(None), r.provider_timestamp <= provider_timestamp) if provider_timestamp else sa.true()
+    conn.execute(
+        sa.update(whatsapp_message_reactions)
+        .where(r.phone_number_id == phone_number_id, r.target_wamid == target_wamid, r.reactor == reactor, newer)
+        .values(emoji=values["emoji"], reaction_wamid=reaction_wamid, provider_timestamp=provider_timestamp, updated_at=now)
+    )
+
+
+def record_revision(conn: Connection, values: dict[str, Any]) -> None:
+    """Store an ``edit`` or ``revoke`` of a message, keyed by its own wamid, and apply it if
+    the original is stored; otherwise it stays parked until :func:`insert_message` stores it.
+
+    Source: Meta webhooks reference, "messages: edit" and "messages: revoke" (coexistence).
+    """
+    insert_ignore(conn, whatsapp_message_revisions, values, ["phone_number_id", "revision_wamid"])
+    apply_revisions(conn, values["phone_number_id"], values["original_wamid"])
+
+
+def apply_revisions(conn: Connection, phone_number_id: str, original_wamid: str) -> None:
+    """Apply every revision of ``original_wamid`` in Meta's order: the latest edit's text
+    becomes the body (the original stays in ``raw`` and the revisions table); a revoke marks
+    the message revoked and clears its body."""
+    m, v = whatsapp_messages.c, whatsapp_message_revisions.c
+    revisions = conn.execute(
+        sa.select(whatsapp_message_revisions)
+        .where(v.phone_number_id == phone_number_id, v.original_wamid == original_wamid)
+        .order_by(v.provider_timestamp.is_(None), v.provider_timestamp, v.id)
+    ).all()
+    if not revisions:
+        return
+    original = conn.execute(
+        sa.select(m.id).where(m.phone_number_id == phone_number_id, m.wamid == original_wamid)
+    ).first()
+    if original is None:
+        return  # parked until the original is stored
+    updates: dict[str, Any] = {}
+    for revision in revisions:
+        if revision.kind == "edit" and "revoked_at" not in updates:
+            updates["body"] = revision.body
+            updates["edited_at"] = revision.provider_timestamp or revision.received_at
+        elif revision.kind == "revoke":
+            updates["body"] = None
+            updates["revoked_at"] = revision.provider_timestamp or revision.received_at
+    if updates:
+        conn.execute(sa.update(whatsapp_messages).where(m.id == original.id).values(**updates))
+    pending = [r.id for r in revisions if r.applied_at is None]
+    if pending:
+        from wa_core.db.schema import utcnow
+
+        conn.execute(sa.update(whatsapp_message_revisions).where(v.id.in_(pending)).values(applied_at=utcnow()))

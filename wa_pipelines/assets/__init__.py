@@ -1,1 +1,0 @@
-"""Assets: the app tables (lineage) and the dashboards computed from them."""

@@ -1,1 +1,0 @@
-"""Onboarding follow-up: the ``finish_onboarding`` job and its sensor."""

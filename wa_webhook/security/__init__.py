@@ -1,1 +1,0 @@
-"""Security helpers: webhook signatures (and, later, token encryption and API auth)."""
