@@ -22,12 +22,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
-import wa_core.alerts.notifier as alerts
 import wa_core.ratelimit as ratelimit
 from tests.webhook.test_onboarding import auth
 from wa_pipelines.defs.alerting.sensors import ALERT_SENSORS, run_failure_alerts, scrub
 from wa_pipelines.resources import AppDatabase
-from wa_core.alerts.notifier import Alert, LogSink, Notifier, SlackSink, get_notifier
+from wa_core.alerts import PROCESS_GROUPS, Alert, LogSink, Notifier, SlackSink, drain, get_notifier
 from wa_webhook.app import create_app
 from wa_core.cache import OnboardingCache
 from wa_core.db.schema import ops_alerts, utcnow
@@ -103,11 +102,11 @@ def sentry() -> Iterator[Receiver]:
 
 @pytest.fixture(autouse=True)
 def _fresh_groups() -> Iterator[None]:
-    alerts.drain(5)
-    alerts.PROCESS_GROUPS.clear()
+    drain(5)
+    PROCESS_GROUPS.clear()
     yield
-    alerts.drain(5)
-    alerts.PROCESS_GROUPS.clear()
+    drain(5)
+    PROCESS_GROUPS.clear()
 
 
 def closed_port() -> int:
@@ -366,7 +365,7 @@ def test_redis_down_and_rate_limit_alerts_from_the_receiver_are_grouped(
     with TestClient(create_app(s)) as c:
         codes = [c.get("/api/v1/whatsapp/check-connection", headers=auth("acme")).status_code for _ in range(6)]
     assert codes == [200] * 3 + [429] * 3
-    assert alerts.drain(10)
+    assert drain(10)
     texts = slack.texts()
     redis = [t for t in texts if "`redis_down`" in t]
     limited = [t for t in texts if "`rate_limit_exceeded`" in t]
