@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from sqlalchemy.engine import Engine
@@ -112,3 +116,12 @@ def test_synthetic_stream_is_signed_routable_and_processed(engine: Engine, setti
     stats = run_processing(engine, settings, idle_exit_seconds=0)
     assert stats.by_status == {"processed": 100}
     assert len(rows(engine, whatsapp_messages)) > 30
+
+
+def test_simulate_without_an_app_secret_exits_2_with_the_reason(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("META_APP_SECRET", "DATABASE_URL")}
+    cli = str(Path(sys.executable).parent / "wa-dev")
+    out = subprocess.run([cli, "simulate", "--no-corpus"], cwd=tmp_path, env={**env, "WA_DATA_DIR": str(tmp_path)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "no app secret: set META_APP_SECRET or pass --app-secret" in out.stderr
