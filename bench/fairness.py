@@ -112,7 +112,7 @@ WHERE rank <= :k1 ORDER BY id"""
 def prepare(backend: str, orgs: int):
     """Fresh migrated database with the corpus numbers and ``orgs`` synthetic organizations bound."""
     from wa_core.db.migrate import upgrade
-    from wa_dev.up import bind_demo_numbers
+    from wa_dev.feed import bind_demo_numbers
 
     if backend == "postgres":
         settings = make_settings(fresh_db(DB_NAME), Path("/tmp/wa_bench_fairness"))

@@ -3,8 +3,9 @@
 Per backend (Postgres: app DB ``wa_bench_latency`` + Dagster DB ``wa_bench_latency_dagster``
 derived by ``wa-dev up``'s own code; SQLite: both under a fresh /tmp folder):
 
-1. migrate, prepare DAGSTER_HOME and bind demo numbers with ``wa_dev.up``'s functions,
-   start ``wa-onboarding serve`` and ``dagster-daemon run`` with ``up``'s ``Services``
+1. migrate, prepare DAGSTER_HOME and bind demo numbers with the main job's functions
+   (``wa_dev.stack``, ``wa_dev.feed``), start ``wa-onboarding serve`` and ``dagster-daemon run``
+   with the main job's ``Services``
    (no webserver), with ``PROCESSING_IDLE_EXIT_SECONDS`` small (default 5 s);
 2. warm-up: one webhook, wait until processed (recorded as "cold" sample), wait idle;
 3. (a) steady stream: ``simulate.send_stream`` at ``--rate`` webhooks/s for ``--duration`` s;
@@ -52,7 +53,8 @@ def stamp() -> str:
 
 class Stack:
     def __init__(self, backend: str, idle_exit: float) -> None:
-        from wa_dev.up import Services, bind_demo_numbers, prepare_dagster_home
+        from wa_dev.feed import bind_demo_numbers
+        from wa_dev.stack import Services, prepare_dagster_home
         from wa_core.db.migrate import upgrade
 
         self.backend = backend
@@ -88,12 +90,12 @@ class Stack:
         self.instance = None
 
     def start(self) -> None:
-        from wa_dev.up import _wait_http
+        from wa_dev.stack import wait_http
 
         t0 = time.monotonic()
         self.services.start("receiver", [str(VENV_BIN / "wa-onboarding"), "serve", "--host", "127.0.0.1", "--port", str(self.port)])
         self.services.start("dagster-daemon", [str(VENV_BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"])
-        _wait_http(f"http://127.0.0.1:{self.port}/readyz", self.services, 60)
+        wait_http(f"http://127.0.0.1:{self.port}/readyz", self.services, 60)
         from dagster import DagsterInstance
 
         self.instance = DagsterInstance.get()
@@ -160,7 +162,7 @@ class Stack:
         raise RuntimeError(f"webhook {rid} not processed within {timeout:.0f}s")
 
     def wait_drained(self, timeout: float = 300) -> bool:
-        from wa_dev.up import wait_processed
+        from wa_dev.stack import wait_processed
 
         return wait_processed(self.settings, timeout, self.services)
 

@@ -55,7 +55,7 @@ def prepare(backend: str, rows: int, orgs: int, seed: int):
     from wa_core.db.schema import utcnow, whatsapp_webhook_logs
     from wa_core.db.migrate import upgrade
     from wa_dev.simulate import SyntheticStream, synthetic_numbers
-    from wa_dev.up import bind_demo_numbers
+    from wa_dev.feed import bind_demo_numbers
 
     if backend == "postgres":
         settings = make_settings(fresh_db(DB_NAME), Path("/tmp/wa_bench_processing"))

@@ -1,0 +1,217 @@
+"""The local stack of the main job: the receiver, the Dagster webserver and daemon as child
+process groups (:class:`Services`), Dagster's home and storage, and the waits on them.
+
+On the embedded default (no ``DATABASE_URL``) Dagster keeps its own SQLite storage in
+``WA_DATA_DIR/dagster_home``. With a Postgres ``DATABASE_URL`` Dagster uses a sibling database
+``<name>_dagster`` on the same server (``DAGSTER_POSTGRES_URL`` overrides), created if missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+from wa_core.db.engine import create_sync_engine
+from wa_core.db.schema import whatsapp_webhook_logs
+from wa_core.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when ``host:port`` can be bound (TCP) right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def dagster_postgres_url(settings: Settings) -> str:
+    """Dagster's storage URL: ``DAGSTER_POSTGRES_URL`` or ``<DATABASE_URL>_dagster``, always
+    with the ``postgresql+psycopg2`` scheme dagster-postgres needs under SQLAlchemy 2.1."""
+    explicit = os.environ.get("DAGSTER_POSTGRES_URL")
+    base = explicit or settings.database_url
+    rest = base.split("://", 1)[1]
+    if not explicit:
+        head, _, tail = rest.rpartition("/")
+        name, _, query = tail.partition("?")
+        rest = f"{head}/{name}_dagster" + (f"?{query}" if query else "")
+    return "postgresql+psycopg2://" + rest
+
+
+def ensure_postgres_database(url: str) -> None:
+    """Create the database named in ``url`` if it does not exist (needs CREATEDB)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    admin = parsed.set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{parsed.database}"')
+
+
+def prepare_dagster_home(settings: Settings, env: dict[str, str]) -> Path:
+    """Create ``DAGSTER_HOME`` with the project's ``dagster.yaml`` (SQLite or Postgres flavour).
+
+    An existing ``DAGSTER_HOME`` set by the operator is used as it is.
+    """
+    if os.environ.get("DAGSTER_HOME"):
+        home = Path(os.environ["DAGSTER_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        if not (home / "dagster.yaml").exists():
+            shutil.copy(PROJECT_ROOT / "dagster" / "dagster.yaml", home / "dagster.yaml")
+        return home
+    home = (settings.data_dir / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    flavour = "dagster.postgres.yaml" if settings.is_postgres else "dagster.yaml"
+    shutil.copy(PROJECT_ROOT / "dagster" / flavour, home / "dagster.yaml")
+    if settings.is_postgres:
+        url = dagster_postgres_url(settings)
+        ensure_postgres_database(url)
+        env["DAGSTER_POSTGRES_URL"] = url
+    env["DAGSTER_HOME"] = str(home)
+    return home
+
+
+
+class Services:
+    """The receiver, the Dagster webserver and one Dagster daemon as child process groups."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, args: list[str]) -> None:
+        """Start ``args`` in its own session, output to ``<log_dir>/<name>.log``."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(args, cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((name, proc))
+
+    def check(self) -> None:
+        """Raise ``RuntimeError`` if a service exited."""
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.log_dir / (name + '.log')}")
+
+    def stop(self) -> None:
+        """SIGTERM each process group, then SIGKILL what is left after 10 s."""
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        for _, proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def wait_http(url: str, services: Services, timeout: float) -> None:
+    """Poll ``url`` every 0.5 s until it answers 200; raises ``RuntimeError`` when a service
+    exited or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        services.check()
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def init_dagster_storage(env: dict[str, str]) -> None:
+    """Create Dagster's storage (schema) once, before several processes open it at once."""
+    from dagster import DagsterInstance
+
+    saved = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "DAGSTER_POSTGRES_URL")}
+    for key in saved:
+        if key in env:
+            os.environ[key] = env[key]
+    try:
+        with DagsterInstance.get() as instance:
+            instance.get_runs_count()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def wait_runs_finished(env: dict[str, str], timeout: float, services: Services, quiet_seconds: float = 15.0) -> bool:
+    """Wait until Dagster has had no queued or running run for ``quiet_seconds`` (a finished
+    processing run is followed by a dashboard refresh); True if reached within ``timeout``."""
+    from dagster import DagsterInstance, RunsFilter
+
+    from wa_pipelines.defs.ingest.sensors import IN_FLIGHT
+
+    old = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    if "DAGSTER_POSTGRES_URL" in env:
+        os.environ["DAGSTER_POSTGRES_URL"] = env["DAGSTER_POSTGRES_URL"]
+    deadline = time.monotonic() + timeout
+    quiet_since: float | None = None
+    try:
+        with DagsterInstance.get() as instance:
+            while time.monotonic() < deadline:
+                services.check()
+                if instance.get_runs_count(RunsFilter(statuses=IN_FLIGHT)):
+                    quiet_since = None
+                elif quiet_since is None:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= quiet_seconds:
+                    return True
+                time.sleep(1)
+        return False
+    finally:
+        if old is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = old
+
+
+def wait_processed(settings: Settings, timeout: float, services: Services | None = None) -> bool:
+    """Wait until no webhook row is pending or leased; True if reached before ``timeout``."""
+    engine = create_sync_engine(settings)
+    logs = whatsapp_webhook_logs.c
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if services:
+                services.check()
+            with engine.connect() as conn:
+                busy = conn.execute(
+                    sa.select(sa.func.count()).select_from(whatsapp_webhook_logs).where(
+                        sa.or_(logs.status == "pending", logs.locked_until.is_not(None))
+                    )
+                ).scalar_one()
+            if not busy:
+                return True
+            time.sleep(1)
+        return False
+    finally:
+        engine.dispose()
+
