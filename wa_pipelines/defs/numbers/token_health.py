@@ -3,8 +3,9 @@
 
 from datetime import timedelta
 
-from dagster import DefaultScheduleStatus, OpExecutionContext, ScheduleDefinition, in_process_executor, job, op
+from dagster import OpExecutionContext, op
 
+from wa_pipelines.defs.factories import one_op_job, running_schedule
 from wa_pipelines.resources import AppDatabase, MetaGraph, TokenKeys
 
 
@@ -19,16 +20,8 @@ def check_token_health_op(context: OpExecutionContext, app_db: AppDatabase, meta
     return dict(counts)
 
 
-@job(name="check_token_health", executor_def=in_process_executor, tags={"wa/queue": "maintenance"})
-def check_token_health_job():
-    """Nightly: is every business token still valid, and for how long?"""
-    check_token_health_op()
-
-
-token_health_schedule = ScheduleDefinition(
-    name="check_token_health_nightly",
-    job=check_token_health_job,
-    cron_schedule="0 2 * * *",
-    execution_timezone="America/Sao_Paulo",
-    default_status=DefaultScheduleStatus.RUNNING,
+check_token_health_job = one_op_job(
+    "check_token_health", check_token_health_op, "Nightly: is every business token still valid, and for how long?"
 )
+
+token_health_schedule = running_schedule("check_token_health_nightly", check_token_health_job, "0 2 * * *", "America/Sao_Paulo")

@@ -5,21 +5,18 @@ from datetime import timedelta
 import sqlalchemy as sa
 from dagster import (
     Config,
-    DefaultScheduleStatus,
     DefaultSensorStatus,
     OpExecutionContext,
     RunRequest,
-    ScheduleDefinition,
     SensorEvaluationContext,
     SkipReason,
-    in_process_executor,
-    job,
     op,
     sensor,
 )
 from pydantic import Field
 
 from wa_core.onboarding.steps import MAX_FOLLOW_UP_ATTEMPTS, finish_onboarding
+from wa_pipelines.defs.factories import one_op_job, running_schedule
 from wa_pipelines.resources import AppDatabase, MetaGraph, TokenKeys
 from wa_core.db.schema import utcnow, whatsapp_onboarding
 
@@ -51,10 +48,12 @@ def finish_onboarding_op(context: OpExecutionContext, config: FinishOnboardingCo
     return report.outcome
 
 
-@job(name="finish_onboarding", executor_def=in_process_executor, tags={"wa/queue": "onboarding"})
-def finish_onboarding_job():
-    """Follow up one Embedded Signup; safe to rerun from the UI (every step is idempotent)."""
-    finish_onboarding_op()
+finish_onboarding_job = one_op_job(
+    "finish_onboarding",
+    finish_onboarding_op,
+    "Follow up one Embedded Signup; safe to rerun from the UI (every step is idempotent).",
+    queue="onboarding",
+)
 
 
 @sensor(
@@ -105,16 +104,8 @@ def expire_onboardings_op(context: OpExecutionContext, app_db: AppDatabase) -> i
     return len(codes)
 
 
-@job(name="expire_onboardings", executor_def=in_process_executor, tags={"wa/queue": "maintenance"})
-def expire_onboardings_job():
-    """Expire pending onboardings whose 24 h tracking code ran out."""
-    expire_onboardings_op()
-
-
-expire_onboardings_schedule = ScheduleDefinition(
-    name="expire_onboardings_daily",
-    job=expire_onboardings_job,
-    cron_schedule="0 0 * * *",
-    execution_timezone="America/Sao_Paulo",
-    default_status=DefaultScheduleStatus.RUNNING,
+expire_onboardings_job = one_op_job(
+    "expire_onboardings", expire_onboardings_op, "Expire pending onboardings whose 24 h tracking code ran out."
 )
+
+expire_onboardings_schedule = running_schedule("expire_onboardings_daily", expire_onboardings_job, "0 0 * * *", "America/Sao_Paulo")

@@ -2,10 +2,11 @@
 
 from datetime import datetime
 
-from dagster import Config, DefaultScheduleStatus, OpExecutionContext, ScheduleDefinition, in_process_executor, job, op
+from dagster import Config, OpExecutionContext, op
 from pydantic import Field
 
 from wa_core.dead_letters import DeadLetterSelection, assign_waba, purge_dead_letters, purge_processed_bodies, replay_dead_letters
+from wa_pipelines.defs.factories import one_op_job, running_schedule
 from wa_pipelines.resources import AppDatabase
 
 
@@ -62,31 +63,16 @@ def purge_webhook_bodies_op(context: OpExecutionContext, app_db: AppDatabase) ->
     return count
 
 
-@job(name="replay_dead_letters", executor_def=in_process_executor, tags={"wa/queue": "maintenance"})
-def replay_dead_letters_job():
-    """Put the selected dead webhooks back in line (config: ids, time range, error kind, organization)."""
-    replay_dead_letters_op()
+replay_dead_letters_job = one_op_job("replay_dead_letters", replay_dead_letters_op, "Put the selected dead webhooks back in line (config: ids, time range, error kind, organization).")
 
 
-@job(name="purge_dead_letters", executor_def=in_process_executor, tags={"wa/queue": "maintenance"})
-def purge_dead_letters_job():
-    """Remove the bodies of the selected dead webhooks, keeping their metadata."""
-    purge_dead_letters_op()
+purge_dead_letters_job = one_op_job("purge_dead_letters", purge_dead_letters_op, "Remove the bodies of the selected dead webhooks, keeping their metadata.")
 
 
-@job(name="purge_webhook_bodies", executor_def=in_process_executor, tags={"wa/queue": "maintenance"})
-def purge_webhook_bodies_job():
-    """Retention: remove bodies of processed webhooks older than RETENTION_DAYS."""
-    purge_webhook_bodies_op()
+purge_webhook_bodies_job = one_op_job("purge_webhook_bodies", purge_webhook_bodies_op, "Retention: remove bodies of processed webhooks older than RETENTION_DAYS.")
 
 
-retention_schedule = ScheduleDefinition(
-    name="purge_webhook_bodies_daily",
-    job=purge_webhook_bodies_job,
-    cron_schedule="30 3 * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
-)
+retention_schedule = running_schedule("purge_webhook_bodies_daily", purge_webhook_bodies_job, "30 3 * * *", "UTC")
 
 
 class AssignWabaConfig(Config):
@@ -105,7 +91,4 @@ def assign_waba_op(context: OpExecutionContext, config: AssignWabaConfig, app_db
     return result
 
 
-@job(name="assign_waba", executor_def=in_process_executor, tags={"wa/queue": "maintenance"})
-def assign_waba_job():
-    """Operator: give an unclaimed WABA to its organization."""
-    assign_waba_op()
+assign_waba_job = one_op_job("assign_waba", assign_waba_op, "Operator: give an unclaimed WABA to its organization.")

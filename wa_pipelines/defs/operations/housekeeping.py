@@ -30,19 +30,16 @@ from dagster import (
     Config,
     DagsterInstance,
     DagsterRunStatus,
-    DefaultScheduleStatus,
     Failure,
     MetadataValue,
     OpExecutionContext,
     RunsFilter,
-    ScheduleDefinition,
-    in_process_executor,
-    job,
     op,
 )
 from pydantic import Field
 
 from wa_core.settings import get_settings
+from wa_pipelines.defs.factories import one_op_job, running_schedule
 
 try:  # the embedded default's event log: one SQLite file per run (Dagster-internal class)
     from dagster._core.storage.event_log import SqliteEventLogStorage
@@ -251,18 +248,17 @@ def purge_dagster_runs_op(context: OpExecutionContext, config: PurgeDagsterRunsC
     return 0 if config.dry_run else len(result.deleted)
 
 
-@job(name="purge_dagster_runs", executor_def=in_process_executor, tags={"wa/queue": "maintenance"})
-def purge_dagster_runs_job():
-    """Delete finished Dagster runs older than DAGSTER_RUN_RETENTION_DAYS (config may override the age)."""
-    purge_dagster_runs_op()
+purge_dagster_runs_job = one_op_job(
+    "purge_dagster_runs",
+    purge_dagster_runs_op,
+    "Delete finished Dagster runs older than DAGSTER_RUN_RETENTION_DAYS (config may override the age).",
+)
 
-
-purge_dagster_runs_schedule = ScheduleDefinition(
-    name="purge_dagster_runs_daily",
-    job=purge_dagster_runs_job,
-    cron_schedule="0 3 * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
+purge_dagster_runs_schedule = running_schedule(
+    "purge_dagster_runs_daily",
+    purge_dagster_runs_job,
+    "0 3 * * *",
+    "UTC",
     description="Daily at 03:00 UTC: delete finished Dagster runs older than DAGSTER_RUN_RETENTION_DAYS.",
 )
 
