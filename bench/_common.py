@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +26,8 @@ RESULTS_DIR = BENCH_DIR / "results"
 VENV_BIN = Path(sys.executable).parent
 ADMIN_DSN = os.environ.get("WA_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 BENCH_SECRET = "bench_app_secret_not_real"
+#: a fixed, public token key: bench databases hold no business token (the receiver needs a key to start)
+BENCH_TOKEN_KEY = "be" * 32
 
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
@@ -67,6 +70,42 @@ def make_settings(database_url: str | None, data_dir: Path, **extra: Any):
     return Settings(_env_file=None, **values)
 
 
+def service_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[str, str]:
+    """The environment of a product process the bench starts (receiver, Dagster daemon): this
+    process's, with the bench app secret, the bench token key, ``WA_DATA_DIR`` = ``data_dir``
+    and ``DATABASE_URL`` (removed for the embedded SQLite when None), then ``extra``."""
+    env = dict(os.environ, META_APP_SECRET=BENCH_SECRET, TOKEN_ENCRYPTION_KEY=BENCH_TOKEN_KEY, WA_DATA_DIR=str(data_dir))
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    else:
+        env.pop("DATABASE_URL", None)
+    env.update(extra)
+    return env
+
+
+def bench_database(backend: str, db_name: str, data_dir: Path, *, orgs: int = 0, **extra: Any):
+    """A fresh, migrated bench database and its product ``Settings`` (:func:`make_settings`,
+    ``extra`` passed on).
+
+    ``data_dir`` is emptied (removed and created again) and is the settings' data folder. On
+    ``backend`` ``"postgres"`` the database ``db_name`` (``wa_bench_*``) is dropped and created
+    again; on ``"sqlite"`` the embedded SQLite file in ``data_dir`` is the database. Then the
+    migrations run, and with ``orgs`` > 0 the main job's demo numbers (the fixture corpus's and
+    ``orgs`` synthetic organizations) are bound (``wa_dev.feed.bind_demo_numbers``)."""
+    from wa_core.db.migrate import upgrade
+    from wa_dev.feed import bind_demo_numbers
+
+    if backend not in ("postgres", "sqlite"):
+        raise ValueError(f"unknown backend {backend!r}: postgres or sqlite")
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    settings = make_settings(fresh_db(db_name) if backend == "postgres" else None, data_dir, **extra)
+    upgrade(settings)
+    if orgs > 0:
+        bind_demo_numbers(settings, orgs)
+    return settings
+
+
 # --- engines and landing ----------------------------------------------------------------
 def shipped_engine(settings, **overrides):
     """The engine a Dagster processing run uses (``wa_pipelines.resources.AppDatabase``):
@@ -94,6 +133,17 @@ def landing_row(body: bytes, received_at) -> dict[str, Any]:
         "signature_status": "valid", "request_id": uuid.uuid4().hex, "waba_id": routing_waba_id(body),
         "status": "pending", "attempts": 0, "updated_at": received_at,
     }
+
+
+def insert_landed(conn, rows: list[dict[str, Any]], chunk: int = 2000) -> None:
+    """Insert :func:`landing_row` values into ``whatsapp_webhook_logs`` on ``conn``, ``chunk``
+    rows per statement (a set, not a round trip per row)."""
+    import sqlalchemy as sa
+
+    from wa_core.db.schema import whatsapp_webhook_logs
+
+    for i in range(0, len(rows), chunk):
+        conn.execute(sa.insert(whatsapp_webhook_logs), rows[i : i + chunk])
 
 
 def fifo_claim_batch(engine, limit: int, lease_seconds: float, **_quotas: Any):

@@ -34,7 +34,7 @@ landing (``received_at``) to processed (``processed_at``), p50/p95/max; the floo
 per quota window and its maximum in any rolling 60 s (must be <= the quota); and the same
 other organizations without a flood (``baseline``, 20 s) for comparison.
 
-Databases: ``wa_bench_fairness`` (Postgres), files under /tmp/wa_bench_fairness_sqlite;
+Databases: ``wa_bench_fairness`` (Postgres), files under /tmp/wa_bench_fairness;
 both are removed at the end.
 
 Usage (about 5 minutes with the defaults):
@@ -55,13 +55,13 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from _common import (cpu_snapshot, drop_db, fifo_claim_batch, fresh_db, landing_row, machine_info, make_settings, pct,
+from _common import (bench_database, cpu_snapshot, drop_db, fifo_claim_batch, insert_landed, landing_row, machine_info, pct,
                      save_results, shipped_engine)
 
 import sqlalchemy as sa
 
 DB_NAME = "wa_bench_fairness"
-SQLITE_DIR = Path("/tmp/wa_bench_fairness_sqlite")
+DATA_DIR = Path("/tmp/wa_bench_fairness")  # the SQLite file on SQLite
 CLAIM_LIMIT = 200  # PROCESSING_BATCH_SIZE default
 LEASE_SECONDS = 300.0
 
@@ -111,32 +111,19 @@ WHERE rank <= :k1 ORDER BY id"""
 # --- set-up -----------------------------------------------------------------------------
 def prepare(backend: str, orgs: int):
     """Fresh migrated database with the corpus numbers and ``orgs`` synthetic organizations bound."""
-    from wa_core.db.migrate import upgrade
-    from wa_dev.feed import bind_demo_numbers
-
-    if backend == "postgres":
-        settings = make_settings(fresh_db(DB_NAME), Path("/tmp/wa_bench_fairness"))
-    else:
-        shutil.rmtree(SQLITE_DIR, ignore_errors=True)
-        SQLITE_DIR.mkdir(parents=True)
-        settings = make_settings(None, SQLITE_DIR)
-    upgrade(settings)
-    bind_demo_numbers(settings, orgs)
-    return settings
+    return bench_database(backend, DB_NAME, DATA_DIR, orgs=orgs)
 
 
 def cleanup() -> None:
     drop_db(DB_NAME)
-    shutil.rmtree(SQLITE_DIR, ignore_errors=True)
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
 
 
 def land(conn, bodies: list[bytes], **overrides) -> None:
-    from wa_core.db.schema import utcnow, whatsapp_webhook_logs
+    from wa_core.db.schema import utcnow
 
     now = utcnow()
-    values = [dict(landing_row(b, now), **overrides) for b in bodies]
-    for i in range(0, len(values), 2000):
-        conn.execute(sa.insert(whatsapp_webhook_logs), values[i : i + 2000])
+    insert_landed(conn, [dict(landing_row(b, now), **overrides) for b in bodies])
 
 
 def analyze(engine) -> None:

@@ -6,7 +6,7 @@ RSS, the Python heap peak (tracemalloc) of the processing call alone, the time, 
 number of commits. Run:
 
     .venv/bin/python bench/history_memory.py                # embedded SQLite
-    .venv/bin/python bench/history_memory.py --postgres     # a throwaway Postgres database
+    .venv/bin/python bench/history_memory.py --postgres     # a throwaway Postgres database (wa_bench_history)
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+DB_NAME = "wa_bench_history"
 
 CHILD = r"""
 import json, resource, sys, time, tracemalloc
@@ -47,24 +49,14 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--bytes", type=int, default=3_000_000)
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from _common import bench_database, drop_db
     from tests.helpers import bind_fixture_numbers, land
-    from tests.test_delivery import big_history
+    from tests.pipelines.test_delivery import big_history
     from wa_core.db.engine import create_sync_engine
-    from wa_core.db.migrate import upgrade
-    from wa_core.settings import Settings
 
     data_dir = Path(tempfile.mkdtemp(prefix="wa_bench_history_"))
-    fields = {"data_dir": str(data_dir), "database_url": None}
-    if args.postgres:
-        import psycopg
-
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS wa_bench_history")
-            conn.execute("CREATE DATABASE wa_bench_history")
-        fields["database_url"] = "postgresql://postgres@127.0.0.1:5432/wa_bench_history"
-    settings = Settings(**fields)
-    upgrade(settings)
+    settings = bench_database("postgres" if args.postgres else "sqlite", DB_NAME, data_dir)
+    fields = {"data_dir": str(data_dir), "database_url": settings.database_url}
     engine = create_sync_engine(settings)
     bind_fixture_numbers(engine)
     body = big_history(args.bytes)
@@ -76,10 +68,7 @@ def main() -> None:
     result.update({"backend": "postgres" if args.postgres else "sqlite", "body_bytes": len(body), "messages": messages})
     print(json.dumps(result, indent=2))
     if args.postgres:
-        import psycopg
-
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS wa_bench_history WITH (FORCE)")
+        drop_db(DB_NAME)
 
 
 if __name__ == "__main__":

@@ -31,14 +31,14 @@ import argparse
 import asyncio
 import os
 import resource
-import shutil
 import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from _common import BENCH_SECRET, VENV_BIN, drop_db, fresh_db, free_port, machine_info, make_settings, pct, save_results
+from _common import (BENCH_SECRET, VENV_BIN, bench_database, db_url, drop_db, free_port, machine_info, pct, save_results,
+                     service_env)
 from _common import cpu_snapshot
 
 import sqlalchemy as sa
@@ -53,29 +53,18 @@ def stamp() -> str:
 
 class Stack:
     def __init__(self, backend: str, idle_exit: float) -> None:
-        from wa_dev.feed import bind_demo_numbers
         from wa_dev.stack import Services, prepare_dagster_home
-        from wa_core.db.migrate import upgrade
 
         self.backend = backend
         self.data_dir = Path(f"/tmp/wa_bench_latency_{backend}")
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-        self.data_dir.mkdir(parents=True)
         for key in ("DAGSTER_HOME", "DAGSTER_POSTGRES_URL", "REDIS_URL"):
             os.environ.pop(key, None)
-        env = dict(os.environ)
-        env.update(META_APP_SECRET=BENCH_SECRET, WA_DATA_DIR=str(self.data_dir), PROCESSING_IDLE_EXIT_SECONDS=str(idle_exit))
         if backend == "postgres":
-            drop_db(APP_DB + "_dagster")
-            url = fresh_db(APP_DB)
-            env["DATABASE_URL"] = url
-        else:
-            url = None
-            env.pop("DATABASE_URL", None)
-        self.settings = make_settings(url, self.data_dir, processing_idle_exit_seconds=idle_exit)
-        upgrade(self.settings)
+            drop_db(APP_DB + "_dagster")  # prepare_dagster_home creates it again
+        self.settings = bench_database(backend, APP_DB, self.data_dir, orgs=3, processing_idle_exit_seconds=idle_exit)
+        url = db_url(APP_DB) if backend == "postgres" else None
+        env = service_env(self.data_dir, url, PROCESSING_IDLE_EXIT_SECONDS=str(idle_exit))
         self.home = prepare_dagster_home(self.settings, env)  # creates <db>_dagster on Postgres
-        bind_demo_numbers(self.settings, 3)
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api/v1/whatsapp/webhook"

@@ -41,37 +41,27 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import (cpu_snapshot, drop_db, fifo_claim_batch, fresh_db, landing_row, machine_info, make_settings,
+from _common import (bench_database, cpu_snapshot, drop_db, fifo_claim_batch, insert_landed, landing_row, machine_info,
                      save_results, shipped_engine)
 
 import sqlalchemy as sa
 
 DB_NAME = "wa_bench_processing"
 VARIANTS = ("as_shipped", "durable_commit", "no_pre_ping")
-SQLITE_DIR = Path("/tmp/wa_bench_processing_sqlite")
+DATA_DIR = Path("/tmp/wa_bench_processing")  # the SQLite file on SQLite
 
 
 def prepare(backend: str, rows: int, orgs: int, seed: int):
-    from wa_core.db.schema import utcnow, whatsapp_webhook_logs
-    from wa_core.db.migrate import upgrade
+    from wa_core.db.schema import utcnow
     from wa_dev.simulate import SyntheticStream, synthetic_numbers
-    from wa_dev.feed import bind_demo_numbers
 
-    if backend == "postgres":
-        settings = make_settings(fresh_db(DB_NAME), Path("/tmp/wa_bench_processing"))
-    else:
-        shutil.rmtree(SQLITE_DIR, ignore_errors=True)
-        SQLITE_DIR.mkdir(parents=True)
-        settings = make_settings(None, SQLITE_DIR)
-    upgrade(settings)
-    bind_demo_numbers(settings, orgs)
+    settings = bench_database(backend, DB_NAME, DATA_DIR, orgs=orgs)
     stream = SyntheticStream(synthetic_numbers(orgs), seed=seed)
     now = utcnow()
     values = [landing_row(stream.next_body(), now) for _ in range(rows)]
     engine = shipped_engine(settings)
     with engine.begin() as conn:
-        for i in range(0, rows, 2000):
-            conn.execute(sa.insert(whatsapp_webhook_logs), values[i : i + 2000])
+        insert_landed(conn, values)
     if backend == "postgres":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(sa.text("VACUUM ANALYZE"))
@@ -189,7 +179,7 @@ def main() -> int:
                           flush=True)
     finally:
         drop_db(DB_NAME)
-        shutil.rmtree(SQLITE_DIR, ignore_errors=True)
+        shutil.rmtree(DATA_DIR, ignore_errors=True)
 
     summary = []
     print("\nmedian over repetitions:")

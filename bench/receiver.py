@@ -46,13 +46,14 @@ from _common import (
     PROJECT_ROOT,
     RESULTS_DIR,
     VENV_BIN,
+    bench_database,
     combined_bodies,
     cpu_snapshot,
     drop_db,
     free_port,
-    fresh_db,
     machine_info,
     save_results,
+    service_env,
     stop_group,
     wait_http,
 )
@@ -152,13 +153,9 @@ def main() -> int:
     workers_list = [int(w) for w in args.workers.split(",")]
     conc_list = [int(c) for c in args.concurrency.split(",")]
 
-    from wa_core.db.migrate import upgrade
     from wa_core.meta.signature import sign
 
-    from _common import make_settings
-
-    db = fresh_db(DB_NAME)
-    upgrade(make_settings(db, Path("/tmp/wa_bench_receiver")))
+    db = bench_database("postgres", DB_NAME, LOG_DIR).database_url  # migrated; the log folder emptied
     bodies = combined_bodies(args.bodies)
     sizes = [len(b) for b in bodies]
     known = {hashlib.sha256(b).hexdigest() for b in bodies}
@@ -167,7 +164,7 @@ def main() -> int:
     bodies_file = RESULTS_DIR / "wrk_bodies.tmp"
     bodies_file.write_text("".join(f"{sign(b, BENCH_SECRET)} {b.decode('ascii')}\n" for b in bodies))
 
-    env = dict(os.environ, DATABASE_URL=db, META_APP_SECRET=BENCH_SECRET, WA_DATA_DIR="/tmp/wa_bench_receiver")
+    env = service_env(LOG_DIR, db)
     env.pop("REDIS_URL", None)
     results: list[dict] = []
     problems: list[str] = []
