@@ -58,6 +58,17 @@ class Settings(BaseSettings):
         ge=META_MAX_PAYLOAD_BYTES,
         description="Largest accepted webhook body in bytes; at least Meta's 3 MB.",
     )
+    webhook_body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Longest time to read one webhook body (seconds); a slower client gets 408 (Meta redelivers).",
+    )
+    webhook_max_concurrent_bodies: int = Field(
+        default=256,
+        ge=1,
+        description="Webhook bodies read at once per receiver process; past that a delivery gets 503 at once (Meta redelivers).",
+    )
     db_pool_size: int = Field(default=10, ge=1, description="Receiver connection pool size per worker.")
     db_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long the receiver waits for the database before answering 503."

@@ -14,6 +14,7 @@ from wa_core.db.landing import create_landing_store
 from wa_core.logs import configure_logging
 from wa_core.ratelimit import RateLimiter
 from wa_webhook.routes import admin, health, onboarding, page, webhook
+from wa_webhook.routes.webhook import BodyReads
 from wa_core.meta.crypto import TokenCipher
 from wa_core.settings import Settings, get_settings
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.cipher = cipher
         app.state.rate_limiter = RateLimiter(settings.redis_url, settings.rate_limit_prefix, notifier=get_notifier(settings))
         app.state.landing = create_landing_store(settings)
+        app.state.body_reads = BodyReads(settings.webhook_max_concurrent_bodies)
 
         def graph():
             """A Graph API client (onboarding routes; imported on first use)."""

@@ -10,7 +10,7 @@ from prometheus_client import Counter, Histogram
 
 WEBHOOK_REQUESTS = Counter(
     "wa_webhook_requests_total",
-    "Webhook POSTs by outcome (landed, bad_signature, too_large, no_secret, db_unavailable).",
+    "Webhook POSTs by outcome (landed, bad_signature, too_large, body_timeout, client_disconnect, busy, no_secret, db_unavailable).",
     ["outcome"],
 )
 SIGNATURE_FAILURES = Counter(

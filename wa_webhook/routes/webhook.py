@@ -20,6 +20,7 @@ import anyio
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
+from starlette.requests import ClientDisconnect
 
 from wa_webhook import metrics
 from wa_core.db.landing import LandedWebhook, LandingUnavailable
@@ -33,6 +34,28 @@ router = APIRouter(prefix="/api/v1/whatsapp", tags=["webhook"])
 
 class BodyTooLarge(Exception):
     """The request body went past ``WEBHOOK_MAX_BODY_BYTES`` while being read."""
+
+
+class BodyReads:
+    """Bounds the webhook bodies one receiver process reads at once
+    (``WEBHOOK_MAX_CONCURRENT_BODIES``), so a crowd of slow clients cannot hold every
+    connection and all the memory: past the bound a delivery is answered 503 at once and
+    Meta redelivers it. Not thread-safe: used from the event loop only."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def try_enter(self) -> bool:
+        """Take a slot; ``False`` when ``limit`` bodies are already being read."""
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        """Give the slot back."""
+        self.active -= 1
 
 
 async def read_body_limited(request: Request, limit: int) -> bytes:
@@ -102,6 +125,9 @@ async def receive_webhook(request: Request) -> Response:
     - 503 when ``META_APP_SECRET`` is not configured (never accept unsigned deliveries),
       or when the database cannot take the row (Meta redelivers);
     - 413 when the body passes ``WEBHOOK_MAX_BODY_BYTES`` (checked while reading);
+    - 408 when the body is not read within ``WEBHOOK_BODY_TIMEOUT_SECONDS`` (a slow client),
+      503 at once when ``WEBHOOK_MAX_CONCURRENT_BODIES`` bodies are already being read, and
+      one log line plus the ``client_disconnect`` metric when the sender hangs up mid-body;
     - 401 when ``X-Hub-Signature-256`` is missing, malformed or does not match;
     - 200 ``EVENT_RECEIVED`` once the exact bytes are committed, whatever they contain.
     """
@@ -113,12 +139,33 @@ async def receive_webhook(request: Request) -> Response:
         return PlainTextResponse("app secret is not configured", status_code=503)
 
     request_id = safe_request_id(request.headers.get("x-request-id"))
+    reads: BodyReads = state.body_reads
+    if not reads.try_enter():
+        log.warning("too many webhook bodies being read at once: answering 503", extra={"request_id": request_id})
+        metrics.WEBHOOK_REQUESTS.labels("busy").inc()
+        return PlainTextResponse("receiver busy", status_code=503, headers={"Retry-After": "1"})
     try:
-        body = await read_body_limited(request, state.settings.webhook_max_body_bytes)
+        with anyio.fail_after(state.settings.webhook_body_timeout_seconds):
+            body = await read_body_limited(request, state.settings.webhook_max_body_bytes)
     except BodyTooLarge:
         log.warning("webhook body over limit", extra={"request_id": request_id})
         metrics.WEBHOOK_REQUESTS.labels("too_large").inc()
         return PlainTextResponse("payload too large", status_code=413)
+    except TimeoutError:
+        log.warning(
+            "webhook body not read within %.0f s: answering 408",
+            state.settings.webhook_body_timeout_seconds,
+            extra={"request_id": request_id},
+        )
+        metrics.WEBHOOK_REQUESTS.labels("body_timeout").inc()
+        return PlainTextResponse("request body timeout", status_code=408, headers={"Connection": "close"})
+    except ClientDisconnect:
+        # the sender hung up mid-body: nothing to store and no one to answer; one line, no traceback
+        log.warning("webhook sender disconnected before the body was complete", extra={"request_id": request_id})
+        metrics.WEBHOOK_REQUESTS.labels("client_disconnect").inc()
+        return PlainTextResponse("client disconnected", status_code=400)
+    finally:
+        reads.leave()
 
     previous = state.settings.meta_app_secret_previous
     result = verify_with_rotation(
