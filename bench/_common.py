@@ -285,14 +285,6 @@ def cpu_snapshot(root_pids: list[int]) -> dict[str, float]:
 
 
 # --- stats and output --------------------------------------------------------------------
-def pct(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..1) of ``values``; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
-
-
 def machine_info() -> dict[str, Any]:
     cpu = "?"
     for line in Path("/proc/cpuinfo").read_text().splitlines():

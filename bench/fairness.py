@@ -55,10 +55,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from _common import (bench_database, cpu_snapshot, drop_db, fifo_claim_batch, insert_landed, landing_row, machine_info, pct,
+from _common import (bench_database, cpu_snapshot, drop_db, fifo_claim_batch, insert_landed, landing_row, machine_info,
                      save_results, shipped_engine)
 
 import sqlalchemy as sa
+
+from wa_core.reporting.stats import percentile
 
 DB_NAME = "wa_bench_fairness"
 DATA_DIR = Path("/tmp/wa_bench_fairness")  # the SQLite file on SQLite
@@ -208,7 +210,7 @@ def _sample_claims(engine, timer: StatementTimer, samples: int, fn, **kw) -> dic
     kinds = sorted({k for p in parts for k in p})
     return {
         "samples": len(times),
-        "ms_median": statistics.median(times), "ms_p95": pct(times, 0.95), "ms_min": min(times), "ms_max": max(times),
+        "ms_median": statistics.median(times), "ms_p95": percentile(times, 95), "ms_min": min(times), "ms_max": max(times),
         "rows_claimed": statistics.median(claimed), "held_back": statistics.median(held),
         "statement_ms_median": {k: statistics.median(p.get(k, 0.0) for p in parts) for k in kinds},
         # the rest of a claim: pool checkout, SQLAlchemy compile and result handling, commit
@@ -241,7 +243,7 @@ def _time_query(engine, sql: str, k1: int, samples: int, setup: str | None = Non
             rows = [tuple(r) for r in conn.execute(sa.text(sql), {"now": utcnow(), "k1": k1}).all()]
             if i >= 3:
                 times.append(1000 * (time.perf_counter() - t0))
-    return {"ms_median": statistics.median(times), "ms_p95": pct(times, 0.95), "candidates": len(rows)}, rows
+    return {"ms_median": statistics.median(times), "ms_p95": percentile(times, 95), "candidates": len(rows)}, rows
 
 
 def candidate_queries(engine, k1: int, samples: int, explain: bool, product_window: tuple) -> dict:
@@ -404,7 +406,7 @@ def _org_latencies(engine, external_by_waba: dict[str, str]) -> tuple[dict, dict
 def _summary(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
-    return {"n": len(values), "p50": pct(values, 0.5), "p95": pct(values, 0.95), "max": max(values), "min": min(values)}
+    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95), "max": max(values), "min": min(values)}
 
 
 def scenario(backend: str, name: str, flood: int, others: int, per_other: int, per_minute: int, in_flight: int, span: float) -> dict:

@@ -37,11 +37,13 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from _common import (BENCH_SECRET, VENV_BIN, bench_database, db_url, drop_db, free_port, machine_info, pct, save_results,
+from _common import (BENCH_SECRET, VENV_BIN, bench_database, db_url, drop_db, free_port, machine_info, save_results,
                      service_env)
 from _common import cpu_snapshot
 
 import sqlalchemy as sa
+
+from wa_core.reporting.stats import percentile
 
 APP_DB = "wa_bench_latency"
 PROC_JOB = "process_webhooks"
@@ -247,9 +249,9 @@ def bench_backend(backend: str, args) -> dict:
             "statuses": {s: sum(1 for _, _, st in rows if st == s) for s in {st for _, _, st in rows}},
             "drained": drained, "processing_runs": len(runs),
             "first_run_started_after_s": (first_start - stream_start).total_seconds() if first_start else None,
-            "receiver_p50_ms": pct(report.latencies_ms, 0.5), "receiver_p99_ms": pct(report.latencies_ms, 0.99),
-            "all": {"n": len(lat_all), "p50": pct(lat_all, 0.5), "p95": pct(lat_all, 0.95), "max": max(lat_all, default=None)},
-            "after_first_run_start": {"n": len(lat_after), "p50": pct(lat_after, 0.5), "p95": pct(lat_after, 0.95),
+            "receiver_p50_ms": percentile(report.latencies_ms, 50), "receiver_p99_ms": percentile(report.latencies_ms, 99),
+            "all": {"n": len(lat_all), "p50": percentile(lat_all, 50), "p95": percentile(lat_all, 95), "max": max(lat_all, default=None)},
+            "after_first_run_start": {"n": len(lat_after), "p50": percentile(lat_after, 50), "p95": percentile(lat_after, 95),
                                       "max": max(lat_after, default=None)},
             "cpu_cores": stream_cpu,
         }
@@ -274,7 +276,7 @@ def bench_backend(backend: str, args) -> dict:
             last_send = time.monotonic()
             samples.append(run_sample(stack, f"from idle #{i + 1}"))
         lat = [s["latency_s"] for s in samples]
-        result["idle"] = {"samples": samples, "p50": pct(lat, 0.5), "p95": pct(lat, 0.95), "max": max(lat, default=None),
+        result["idle"] = {"samples": samples, "p50": percentile(lat, 50), "p95": percentile(lat, 95), "max": max(lat, default=None),
                           "idle_gap_s": args.idle_gap, "spacing_s": args.spacing}
         print(f"[{stamp()}] from idle: p50 {result['idle']['p50']:.2f}s, p95 {result['idle']['p95']:.2f}s, max {result['idle']['max']:.2f}s", flush=True)
 

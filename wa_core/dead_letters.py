@@ -8,7 +8,6 @@ nothing but the row's own state.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from wa_core.db.schema import organizations, utcnow, whatsapp_webhook_logs as logs
+from wa_core.backlog import lane_of_row
+from wa_core.db.schema import utcnow, whatsapp_webhook_logs as logs
+from wa_core.organizations import resolve_organization
 
 
 class EmptySelection(ValueError):
@@ -30,7 +31,9 @@ class DeadLetterSelection:
     ``ids``: webhook log ids. ``received_from``/``received_to``: arrival time range (UTC,
     inclusive start, exclusive end). ``error_kind``: matches one of the row's error kinds
     (``unroutable``, ``invalid_json``…). ``organization``: the organization's id or external
-    id. ``everything``: required to select all dead rows with no other filter.
+    id (:func:`wa_core.organizations.resolve_organization`), matched against the row's lane
+    (:mod:`wa_core.backlog`: the organization processing recorded, else the one its WABA is
+    bound to). ``everything``: required to select all dead rows with no other filter.
     """
 
     ids: list[int] = field(default_factory=list)
@@ -41,7 +44,9 @@ class DeadLetterSelection:
     everything: bool = False
 
     def condition(self, conn: Connection) -> sa.ColumnElement[bool]:
-        """SQL condition for the selected dead rows. Raises :class:`EmptySelection`."""
+        """SQL condition for the selected dead rows. Raises :class:`EmptySelection`, and
+        :class:`~wa_core.organizations.UnknownOrganization` /
+        :class:`~wa_core.organizations.InvalidOrganization` for an organization that is not one."""
         parts: list[Any] = []
         if self.ids:
             parts.append(logs.c.id.in_(self.ids))
@@ -61,17 +66,10 @@ class DeadLetterSelection:
                 )
             )
         if self.organization:
-            parts.append(logs.c.organization_id == _organization_id(conn, self.organization))
+            parts.append(lane_of_row() == resolve_organization(conn, self.organization).id)
         if not parts and not self.everything:
             raise EmptySelection("name ids, a time range, an error kind or an organization (or set everything)")
         return sa.and_(logs.c.status == "dead", *parts)
-
-
-def _organization_id(conn: Connection, ref: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(ref)
-    except ValueError:
-        return conn.execute(sa.select(organizations.c.id).where(organizations.c.external_id == ref)).scalar()
 
 
 def replay_dead_letters(conn: Connection, selection: DeadLetterSelection, *, dry_run: bool = False) -> list[int]:
@@ -133,14 +131,13 @@ def assign_waba(conn: Connection, waba_id: str, organization: str) -> dict[str, 
     and put its waiting ``account_update`` webhooks (failed or dead, unroutable) back in line.
 
     Returns ``{"organization_id", "connection_id", "replayed": [ids]}``. Raises
-    ``LookupError`` for an unknown organization and
+    :class:`~wa_core.organizations.UnknownOrganization` (a ``LookupError``) for an unknown
+    organization, :class:`~wa_core.organizations.InvalidOrganization` for a malformed one, and
     :class:`~wa_core.bindings.BindingConflict` when the WABA belongs to another one.
     """
     from wa_core.bindings import bind_waba
 
-    org_id = _organization_id(conn, organization)
-    if org_id is None or conn.execute(sa.select(organizations.c.id).where(organizations.c.id == org_id)).first() is None:
-        raise LookupError(f"no organization {organization!r}")
+    org_id = resolve_organization(conn, organization).id
     connection_id = bind_waba(conn, org_id, waba_id)
     now = utcnow()
     waiting = sa.and_(

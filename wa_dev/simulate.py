@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 import httpx
 
 from wa_core.meta.signature import SIGNATURE_HEADER, sign
+from wa_core.reporting.stats import percentile
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = PROJECT_ROOT / "tests" / "fixtures" / "meta"
@@ -161,9 +161,8 @@ class SendReport:
 
     def summary(self) -> str:
         """One line: counts and p50/p99 latency of accepted deliveries."""
-        lat = sorted(self.latencies_ms)
-        p50 = statistics.median(lat) if lat else 0.0
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
+        p50 = percentile(self.latencies_ms, 50) or 0.0
+        p99 = percentile(self.latencies_ms, 99) or 0.0
         return (
             f"sent {self.sent} webhooks: {self.delivered} accepted (200), {self.retries} retries, "
             f"{self.gave_up} gave up; answers {dict(sorted(self.statuses.items()))}; "

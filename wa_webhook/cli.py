@@ -136,9 +136,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from wa_core.db.engine import create_sync_engine
     from wa_core.reporting.summary import format_summary, stored_summary
 
-    engine = create_sync_engine(_migrated_settings())
+    settings = _migrated_settings()
+    engine = create_sync_engine(settings)
     with engine.connect() as conn:
-        summary = stored_summary(conn)
+        summary = stored_summary(conn, expiring_soon_days=settings.token_expiring_soon_days)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
@@ -181,7 +182,7 @@ def build_parser(prog: str = "wa-onboarding", add_commands: Callable | None = No
     p = sub.add_parser("rotate-token-key", help="re-encrypt every business token under the current TOKEN_ENCRYPTION_KEY")
     p.set_defaults(func=cmd_rotate_token_key)
 
-    p = sub.add_parser("status", help="what is stored: webhooks by state, messages, statuses, connections")
+    p = sub.add_parser("status", help="what is stored: webhooks by state, messages, statuses, connections, token states, backlog")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
     return parser

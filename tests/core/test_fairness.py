@@ -235,7 +235,9 @@ def test_status_shows_an_organization_called_unrouted_apart_from_the_unrouted_la
     claimable = {lane["organization_external_id"]: lane["claimable"] for lane in summary["backlog"]}
     assert claimable == {None: 2, "unrouted": 1}
     text = format_summary(summary)
-    assert "(unrouted)    claimable=2" in text and "unrouted      claimable=1" in text
+    # one spelling for the unrouted lane (UNROUTED_LANE, was "(unrouted)" here only); the organization
+    # called so is shown with its id
+    assert "    unrouted      claimable=2" in text and f"    unrouted ({org}) claimable=1" in text
 
 
 def test_postgres_skip_scan_finds_the_same_candidates_as_the_window_query(engine: Engine, settings: Settings) -> None:

@@ -25,17 +25,17 @@ from sqlalchemy.engine import Engine
 from tests.helpers import ACME_PHONE, ACME_WABA, GLOBEX_PHONE, GLOBEX_WABA
 from wa_pipelines.definitions import defs
 from wa_pipelines.defs.dashboards import checks
-from wa_pipelines.defs.dashboards.checks import DASHBOARD_CHECKS, redis_answers_check, redis_target, unclaimed_wabas
-from wa_pipelines.defs.dashboards.assets import (
-    DASHBOARD_ASSETS,
-    compute_failed_webhooks,
-    compute_onboarding_timeline,
-    compute_org_status,
-    compute_token_health,
-    org_whatsapp_status,
-    token_state,
-)
-from wa_core.reporting.lag import HourLag, compute_webhook_lag, percentile
+from wa_pipelines.defs.dashboards.checks import DASHBOARD_CHECKS, redis_answers_check
+from wa_pipelines.defs.dashboards.assets import DASHBOARD_ASSETS, org_whatsapp_status
+from wa_core.reporting.check_queries import unclaimed_wabas
+from wa_core.reporting.failed_webhooks import compute_failed_webhooks
+from wa_core.reporting.lag import HourLag, compute_webhook_lag
+from wa_core.reporting.onboarding_timeline import compute_onboarding_timeline
+from wa_core.reporting.org_status import compute_org_status
+from wa_core.reporting.redis_probe import redis_target
+from wa_core.reporting.stats import percentile
+from wa_core.reporting.tokens import compute_token_health
+from wa_core.token_health import current_state as token_state
 from wa_core.reporting.snapshots import load_snapshot, save_snapshot
 from wa_pipelines.resources import AppDatabase
 from wa_core.processing.store import insert_message
@@ -260,7 +260,8 @@ def test_percentile_interpolates_between_closest_ranks() -> None:
 
 def test_token_state_reads_the_expiry_against_now() -> None:
     now, soon = datetime(2026, 1, 20, 12, tzinfo=timezone.utc), timedelta(days=7)
-    assert token_state(None, None, now, soon) == "unknown"
+    assert token_state(None, None, now, soon) == "not_checked"  # never checked: not checked yet (was "unknown")
+    assert token_state("unknown", now + 30 * DAY, now, soon) == "unknown"  # the last check itself failed
     assert token_state("valid", None, now, soon) == "valid"
     assert token_state("valid", now + 3 * DAY, now, soon) == "expiring_soon"
     assert token_state("valid", now - S, now, soon) == "expired"
@@ -340,21 +341,22 @@ def test_org_whatsapp_status_figures(engine: Engine, settings: Settings) -> None
     assert acme.phone_numbers == {"pending": 0, "connected": 2, "disconnected": 0, "offboarded": 0, "disabled": 0}
     assert (acme.messages_in_24h, acme.messages_out_24h) == (2, 1)  # history and the 30 h old message left out
     assert (acme.webhooks_processed_24h, acme.webhooks_failed_24h, acme.webhooks_dead_24h) == (2, 1, 0)
-    assert acme.tokens == {"valid": 1, "expiring_soon": 1, "expired": 0, "invalid": 0, "missing_permission": 0, "unknown": 0}
+    assert acme.tokens == {"valid": 1, "expiring_soon": 1, "expired": 0, "invalid": 0, "missing_permission": 0, "unknown": 0, "not_checked": 0}
     globex = rows["Globex Ltd"]
     assert (globex.completed_onboardings, globex.active_connections) == (1, 1)
     assert globex.phone_numbers["connected"] == 1 and globex.phone_numbers["pending"] == 1
     assert (globex.messages_in_24h, globex.messages_out_24h) == (1, 0)
     assert (globex.webhooks_processed_24h, globex.webhooks_failed_24h, globex.webhooks_dead_24h) == (1, 0, 1)
-    assert globex.tokens["invalid"] == 1 and globex.tokens["unknown"] == 1
+    assert globex.tokens["invalid"] == 1 and globex.tokens["not_checked"] == 1 and globex.tokens["unknown"] == 0
     initech = rows["Initech"]
     assert (initech.active_connections, sum(initech.phone_numbers.values()), initech.messages_in_24h) == (0, 0, 0)
     t = board.totals
     assert (t["organizations"], t["completed_onboardings"], t["active_connections"]) == (3, 2, 2)
     assert (t["phone_numbers"], t["phone_numbers_connected"], t["phone_numbers_pending"]) == (4, 3, 1)
     assert (t["messages_in_24h"], t["messages_out_24h"]) == (3, 1)
-    assert (t["webhooks_processed_24h"], t["webhooks_failed_24h"], t["webhooks_dead_24h"], t["webhooks_unrouted_24h"]) == (3, 1, 1, 3)
-    assert (t["tokens_valid"], t["tokens_expiring_soon"], t["tokens_invalid"], t["tokens_unknown"], t["tokens_unhealthy"]) == (1, 1, 1, 1, 1)
+    # every lane, the unrouted one included (its failed w9 and dead w7): as failed_webhooks counts them
+    assert (t["webhooks_processed_24h"], t["webhooks_failed_24h"], t["webhooks_dead_24h"], t["webhooks_unrouted_24h"]) == (3, 2, 2, 3)
+    assert (t["tokens_valid"], t["tokens_expiring_soon"], t["tokens_invalid"], t["tokens_not_checked"], t["tokens_unhealthy"]) == (1, 1, 1, 1, 1)
 
 
 def test_onboarding_timeline_funnel_and_latest(engine: Engine, settings: Settings) -> None:
@@ -421,12 +423,12 @@ def test_token_health_per_phone_number(engine: Engine, settings: Settings) -> No
         ("Acme Store", ACME_PHONE, "expiring_soon", "valid", 3.0, True),
         ("Acme Store", ACME_PHONE2, "valid", "valid", None, False),  # None = never expires
         ("Globex Ltd", GLOBEX_PHONE, "invalid", "invalid", None, True),
-        ("Globex Ltd", GLOBEX_PHONE2, "unknown", None, None, False),
+        ("Globex Ltd", GLOBEX_PHONE2, "not_checked", None, None, False),
     ]
     assert board.rows[3].checked_at is None and board.rows[0].expires_at == now + 3 * DAY
     assert board.totals == {
-        "phone_numbers": 4, "valid": 1, "expiring_soon": 1, "expired": 0, "invalid": 1, "missing_permission": 0, "unknown": 1,
-        "unhealthy": 1, "needs_action": 2, "never_checked": 1, "min_days_to_expiry": 3.0,
+        "phone_numbers": 4, "valid": 1, "expiring_soon": 1, "expired": 0, "invalid": 1, "missing_permission": 0, "unknown": 0,
+        "not_checked": 1, "unhealthy": 1, "needs_action": 2, "min_days_to_expiry": 3.0,
     }
     payload = board.payload()
     assert "display_phone_number" not in payload["rows"][0] and "15550000001" not in str(payload)
@@ -446,7 +448,9 @@ def test_webhook_lag_percentiles_per_hour_and_backlog(engine: Engine, settings: 
     assert (t["meta_to_arrival_count"], t["meta_to_arrival_p50_seconds"], t["meta_to_arrival_p95_seconds"]) == (6, 5.0, 9.5)
     assert (t["arrival_to_processed_count"], t["arrival_to_processed_p50_seconds"], t["arrival_to_processed_p95_seconds"]) == (3, 1.5, 2.4)
     # claimable: two pending (one replayed a minute ago), one failed whose retry fell due 20 minutes ago
-    assert (t["backlog_claimable"], t["backlog_pending"], t["backlog_failed_due"], t["backlog_failed_waiting"]) == (3, 2, 1, 1)
+    # (backlog_failed_waiting is now backlog_waiting_retry, the name wa_core.backlog and the admin API give it)
+    assert (t["backlog_claimable"], t["backlog_pending"], t["backlog_failed_due"], t["backlog_waiting_retry"]) == (3, 2, 1, 1)
+    assert t["backlog_in_flight"] == 0
     assert t["backlog_oldest_age_seconds"] == 1200.0 and t["backlog_oldest_webhook_id"] == ids["w9"]
     assert t["backlog_oldest_waiting_since"] == now - 20 * M
 
@@ -543,7 +547,7 @@ def test_refresh_dashboards_job_records_metadata_snapshots_and_checks(
         mats[a.key.to_user_string()] = mat.metadata
     assert set(mats) == {"org_whatsapp_status", "onboarding_timeline", "failed_webhooks", "token_health", "webhook_lag"}
     status = mats["org_whatsapp_status"]
-    assert status["messages_in_24h"].value == 3 and status["webhooks_dead_24h"].value == 1 and status["tokens_unhealthy"].value == 1
+    assert status["messages_in_24h"].value == 3 and status["webhooks_dead_24h"].value == 2 and status["tokens_unhealthy"].value == 1
     assert "| Acme Store | 1 | 1 | 2 / 2 | 2 | 1 | 2 | 1 | 0 | 0 / 1 |" in status["by_organization"].value
     assert [r["organization_external_id"] for r in status["rows"].value] == ["acme", "globex", "initech"]
     assert mats["failed_webhooks"]["dead_24h"].value == 2 and mats["failed_webhooks"]["by_error_kind"].value["invalid_json"] == 2

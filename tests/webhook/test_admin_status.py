@@ -17,7 +17,9 @@ from sqlalchemy.engine import Engine
 from tests.conftest import fixture_bytes
 from tests.helpers import ACME_PHONE, ACME_WABA, GLOBEX_WABA, bind_fixture_numbers, land, rows
 from tests.webhook.test_onboarding import token_for
-from wa_pipelines.defs.dashboards.assets import compute_onboarding_timeline, compute_org_status, compute_token_health
+from wa_core.reporting.onboarding_timeline import compute_onboarding_timeline
+from wa_core.reporting.org_status import compute_org_status
+from wa_core.reporting.tokens import compute_token_health
 from wa_core.reporting.snapshots import save_snapshot
 from wa_webhook.app import create_app
 from wa_core.bindings import ensure_organization
@@ -180,7 +182,7 @@ def test_live_sections_show_a_change_at_once(admin: TestClient, engine: Engine, 
     before = admin.get(STATUS, params={"org": "acme"}, headers=AUTH).json()
     [conn_before] = before["connections"]["connections"]
     assert conn_before["status"] == "awaiting_confirmation" and conn_before["waba_id"] == ACME_WABA
-    assert conn_before["phone_numbers"][0]["token_health"] is None
+    assert conn_before["phone_numbers"][0]["token_health"] == "not_checked"  # the token's state now (was null: as recorded)
     assert before["failed_webhooks"]["counts"] == [] and before["backlog"]["lanes"] == []
 
     with engine.begin() as conn:

@@ -237,8 +237,13 @@ def _release_stale_binding(conn: Connection, waba_id: str) -> bool:
     return True
 
 
-def phone_numbers_view(conn: Connection, connection_id: uuid.UUID) -> list[dict[str, Any]]:
-    """A connection's phone numbers as the API shows them (status and token health)."""
+def phone_numbers_view(conn: Connection, connection_id: uuid.UUID, *, expiring_soon_days: float = 7.0) -> list[dict[str, Any]]:
+    """A connection's phone numbers as the API shows them: status, and ``token_health``, the
+    token's state now (:func:`wa_core.token_health.current_state`, ``expiring_soon_days`` =
+    ``TOKEN_EXPIRING_SOON_DAYS``; ``not_checked`` before the first check)."""
+    from wa_core.token_health import current_state
+
+    now, soon = utcnow(), timedelta(days=expiring_soon_days)
     cfg = whatsapp_configs.c
     return [
         {
@@ -247,22 +252,23 @@ def phone_numbers_view(conn: Connection, connection_id: uuid.UUID) -> list[dict[
             "verified_name": n.verified_name,
             "is_coexistence": n.is_coexistence,
             "status": n.status,
-            "token_health": n.token_health,
-            "token_expires_at": n.token_expires_at.isoformat() if n.token_expires_at else None,
+            "token_health": current_state(n.token_health, n.token_expires_at, now, soon),
+            "token_expires_at": as_utc(n.token_expires_at).isoformat() if n.token_expires_at else None,
         }
         for n in conn.execute(sa.select(whatsapp_configs).where(cfg.connection_id == connection_id).order_by(cfg.phone_number_id))
     ]
 
 
-def status_view(conn: Connection, onboarding: Any) -> dict[str, Any]:
-    """What the page polls: the onboarding's state, its connection and numbers, the error."""
+def status_view(conn: Connection, onboarding: Any, *, expiring_soon_days: float = 7.0) -> dict[str, Any]:
+    """What the page polls: the onboarding's state, its connection and numbers (see
+    :func:`phone_numbers_view`), the error."""
     connection = None
     numbers: list[dict[str, Any]] = []
     if onboarding.connection_id is not None:
         c = conn.execute(sa.select(whatsapp_connections).where(whatsapp_connections.c.id == onboarding.connection_id)).first()
         if c is not None:
             connection = {"id": str(c.id), "waba_id": c.waba_id, "status": c.status, "status_reason": c.status_reason}
-            numbers = phone_numbers_view(conn, c.id)
+            numbers = phone_numbers_view(conn, c.id, expiring_soon_days=expiring_soon_days)
     error = None
     if onboarding.status in ("failed", "cancelled") or onboarding.follow_up_status == "failed":
         error = {"code": onboarding.error_code, "message": onboarding.error_message, "step": onboarding.cancel_step}

@@ -15,8 +15,10 @@ One answer per call, every section saying where its figures come from:
 
 Organization filter: an organization's id or its external id (the SaaS's own id). Snapshot
 rows are kept when their ``organization_id`` or ``organization_external_id`` matches;
-webhook rows and backlog lanes by their routing lane (the organization processing recorded,
-else the one the webhook's WABA is bound to, see :mod:`wa_core.backlog`).
+webhook rows and backlog lanes by their lane (the organization processing recorded, else
+the one the webhook's WABA is bound to, see :mod:`wa_core.backlog`; the unrouted lane is
+``organization_id`` null, shown as ``unrouted``). Claimable, in flight and waiting retry
+are :mod:`wa_core.backlog`'s; token states :func:`wa_core.token_health.current_state`.
 
 No Dagster import: the receiver process imports this module.
 """
@@ -24,14 +26,14 @@ No Dagster import: the receiver process imports this module.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
-from wa_core.backlog import backlog_by_organization, lane_expression, lane_join
+from wa_core.backlog import OrgBacklog, backlog_by_organization, lane_expression, lane_join
 from wa_core.db.schema import (
     as_utc,
     organizations,
@@ -40,7 +42,11 @@ from wa_core.db.schema import (
     whatsapp_connections,
     whatsapp_webhook_logs as logs,
 )
+from wa_core.organizations import InvalidOrganization, OrganizationRef, UnknownOrganization, resolve_organization
 from wa_core.reporting.snapshots import load_snapshot
+from wa_core.token_health import current_state
+
+__all__ = ["AdminStatus", "InvalidOrganization", "OrganizationRef", "UnknownOrganization", "admin_status", "resolve_organization"]
 
 #: section name → dashboard asset key of the materialised sections
 MATERIALISED_SECTIONS = {
@@ -50,27 +56,9 @@ MATERIALISED_SECTIONS = {
 }
 #: the Dagster job that writes the snapshots
 REFRESH_JOB = "refresh_dashboards"
-#: longest organization reference accepted (``organizations.external_id`` is 255)
-MAX_ORG_REF = 255
-
-
-class UnknownOrganization(LookupError):
-    """No organization has this id or external id (the API answers 404)."""
-
-
-class InvalidOrganization(ValueError):
-    """The organization reference cannot be an id or an external id (the API answers 422)."""
 
 
 # --- response shape ----------------------------------------------------------------------------
-class OrganizationRef(BaseModel):
-    """The organization the answer is filtered on."""
-
-    id: uuid.UUID
-    external_id: str = Field(description="the SaaS's own organization id")
-    name: str
-
-
 class Snapshot(BaseModel):
     """A dashboard snapshot as stored by its asset's last materialisation."""
 
@@ -93,14 +81,17 @@ class MaterialisedSection(BaseModel):
 
 
 class PhoneNumberView(BaseModel):
-    """A phone number of a connection, with its business token's health as last recorded."""
+    """A phone number of a connection, with its business token's state now."""
 
     phone_number_id: str
     display_phone_number: str | None
     verified_name: str | None
     is_coexistence: bool
     status: str
-    token_health: str | None = Field(description="as recorded by the nightly debug_token check or a Graph error; null = never checked")
+    token_health: str = Field(
+        description="the token's state now (wa_core.token_health.current_state): as recorded by the nightly debug_token "
+        "check or a Graph error, re-read against its expiry; not_checked = not checked yet"
+    )
     token_health_reason: str | None
     token_checked_at: datetime | None
     token_expires_at: datetime | None = Field(description="null = never expires (or not known)")
@@ -150,7 +141,7 @@ class FailedWebhook(BaseModel):
     attempts: int
     received_at: datetime
     next_attempt_at: datetime | None = Field(description="failed rows: when the next attempt is due (UTC)")
-    organization_id: uuid.UUID | None = Field(description="routing lane; null = not routed to an organization")
+    organization_id: uuid.UUID | None = Field(description="the row's lane (wa_core.backlog); null = unrouted")
     fields: str | None
     replay_count: int
     body_purged: bool
@@ -161,27 +152,18 @@ class FailedWebhooksSection(BaseModel):
 
     source: Literal["live"] = "live"
     counts: list[FailedCount]
+    unrouted: int = Field(description="failed and dead rows of the unrouted lane (no organization), all of them")
     webhooks: list[FailedWebhook] = Field(description="the latest failed and dead rows, newest first")
-
-
-class BacklogLane(BaseModel):
-    """One organization's processing backlog (``organization_id`` null = webhooks of unbound WABAs)."""
-
-    organization_id: uuid.UUID | None
-    organization_external_id: str | None
-    claimable: int
-    waiting_retry: int
-    in_flight: int
-    claimed_last_minute: int
-    oldest_claimable_at: datetime | None
-    oldest_claimable_age_seconds: float | None
 
 
 class BacklogSection(BaseModel):
     """The processing backlog per organization, computed live (:mod:`wa_core.backlog`)."""
 
     source: Literal["live"] = "live"
-    lanes: list[BacklogLane] = Field(description="lanes with anything waiting, in flight or claimed in the last minute; longest wait first")
+    lanes: list[OrgBacklog] = Field(
+        description="wa_core.backlog.OrgBacklog of each lane with anything waiting, in flight or claimed in the last minute; "
+        "longest wait first; organization_id null = unrouted"
+    )
 
 
 class AdminStatus(BaseModel):
@@ -198,31 +180,6 @@ class AdminStatus(BaseModel):
 
 
 # --- reading ---------------------------------------------------------------------------------
-def resolve_organization(conn: Connection, ref: str) -> OrganizationRef:
-    """The organization whose id (UUID) or external id is ``ref`` (surrounding spaces ignored).
-
-    An id match wins over an external-id match (an external id may look like a UUID).
-    Raises :class:`InvalidOrganization` for an empty, over-long (> 255) or control-character
-    reference and :class:`UnknownOrganization` when no organization matches.
-    """
-    ref = ref.strip()
-    if not ref or len(ref) > MAX_ORG_REF or any(ord(ch) < 32 or ord(ch) == 127 for ch in ref):
-        raise InvalidOrganization("organization must be an organization id or external id (1-255 printable characters)")
-    o = organizations.c
-    conditions: list[Any] = [o.external_id == ref]
-    as_id: uuid.UUID | None = None
-    try:
-        as_id = uuid.UUID(ref)
-        conditions.append(o.id == as_id)
-    except ValueError:
-        pass
-    found = conn.execute(sa.select(o.id, o.external_id, o.name).where(sa.or_(*conditions))).all()
-    if not found:
-        raise UnknownOrganization(f"no organization with id or external id {ref!r}")
-    best = next((r for r in found if r.id == as_id), found[0])
-    return OrganizationRef(id=best.id, external_id=best.external_id, name=best.name)
-
-
 def _row_matches(row: dict[str, Any], org: OrganizationRef) -> bool:
     org_id = row.get("organization_id")
     if org_id is not None:
@@ -275,8 +232,11 @@ def materialised_section(conn: Connection, asset_key: str, org: OrganizationRef 
     return MaterialisedSection(asset_key=asset_key, materialised=snapshot, hint=hint)
 
 
-def live_connections(conn: Connection, org: OrganizationRef | None) -> ConnectionsSection:
-    """Connections (oldest first) with their phone numbers and token health, from the live tables."""
+def live_connections(
+    conn: Connection, org: OrganizationRef | None, now: datetime, expiring_soon: timedelta = timedelta(days=7)
+) -> ConnectionsSection:
+    """Connections (oldest first) with their phone numbers and each token's state at ``now``
+    (:func:`wa_core.token_health.current_state`), from the live tables."""
     c, cfg, o = whatsapp_connections.c, whatsapp_configs.c, organizations.c
     query = (
         sa.select(whatsapp_connections, o.external_id.label("organization_external_id"))
@@ -296,7 +256,7 @@ def live_connections(conn: Connection, org: OrganizationRef | None) -> Connectio
                 verified_name=n.verified_name,
                 is_coexistence=bool(n.is_coexistence),
                 status=n.status,
-                token_health=n.token_health,
+                token_health=current_state(n.token_health, n.token_expires_at, now, expiring_soon),
                 token_health_reason=n.token_health_reason,
                 token_checked_at=as_utc(n.token_checked_at),
                 token_expires_at=as_utc(n.token_expires_at),
@@ -304,22 +264,11 @@ def live_connections(conn: Connection, org: OrganizationRef | None) -> Connectio
         )
     connections = [
         ConnectionView(
-            id=r.id,
-            organization_id=r.organization_id,
-            organization_external_id=r.organization_external_id,
-            waba_id=r.waba_id,
-            status=r.status,
-            status_reason=r.status_reason,
-            last_event=r.last_event,
-            last_event_at=as_utc(r.last_event_at),
-            connected_at=as_utc(r.connected_at),
-            disconnected_at=as_utc(r.disconnected_at),
-            subscribed_at=as_utc(r.subscribed_at),
+            **{name: as_utc(r[name]) if isinstance(r[name], datetime) else r[name] for name in _CONNECTION_COLUMNS},
             has_business_token=r.business_token_encrypted is not None,
-            token_expires_at=as_utc(r.token_expires_at),
             phone_numbers=numbers.get(r.id, []),
         )
-        for r in conn.execute(query)
+        for r in conn.execute(query).mappings()
     ]
     counts: dict[str, int] = {}
     for item in connections:
@@ -327,10 +276,18 @@ def live_connections(conn: Connection, org: OrganizationRef | None) -> Connectio
     return ConnectionsSection(counts=counts, connections=connections)
 
 
-def live_failed_webhooks(conn: Connection, org: OrganizationRef | None, limit: int) -> FailedWebhooksSection:
-    """Counts of failed and dead webhooks by state and error kind, and the latest ``limit`` rows."""
+#: the ConnectionView fields read as they are stored
+_CONNECTION_COLUMNS = [name for name in ConnectionView.model_fields if name not in ("has_business_token", "phone_numbers")]
+
+
+def failed_rows(
+    conn: Connection, columns: list[Any], *, statuses: tuple[str, ...] = ("failed", "dead"), org: OrganizationRef | None = None, limit: int = 50
+) -> tuple[list[FailedCount], list[Any]]:
+    """Failed/dead webhook rows in ``statuses``, ``org``'s lane only when given: the counts
+    by state and error kind (all rows), and ``columns`` (plus ``lane``) of the latest
+    ``limit`` rows, newest first."""
     lane = lane_expression()
-    where: list[Any] = [logs.c.status.in_(("failed", "dead"))]
+    where: list[Any] = [logs.c.status.in_(statuses)]
     if org is not None:
         where.append(lane == org.id)
     counts = conn.execute(
@@ -341,17 +298,26 @@ def live_failed_webhooks(conn: Connection, org: OrganizationRef | None, limit: i
         .order_by(logs.c.status, logs.c.error_kind)
     ).all()
     latest = conn.execute(
-        sa.select(
-            logs.c.id, logs.c.status, logs.c.error_kind, logs.c.attempts, logs.c.received_at, logs.c.next_attempt_at,
-            lane.label("lane"), logs.c.fields, logs.c.replay_count, (logs.c.body.is_(None)).label("body_purged"),
-        )
-        .select_from(lane_join())
-        .where(*where)
-        .order_by(logs.c.id.desc())
-        .limit(limit)
+        sa.select(*columns, lane.label("lane")).select_from(lane_join()).where(*where).order_by(logs.c.id.desc()).limit(limit)
     ).all()
+    return [FailedCount(status=s, error_kind=k, count=n) for s, k, n in counts], latest
+
+
+def unrouted_failed(conn: Connection, statuses: tuple[str, ...] = ("failed", "dead")) -> int:
+    """Webhook rows in ``statuses`` of the unrouted lane (no organization)."""
+    return conn.execute(
+        sa.select(sa.func.count()).select_from(lane_join()).where(logs.c.status.in_(statuses), lane_expression().is_(None))
+    ).scalar_one()
+
+
+def live_failed_webhooks(conn: Connection, org: OrganizationRef | None, limit: int) -> FailedWebhooksSection:
+    """Counts of failed and dead webhooks by state and error kind, and the latest ``limit`` rows."""
+    c = logs.c
+    columns = [c.id, c.status, c.error_kind, c.attempts, c.received_at, c.next_attempt_at, c.fields, c.replay_count]
+    counts, latest = failed_rows(conn, [*columns, c.body.is_(None).label("body_purged")], org=org, limit=limit)
     return FailedWebhooksSection(
-        counts=[FailedCount(status=s, error_kind=k, count=n) for s, k, n in counts],
+        counts=counts,
+        unrouted=0 if org is not None else unrouted_failed(conn),
         webhooks=[
             FailedWebhook(
                 id=r.id,
@@ -371,34 +337,21 @@ def live_failed_webhooks(conn: Connection, org: OrganizationRef | None, limit: i
 
 
 def live_backlog(conn: Connection, org: OrganizationRef | None, now: datetime) -> BacklogSection:
-    """The processing backlog per organization at ``now`` (UTC), only ``org``'s lane with a filter."""
-    lanes = []
-    for b in backlog_by_organization(conn, now=now):
-        if org is not None and b.organization_id != org.id:
-            continue
-        oldest = as_utc(b.oldest_claimable_at)
-        lanes.append(
-            BacklogLane(
-                organization_id=b.organization_id,
-                organization_external_id=b.organization_external_id,
-                claimable=b.claimable,
-                waiting_retry=b.waiting_retry,
-                in_flight=b.in_flight,
-                claimed_last_minute=b.claimed_last_minute,
-                oldest_claimable_at=oldest,
-                oldest_claimable_age_seconds=round(max(0.0, (now - oldest).total_seconds()), 1) if oldest else None,
-            )
-        )
-    return BacklogSection(lanes=lanes)
+    """The processing backlog per lane at ``now`` (UTC), only ``org``'s lane with a filter."""
+    return BacklogSection(lanes=[b for b in backlog_by_organization(conn, now=now) if org is None or b.organization_id == org.id])
 
 
-def admin_status(conn: Connection, organization: str | None = None, *, limit: int = 50, now: datetime | None = None) -> AdminStatus:
+def admin_status(
+    conn: Connection, organization: str | None = None, *, limit: int = 50, now: datetime | None = None, expiring_soon_days: float = 7.0
+) -> AdminStatus:
     """The whole status answer, read on ``conn`` (one transaction; on Postgres pass a
     REPEATABLE READ connection for one consistent view of the live tables).
 
     ``organization``: id or external id, None = all organizations. ``limit``: failed/dead
     rows listed (the counts cover all of them). ``now``: aware UTC time of the answer
-    (default now). Raises :class:`InvalidOrganization` and :class:`UnknownOrganization`.
+    (default now). ``expiring_soon_days``: ``TOKEN_EXPIRING_SOON_DAYS`` (token states).
+    Raises :class:`~wa_core.organizations.InvalidOrganization` and
+    :class:`~wa_core.organizations.UnknownOrganization`.
     """
     now = now or utcnow()
     org = resolve_organization(conn, organization) if organization is not None else None
@@ -407,7 +360,7 @@ def admin_status(conn: Connection, organization: str | None = None, *, limit: in
         generated_at=now,
         organization=org,
         **sections,
-        connections=live_connections(conn, org),
+        connections=live_connections(conn, org, now, timedelta(days=expiring_soon_days)),
         failed_webhooks=live_failed_webhooks(conn, org, limit),
         backlog=live_backlog(conn, org, now),
     )

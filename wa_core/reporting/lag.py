@@ -13,17 +13,19 @@ Two delays, in seconds, over the last 24 h, per hour of arrival (``received_at``
 * **arrival → processed**: ``processed_at − received_at`` of the webhook rows processed that
   arrived in the window (a replayed row counts from its first arrival).
 
-Percentiles are computed in Python (linear interpolation between closest ranks, like
-numpy's default) so that SQLite and Postgres give the same figures.
+Percentiles: :func:`wa_core.reporting.stats.percentile` (linear interpolation between the
+two closest ranks, in Python, so that SQLite and Postgres give the same figures).
 
-The **backlog** is what a processing run could claim now: ``pending`` rows, and ``failed``
-rows whose ``next_attempt_at`` has passed. Each has been waiting since it arrived (pending),
-since an operator replayed it (pending, replayed), or since its retry became due (failed).
+The **backlog** is split as :mod:`wa_core.backlog` splits every open row (``pending`` or
+``failed``): **claimable** (:func:`~wa_core.backlog.claimable_condition`: ``pending``, or
+``failed`` with its retry due, and not under a live lease; the figure the processing sensor
+launches on), **in flight** (leased by a live run) and **waiting retry** (``failed``, retry
+not due). A claimable row has been waiting since it arrived (pending), since an operator
+replayed it (pending, replayed), or since its retry became due (failed).
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from wa_core.reporting.snapshots import Dashboard
+from wa_core.backlog import claimable_condition, in_flight_condition, waiting_retry_condition
 from wa_core.db.schema import (
     as_utc,
     utcnow,
@@ -41,6 +43,9 @@ from wa_core.db.schema import (
     whatsapp_messages,
     whatsapp_webhook_logs,
 )
+from wa_core.reporting.common import markdown
+from wa_core.reporting.snapshots import Dashboard
+from wa_core.reporting.stats import percentile
 
 #: the window the lag figures cover
 LAG_WINDOW = timedelta(hours=24)
@@ -49,22 +54,6 @@ META_CLOCK_SKEW_SECONDS = 300.0
 #: Meta → arrival samples longer than this (seconds; Meta retries a webhook for 7 days) are
 #: implausible: excluded
 META_MAX_LAG_SECONDS = 7 * 24 * 3600.0
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-th percentile (0–100) of ``values`` by linear interpolation between the two
-    closest ranks (numpy's default method); None for no values. Raises ``ValueError`` for a
-    ``q`` outside 0–100."""
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile {q} is not within 0–100")
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    if low == high:
-        return float(ordered[low])
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def _rounded(value: float | None) -> float | None:
@@ -100,10 +89,11 @@ class HourLag:
 
 @dataclass(frozen=True)
 class Backlog:
-    """What processing could claim now.
+    """The open webhook rows at one time, split as :mod:`wa_core.backlog` splits them.
 
-    ``pending``: rows in ``pending``; ``failed_due``: ``failed`` rows whose retry is due;
-    ``failed_waiting``: ``failed`` rows whose retry is not due yet (not claimable, shown for
+    ``pending`` and ``failed_due``: the claimable rows (not leased) in ``pending`` and in
+    ``failed`` with their retry due; ``in_flight``: rows leased by a live run;
+    ``waiting_retry``: ``failed`` rows whose retry is not due (not claimable, shown for
     context). ``oldest_waiting_since``: when the longest-waiting claimable row became
     claimable (UTC; None when nothing is claimable) and ``oldest_age_seconds`` how long ago
     that was; ``oldest_webhook_id`` is that row.
@@ -111,14 +101,15 @@ class Backlog:
 
     pending: int
     failed_due: int
-    failed_waiting: int
+    waiting_retry: int
+    in_flight: int
     oldest_waiting_since: datetime | None
     oldest_age_seconds: float | None
     oldest_webhook_id: int | None
 
     @property
     def claimable(self) -> int:
-        """Rows a processing run could claim now."""
+        """Rows a processing run could claim now (:func:`~wa_core.backlog.claimable_condition`)."""
         return self.pending + self.failed_due
 
 
@@ -137,38 +128,42 @@ def _samples(rows: Iterable[Any], hour_of: str = "later") -> list[tuple[datetime
 
 
 def compute_backlog(conn: Connection, now: datetime | None = None) -> Backlog:
-    """The claimable backlog at ``now`` (UTC, default now); see :class:`Backlog`.
-
-    A row is claimable when ``pending``, or ``failed`` with ``next_attempt_at <= now``; a row
-    leased by a run in progress still counts (it has not been processed yet).
-    """
+    """The backlog at ``now`` (UTC, default now); see :class:`Backlog`. Claimable is
+    :func:`wa_core.backlog.claimable_condition`: a row leased by a run in progress is in
+    flight, not claimable (it becomes claimable again if its lease expires)."""
     now = now or utcnow()
     logs = whatsapp_webhook_logs.c
+    claimable = claimable_condition(now)
     counts = conn.execute(
         sa.select(
-            sa.func.count().filter(logs.status == "pending"),
-            sa.func.count().filter(logs.status == "failed", logs.next_attempt_at <= now),
-            sa.func.count().filter(logs.status == "failed", sa.or_(logs.next_attempt_at.is_(None), logs.next_attempt_at > now)),
+            sa.func.count().filter(claimable, logs.status == "pending"),
+            sa.func.count().filter(claimable, logs.status == "failed"),
+            sa.func.count().filter(waiting_retry_condition(now)),
+            sa.func.count().filter(in_flight_condition(now)),
         ).where(logs.status.in_(("pending", "failed")))
     ).one()
+    figures = [int(n) for n in counts]
     # the oldest candidate of each kind of wait, then the oldest of those
     since_pending = sa.case((logs.replayed_at > logs.received_at, logs.replayed_at), else_=logs.received_at)
     candidates = [
         conn.execute(
-            sa.select(logs.id, since_pending.label("since")).where(logs.status == "pending").order_by(since_pending, logs.id).limit(1)
+            sa.select(logs.id, since_pending.label("since"))
+            .where(claimable, logs.status == "pending")
+            .order_by(since_pending, logs.id)
+            .limit(1)
         ).first(),
         conn.execute(
             sa.select(logs.id, logs.next_attempt_at.label("since"))
-            .where(logs.status == "failed", logs.next_attempt_at <= now)
+            .where(claimable, logs.status == "failed")
             .order_by(logs.next_attempt_at, logs.id)
             .limit(1)
         ).first(),
     ]
     found = [(as_utc(c.since), c.id) for c in candidates if c is not None]
     if not found:
-        return Backlog(int(counts[0]), int(counts[1]), int(counts[2]), None, None, None)
+        return Backlog(*figures, None, None, None)
     since, webhook_id = min(found)
-    return Backlog(int(counts[0]), int(counts[1]), int(counts[2]), since, round((now - since).total_seconds(), 3), webhook_id)
+    return Backlog(*figures, since, round((now - since).total_seconds(), 3), webhook_id)
 
 
 def compute_webhook_lag(conn: Connection, now: datetime | None = None) -> Dashboard:
@@ -179,8 +174,8 @@ def compute_webhook_lag(conn: Connection, now: datetime | None = None) -> Dashbo
     ``meta_to_arrival_excluded`` (implausible samples, below −``META_CLOCK_SKEW_SECONDS``
     or above ``META_MAX_LAG_SECONDS``, which no count or percentile, total or hourly,
     includes), the same for ``arrival_to_processed``, and the backlog (:func:`compute_backlog`):
-    ``backlog_claimable``, ``backlog_pending``, ``backlog_failed_due``,
-    ``backlog_failed_waiting``, ``backlog_oldest_age_seconds`` (None when nothing waits),
+    ``backlog_claimable`` (= ``backlog_pending`` + ``backlog_failed_due``),
+    ``backlog_in_flight``, ``backlog_waiting_retry``, ``backlog_oldest_age_seconds`` (None when nothing waits),
     ``backlog_oldest_waiting_since`` and ``backlog_oldest_webhook_id``. Seconds are floats
     rounded to the millisecond; percentiles are None without samples.
     """
@@ -233,9 +228,33 @@ def compute_webhook_lag(conn: Connection, now: datetime | None = None) -> Dashbo
         "backlog_claimable": backlog.claimable,
         "backlog_pending": backlog.pending,
         "backlog_failed_due": backlog.failed_due,
-        "backlog_failed_waiting": backlog.failed_waiting,
+        "backlog_waiting_retry": backlog.waiting_retry,
+        "backlog_in_flight": backlog.in_flight,
         "backlog_oldest_age_seconds": backlog.oldest_age_seconds,
         "backlog_oldest_waiting_since": backlog.oldest_waiting_since,
         "backlog_oldest_webhook_id": backlog.oldest_webhook_id,
     }
     return Dashboard(computed_at=now, totals=totals, rows=hours)
+
+
+def lag_markdown(rows: list[HourLag]) -> str:
+    """The ``by_hour`` table of ``webhook_lag``."""
+
+    def s(value: float | None) -> str:
+        return "" if value is None else f"{value:.3f}"
+
+    return markdown(
+        ["hour (UTC)", "Meta → arrival n", "p50 s", "p95 s", "arrival → processed n", "p50 s", "p95 s"],
+        (
+            [
+                h.hour.strftime("%Y-%m-%d %H:00"),
+                h.meta_to_arrival_count,
+                s(h.meta_to_arrival_p50_seconds),
+                s(h.meta_to_arrival_p95_seconds),
+                h.arrival_to_processed_count,
+                s(h.arrival_to_processed_p50_seconds),
+                s(h.arrival_to_processed_p95_seconds),
+            ]
+            for h in rows
+        ),
+    )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from wa_core.backlog import backlog_by_organization
+from wa_core.token_health import TOKEN_STATES, current_state, state_label
+
+from wa_core.backlog import UNROUTED_LANE, backlog_by_organization, lane_expression, lane_join, lane_label
 from wa_core.db.schema import (
     organizations,
+    utcnow,
     whatsapp_configs,
     whatsapp_connections,
     whatsapp_contacts,
@@ -19,16 +24,26 @@ from wa_core.db.schema import (
 )
 
 
-def stored_summary(conn: Connection) -> dict[str, Any]:
+def stored_summary(conn: Connection, *, expiring_soon_days: float = 7.0) -> dict[str, Any]:
     """Counts per table and per state: ``{"webhooks": {"processed": n, …}, "messages": {…}, …}``.
 
     ``webhooks_leased`` counts rows a run holds right now, or held when it died (claimable
-    again once ``PROCESSING_LEASE_SECONDS`` pass). ``backlog`` is the processing backlog, a list
-    of :meth:`wa_core.backlog.OrgBacklog.as_dict` lanes (``organization_id`` None for WABAs
-    bound to no one), see :func:`wa_core.backlog.backlog_by_organization`.
+    again once ``PROCESSING_LEASE_SECONDS`` pass). ``webhooks_unrouted``: rows of the unrouted
+    lane (:mod:`wa_core.backlog`) per state. ``tokens``: phone numbers per token state now
+    (:func:`wa_core.token_health.current_state`; ``expiring_soon_days`` =
+    ``TOKEN_EXPIRING_SOON_DAYS``). ``backlog`` is the processing backlog, a list of
+    :meth:`wa_core.backlog.OrgBacklog.as_dict` lanes (``organization_id`` None for the
+    unrouted lane), see :func:`wa_core.backlog.backlog_by_organization`.
     """
+    now = utcnow()
+    soon = timedelta(days=expiring_soon_days)
+    cfg = whatsapp_configs.c
+    tokens = Counter(
+        current_state(r.token_health, r.token_expires_at, now, soon) for r in conn.execute(sa.select(cfg.token_health, cfg.token_expires_at))
+    )
+    logs = whatsapp_webhook_logs.c
 
-    def grouped(table: sa.Table, *cols: sa.Column, where: Any = sa.true()) -> dict[str, int]:
+    def grouped(table: sa.FromClause, *cols: sa.Column, where: Any = sa.true()) -> dict[str, int]:
         rows = conn.execute(sa.select(*cols, sa.func.count()).select_from(table).where(where).group_by(*cols)).all()
         return {"/".join(str(v) for v in row[:-1]): int(row[-1]) for row in rows}
 
@@ -36,40 +51,42 @@ def stored_summary(conn: Connection) -> dict[str, Any]:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
     return {
-        "webhooks": grouped(whatsapp_webhook_logs, whatsapp_webhook_logs.c.status),
+        "webhooks": grouped(whatsapp_webhook_logs, logs.status),
         "webhooks_leased": int(
-            conn.execute(
-                sa.select(sa.func.count()).select_from(whatsapp_webhook_logs).where(whatsapp_webhook_logs.c.locked_until.is_not(None))
-            ).scalar_one()
+            conn.execute(sa.select(sa.func.count()).select_from(whatsapp_webhook_logs).where(logs.locked_until.is_not(None))).scalar_one()
         ),
-        "webhook_errors": grouped(
-            whatsapp_webhook_logs,
-            whatsapp_webhook_logs.c.error_kind,
-            where=whatsapp_webhook_logs.c.error_kind.is_not(None),
-        ),
+        "webhooks_unrouted": grouped(lane_join(), logs.status, where=lane_expression().is_(None)),
+        "webhook_errors": grouped(whatsapp_webhook_logs, logs.error_kind, where=logs.error_kind.is_not(None)),
         "messages": grouped(whatsapp_messages, whatsapp_messages.c.direction, whatsapp_messages.c.source),
         "statuses": grouped(whatsapp_message_statuses, whatsapp_message_statuses.c.status),
         "contacts": count(whatsapp_contacts),
         "organizations": count(organizations),
         "connections": grouped(whatsapp_connections, whatsapp_connections.c.status),
-        "phone_numbers": grouped(whatsapp_configs, whatsapp_configs.c.status),
+        "phone_numbers": grouped(whatsapp_configs, cfg.status),
+        "tokens": {state: tokens[state] for state in TOKEN_STATES if tokens[state]},
         # a list, not a dict by name: an organization may well be called "unrouted"
-        "backlog": [b.as_dict() for b in backlog_by_organization(conn)],
+        "backlog": [b.as_dict() for b in backlog_by_organization(conn, now)],
     }
 
 
+#: the figures of a backlog lane ``wa-onboarding status`` prints
+_LANE_FIGURES = ("claimable", "in_flight", "waiting_retry", "claimed_last_minute", "oldest_claimable_at")
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    """Human-readable lines for :func:`stored_summary`."""
+    """Human-readable lines for :func:`stored_summary` (token states as a person reads them:
+    ``not checked yet``; lanes by external id, the unrouted one as ``unrouted``)."""
     lines = []
     for key, value in summary.items():
         if key == "backlog":
-            lines.append(f"  {key:<15} {'none' if not value else '(per organization; unrouted = WABA bound to no one)'}")
+            lines.append(f"  {key:<15} {'none' if not value else f'(per organization; {UNROUTED_LANE} = WABA bound to no one)'}")
             for lane in value:
-                name = lane["organization_external_id"] or ("(unrouted)" if lane["organization_id"] is None else lane["organization_id"])
-                inner = ", ".join(
-                    f"{k}={v}" for k, v in lane.items() if v and k not in ("organization_id", "organization_external_id")
-                )
+                name = lane_label(lane["organization_id"], lane["organization_external_id"])
+                inner = ", ".join(f"{k}={v}" for k, v in lane.items() if v and k in _LANE_FIGURES)
                 lines.append(f"    {name:<13} {inner}")
+        elif key == "tokens":
+            inner = ", ".join(f"{state_label(k)}: {v}" for k, v in value.items()) or "none"
+            lines.append(f"  {key:<15} {inner}")
         elif isinstance(value, dict):
             inner = ", ".join(f"{k}={v}" for k, v in sorted(value.items())) or "none"
             lines.append(f"  {key:<15} {inner}")

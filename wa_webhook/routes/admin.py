@@ -16,10 +16,11 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from wa_core.reporting.admin_status import AdminStatus, InvalidOrganization, UnknownOrganization, admin_status, resolve_organization
 from wa_core.db.schema import whatsapp_webhook_logs as logs
 from wa_core.dead_letters import DeadLetterSelection, EmptySelection, replay_dead_letters
 from wa_core.meta.signature import tokens_equal
+from wa_core.organizations import InvalidOrganization, UnknownOrganization, resolve_organization
+from wa_core.reporting.admin_status import AdminStatus, admin_status, failed_rows
 
 router = APIRouter(prefix="/api/admin/whatsapp", tags=["admin"])
 
@@ -67,7 +68,7 @@ def whatsapp_status(
         if conn.dialect.name == "postgresql":  # one consistent view of the live tables
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         try:
-            return admin_status(conn, org, limit=limit)
+            return admin_status(conn, org, limit=limit, expiring_soon_days=request.app.state.settings.token_expiring_soon_days)
         except InvalidOrganization as exc:
             raise HTTPException(422, str(exc)) from exc
         except UnknownOrganization as exc:
@@ -109,30 +110,22 @@ def failed_webhooks(
     status: Annotated[list[str], Query()] = ["failed", "dead"],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    """Counts by state and error kind, and the latest failed/dead webhooks (no bodies)."""
-    wanted = [s for s in status if s in ("failed", "dead")] or ["failed", "dead"]
+    """Counts by state and error kind, and the latest failed/dead webhooks (no bodies);
+    ``organization_id`` is the row's lane (:mod:`wa_core.backlog`; null = unrouted)."""
+    wanted = tuple(s for s in status if s in ("failed", "dead")) or ("failed", "dead")
+    c = logs.c
+    columns = [
+        c.id, c.received_at, c.status, c.attempts, c.next_attempt_at, c.error_kind, c.last_error, c.fields,
+        c.items_received, c.items_processed, c.items_failed, c.items_dead, c.replay_count, c.body.is_(None).label("body_purged"),
+    ]
     with _engine(request).connect() as conn:
-        counts = conn.execute(
-            sa.select(logs.c.status, logs.c.error_kind, sa.func.count())
-            .where(logs.c.status.in_(wanted))
-            .group_by(logs.c.status, logs.c.error_kind)
-        ).all()
-        latest = conn.execute(
-            sa.select(
-                logs.c.id, logs.c.received_at, logs.c.status, logs.c.attempts, logs.c.next_attempt_at,
-                logs.c.error_kind, logs.c.last_error, logs.c.organization_id, logs.c.fields,
-                logs.c.items_received, logs.c.items_processed, logs.c.items_failed, logs.c.items_dead,
-                logs.c.replay_count, (logs.c.body.is_(None)).label("body_purged"),
-            )
-            .where(logs.c.status.in_(wanted))
-            .order_by(logs.c.id.desc())
-            .limit(limit)
-        ).mappings().all()
-    return {
-        "source": "live",
-        "counts": [{"status": s, "error_kind": k, "count": n} for s, k, n in counts],
-        "webhooks": [dict(r) for r in latest],
-    }
+        counts, latest = failed_rows(conn, columns, statuses=wanted, limit=limit)
+    webhooks = []
+    for row in latest:
+        item = dict(row._mapping)
+        item["organization_id"] = item.pop("lane")
+        webhooks.append(item)
+    return {"source": "live", "counts": [count.model_dump() for count in counts], "webhooks": webhooks}
 
 
 @router.post("/webhooks/replay")

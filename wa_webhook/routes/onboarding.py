@@ -125,7 +125,7 @@ def post_session(tracking_code: str, body: SessionBody, request: Request, caller
             raise _error(exc) from exc
         log.info("onboarding token exchanged; follow-up queued for Dagster")
     with engine.connect() as conn:
-        view = status_view(conn, get_onboarding(conn, caller.organization_id, tracking_code))
+        view = status_view(conn, get_onboarding(conn, caller.organization_id, tracking_code), expiring_soon_days=request.app.state.settings.token_expiring_soon_days)
     onboarding_cache(request.app).remember(tracking_code, {"organization_id": str(caller.organization_id), "status": view["status"]}, state.settings.onboarding_ttl_seconds)
     return view
 
@@ -135,14 +135,16 @@ def onboarding_status(tracking_code: str, request: Request, caller: CallerDep) -
     """The onboarding's status, connection, numbers and failure reason (404 if not yours)."""
     with request.app.state.api_engine().connect() as conn:
         try:
-            return status_view(conn, get_onboarding(conn, caller.organization_id, tracking_code))
+            return status_view(conn, get_onboarding(conn, caller.organization_id, tracking_code), expiring_soon_days=request.app.state.settings.token_expiring_soon_days)
         except OnboardingError as exc:
             raise _error(exc) from exc
 
 
 @router.get("/check-connection")
 def check_connection(request: Request, caller: CallerDep) -> dict[str, Any]:
-    """The organization's WABA connections and their phone numbers."""
+    """The organization's WABA connections and their phone numbers, each token's state now
+    (:func:`wa_core.token_health.current_state`)."""
+    soon_days = request.app.state.settings.token_expiring_soon_days
     with request.app.state.api_engine().connect() as conn:
         connections = conn.execute(
             sa.select(whatsapp_connections).where(whatsapp_connections.c.organization_id == caller.organization_id).order_by(whatsapp_connections.c.created_at)
@@ -153,7 +155,7 @@ def check_connection(request: Request, caller: CallerDep) -> dict[str, Any]:
                 {
                     "id": str(c.id), "waba_id": c.waba_id, "status": c.status, "status_reason": c.status_reason,
                     "connected_at": c.connected_at.isoformat() if c.connected_at else None,
-                    "phone_numbers": phone_numbers_view(conn, c.id),
+                    "phone_numbers": phone_numbers_view(conn, c.id, expiring_soon_days=soon_days),
                 }
             )
     return {"connected": any(c["status"] == "active" for c in out), "connections": out}

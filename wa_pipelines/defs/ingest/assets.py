@@ -10,7 +10,7 @@ from pydantic import Field
 
 import sqlalchemy as sa
 
-from wa_core.backlog import OrgBacklog, backlog_by_organization
+from wa_core.backlog import OrgBacklog, backlog_by_organization, lane_label
 from wa_core.db.schema import organizations
 from wa_pipelines.defs.ingest.tables import BINDINGS, PROCESSED_TABLES, RAW_WEBHOOKS
 from wa_core.processing.runner import RunStats, run_processing
@@ -46,7 +46,7 @@ def _backlog_markdown(backlog: list[OrgBacklog]) -> str:
         "|---|---:|---:|---:|---:|---|",
     ]
     for b in backlog:
-        name = b.organization_external_id or ("unrouted" if b.organization_id is None else str(b.organization_id))
+        name = lane_label(b.organization_id, b.organization_external_id)
         oldest = b.oldest_claimable_at.strftime("%Y-%m-%d %H:%M:%S") if b.oldest_claimable_at else ""
         lines.append(f"| {name} | {b.claimable} | {b.in_flight} | {b.waiting_retry} | {b.claimed_last_minute} | {oldest} |")
     return "\n".join(lines) if backlog else "no backlog"
@@ -104,7 +104,7 @@ def apply_landed_webhooks(context: AssetExecutionContext, config: ProcessingConf
         "backlog_organizations": sum(1 for b in backlog if b.claimable),
         "backlog_by_organization": MetadataValue.md(_backlog_markdown(backlog)),
         "processed_by_organization": MetadataValue.json(
-            {(names.get(k) or (str(k) if k else "unrouted")): v for k, v in stats.by_organization.items()}
+            {lane_label(k, names.get(k)): v for k, v in stats.by_organization.items()}
         ),
     }
     for key in PROCESSED_TABLES:
