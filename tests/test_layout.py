@@ -11,7 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("wa_core", "wa_webhook", "wa_pipelines", "wa_dev")
 #: modules allowed past ~400 lines because they do one thing
-ONE_THING = {"wa_dev/emulator.py"}
+#: (the Graph emulator plays Meta; the Graph client is one method per Graph API call)
+ONE_THING = {"wa_dev/emulator.py", "wa_core/meta/graph/client.py"}
 
 
 def test_import_contracts_are_kept() -> None:
