@@ -175,6 +175,9 @@ class BacklogLane(BaseModel):
     claimed_last_minute: int
     oldest_claimable_at: datetime | None
     oldest_claimable_age_seconds: float | None
+    paused: bool = Field(default=False, description="the organization is paused (its webhooks land and wait)")
+    waiting_paused: int = Field(default=0, description="rows waiting for a resume (organization or WABA), not in claimable")
+    paused_wabas: list[str] = Field(default_factory=list, description="paused WABAs of this lane")
 
 
 class BacklogSection(BaseModel):
@@ -387,6 +390,9 @@ def live_backlog(conn: Connection, org: OrganizationRef | None, now: datetime) -
                 claimed_last_minute=b.claimed_last_minute,
                 oldest_claimable_at=oldest,
                 oldest_claimable_age_seconds=round(max(0.0, (now - oldest).total_seconds()), 1) if oldest else None,
+                paused=b.paused,
+                waiting_paused=b.waiting_paused,
+                paused_wabas=list(b.paused_wabas),
             )
         )
     return BacklogSection(lanes=lanes)
