@@ -57,8 +57,10 @@ from wa_core.db.schema import as_utc, processing_org_controls, utcnow, whatsapp_
 
 #: key of the Postgres advisory lock that serializes claims ("wacl"), with the shard as second key
 CLAIM_LOCK_KEY = 0x7761636C
-#: first per-lane depth of the Postgres candidate query, as a fraction of the batch (see :func:`_deal`)
-FIRST_DEPTH_FRACTION = 8
+#: lanes with claimable rows seen by this process's last claim, per shard: the first per-lane
+#: depth of the next Postgres candidate query is the batch divided by it (a hint only, see
+#: :func:`_deal`; 8 before the first claim)
+_LANES_SEEN: dict[int, int] = {}
 
 __all__ = ["ClaimedRow", "Claim", "claim_batch", "claimable_condition", "count_claimable", "claimable_by_shard"]
 
@@ -75,7 +77,10 @@ class ClaimedRow:
 
 
 class Claim(list):
-    """The rows of one claim (a list of :class:`ClaimedRow`, oldest first), plus ``held_back``:
+    """The rows of one claim (a list of :class:`ClaimedRow`) in the order they were dealt:
+    every lane's oldest row, then every lane's second oldest, …; so each lane's rows are
+    oldest first and a run applying them in order starts with the lanes that have few.
+    Plus ``held_back``:
     how many claimable rows were left waiting because their lane was at a cap (a lower
     bound; 0 without caps). Paused rows are not counted: they are not work until resumed."""
 
@@ -209,16 +214,19 @@ def _allowances(conn: Connection, now: datetime, max_in_flight: int, per_minute:
     return allowance
 
 
-def _deal(fetch: Callable[[int], list], limit: int, allowance: Callable[[object], float], first_depth: int) -> tuple[list, int]:
-    """Round-robin over the lanes: ``(chosen candidates, held back by caps)``.
+def _deal(
+    fetch: Callable[[int], list], limit: int, allowance: Callable[[object], float], first_depth: int
+) -> tuple[list, int, int]:
+    """Round-robin over the lanes: ``(chosen candidates, held back by caps, lanes seen)``.
 
     ``fetch(k)`` returns the ``k`` oldest claimable rows of every lane (with their rank in the
     lane). The rows are dealt by (rank, id): every lane's oldest row first, then every lane's
     second, …, each lane up to its allowance, until ``limit``. Only the rows of rank <= k are
     known; that is enough when they fill the batch, or when no lane has k rows and room for
     more. Otherwise the depth grows to what the lanes that may still want more need
-    (water-filling), at least doubling, at most ``limit``: one to three queries, each reading
-    about ``limit`` rows rather than ``limit`` per lane."""
+    (water-filling), at least doubling, at most ``limit``. Starting from the batch divided by
+    the lanes of the previous claim, a claim is usually one query and reads about ``limit``
+    rows, not ``limit`` per lane."""
     k = max(1, min(limit, first_depth))
     while True:
         candidates = fetch(k)
@@ -234,7 +242,7 @@ def _deal(fetch: Callable[[int], list], limit: int, allowance: Callable[[object]
         k = min(limit, max(2 * k, math.ceil((limit - settled) / len(hungry))))
     chosen = sorted((c for c in candidates if c.rank <= allowance(c.lane)), key=lambda c: (c.rank, c.id))[:limit]
     held_back = sum(int(max(0, len(rows) - allowance(lane))) for lane, rows in by_lane.items())
-    return chosen, held_back
+    return chosen, held_back, len(by_lane)
 
 
 def claim_batch(
@@ -248,7 +256,7 @@ def claim_batch(
     shards: int = 1,
 ) -> Claim:
     """Lease up to ``limit`` claimable rows of ``shard``'s lanes, dealt round-robin over the
-    lanes within their caps, and return them sorted by id.
+    lanes within their caps, and return them in that order (see :class:`Claim`).
 
     ``org_max_in_flight`` / ``org_per_minute``: the global caps (0 = no cap), default the
     settings ``PROCESSING_ORG_MAX_IN_FLIGHT`` / ``PROCESSING_ORG_WEBHOOKS_PER_MINUTE``;
@@ -273,11 +281,12 @@ def claim_batch(
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK_KEY, shard)))
         allowance = _allowances(conn, now, org_max_in_flight, org_per_minute)
         if postgres:
-            chosen, claim.held_back = _deal(
-                lambda k: _pg_candidates(conn, now, k, shard, shards), limit, allowance, math.ceil(limit / FIRST_DEPTH_FRACTION)
-            )
+            first_depth = math.ceil(limit / max(1, _LANES_SEEN.get(shard, 8)))
+            chosen, claim.held_back, seen = _deal(lambda k: _pg_candidates(conn, now, k, shard, shards), limit, allowance, first_depth)
+            if seen:  # an idle claim keeps the last hint
+                _LANES_SEEN[shard] = seen
         else:  # the window query reads every claimable row anyway: rank them all at once
-            chosen, claim.held_back = _deal(lambda k: _window_candidates(conn, now, k, shard, shards), limit, allowance, limit)
+            chosen, claim.held_back, _ = _deal(lambda k: _window_candidates(conn, now, k, shard, shards), limit, allowance, limit)
         if not chosen:
             return claim
         expired = {c.id for c in chosen if c.locked_until is not None}
@@ -293,10 +302,11 @@ def claim_batch(
             )
             .returning(logs.c.id, logs.c.body, logs.c.received_at, logs.c.attempts)
         ).all()
+    position = {c.id: i for i, c in enumerate(chosen)}
     claim.extend(
         sorted(
             (ClaimedRow(r.id, r.body, as_utc(r.received_at), r.attempts, r.id in expired) for r in rows),
-            key=lambda r: r.id,
+            key=lambda r: position[r.id],
         )
     )
     return claim
