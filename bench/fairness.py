@@ -359,7 +359,8 @@ def scenario(name: str, claim: str, flood: int, others: int, rate: float, span: 
         out["flood_rate"] = {
             "processed": len(flood_done), "of": flood, "done_after_s": max(flood_done) if flood_done else None,
             # while the others send: up to the end of their span, or to the flood's last row if it ends first
-            "per_s_while_others_send": len(during) / min(span, max(during)) if others and len(during) > 1 else None,
+            "per_s_while_others_send": (len(during) / (max(during) if len(flood_done) == flood and max(flood_done) <= span else span))
+            if others and len(during) > 1 else None,
             # after the others stop: from the end of their span (or from landing) to the last flood row
             "per_s_after_others_stop": (len(after) / (after[-1] - (span if others else 0))) if len(after) > 1 else None,
         }

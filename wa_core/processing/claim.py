@@ -105,7 +105,7 @@ def _window_candidates(conn: Connection, now: datetime, k: int, shard: int = 0, 
             logs.c.locked_until,
             sa.func.row_number().over(partition_by=lane, order_by=logs.c.id).label("rank"),
         )
-        .select_from(lane_join())
+        .select_from(lane_join(pauses=True))
         .where(claimable_condition(now), sa.not_(paused_condition()))
         .subquery()
     )
@@ -171,10 +171,14 @@ def _pg_candidates(conn: Connection, now: datetime, k: int, shard: int = 0, shar
     return conn.execute(_PG_CANDIDATES, {"now": now, "k": k, "shard": shard, "shards": shards}).all()
 
 
-def _lane_counts(conn: Connection, condition: sa.ColumnElement[bool], lanes: Sequence | None = None) -> Counter:
+def _lane_counts(
+    conn: Connection, condition: sa.ColumnElement[bool], lanes: Sequence | None = None, pauses: bool = False
+) -> Counter:
     lane = lane_expression()
     where = [condition] if lanes is None else [condition, lane.in_(lanes)]
-    rows = conn.execute(sa.select(lane.label("lane"), sa.func.count()).select_from(lane_join()).where(*where).group_by(lane)).all()
+    rows = conn.execute(
+        sa.select(lane.label("lane"), sa.func.count()).select_from(lane_join(pauses)).where(*where).group_by(lane)
+    ).all()
     return Counter({r[0]: int(r[1]) for r in rows})
 
 
@@ -318,7 +322,8 @@ def claimable_by_shard(conn: Connection, shards: int = 1, now: datetime | None =
     :func:`wa_core.backlog.lane_shard`."""
     _check_shard(0, shards)
     counts = [0] * shards
-    for lane, n in _lane_counts(conn, sa.and_(claimable_condition(now or utcnow()), sa.not_(paused_condition()))).items():
+    condition = sa.and_(claimable_condition(now or utcnow()), sa.not_(paused_condition()))
+    for lane, n in _lane_counts(conn, condition, pauses=True).items():
         counts[lane_shard(lane, shards)] += n
     return counts
 
