@@ -90,10 +90,18 @@ class Settings(BaseSettings):
     )
     processing_poll_seconds: float = Field(default=0.2, gt=0, description="Idle poll interval inside a processing run.")
     processing_org_webhooks_per_minute: int = Field(
-        default=100, ge=1, description="Per organization: webhook rows claimed per rolling minute (fairness quota)."
+        default=0,
+        ge=0,
+        description="Opt-in cap per organization: webhook rows claimed per rolling minute, across all runs; 0 = no cap.",
     )
     processing_org_max_in_flight: int = Field(
-        default=10, ge=1, description="Per organization: webhook rows leased at once across all processing runs."
+        default=0, ge=0, description="Opt-in cap per organization: webhook rows leased at once, across all runs; 0 = no cap."
+    )
+    processing_shards: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processing shards: each owns the organization lanes whose stable hash maps to it (one run per shard).",
     )
 
     # --- operations: alerts, checks, Dagster storage ------------------------------

@@ -1,7 +1,7 @@
 """``wa-onboarding``: the operator's console script.
 
-Commands: ``migrate``, ``serve``, ``bind-waba``, ``process``, ``rotate-token-key`` and
-``status``. ``wa-onboarding COMMAND --help`` describes each. The developer's commands (``up``,
+Commands: ``migrate``, ``serve``, ``bind-waba``, ``process``, ``pause``, ``resume``, ``caps``,
+``rotate-token-key`` and ``status``. ``wa-onboarding COMMAND --help`` describes each. The developer's commands (``up``,
 the main job, and ``simulate``) are in ``wa-dev`` (:mod:`wa_dev.cli`), which has these too.
 """
 
@@ -102,6 +102,48 @@ def cmd_process(args: argparse.Namespace) -> int:
     return 0
 
 
+def _control(change) -> int:
+    """Run ``change(conn)`` of :mod:`wa_core.processing.controls` in one transaction and print its
+    state as JSON; exit 2 for a malformed request, 1 for an unknown organization or WABA."""
+    from wa_core.db.engine import create_sync_engine
+
+    engine = create_sync_engine(_migrated_settings())
+    try:
+        with engine.begin() as conn:
+            state = change(conn)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(json.dumps(state.as_dict(), indent=2))
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    """Pause (or, as ``resume``, resume) one organization or one WABA."""
+    from wa_core.processing.controls import set_paused
+
+    paused = args.command == "pause"
+    reason = getattr(args, "reason", None)
+    return _control(lambda conn: set_paused(conn, organization=args.org, waba_id=args.waba_id, paused=paused, reason=reason))
+
+
+def cmd_caps(args: argparse.Namespace) -> int:
+    """Set an organization's own caps ("default" = the global setting, 0 = no cap)."""
+    from wa_core.processing.controls import set_caps
+
+    given = {
+        name: None if value == "default" else int(value)
+        for name, value in (("max_in_flight", args.max_in_flight), ("webhooks_per_minute", args.per_minute))
+        if value is not None
+    }
+    return _control(lambda conn: set_caps(conn, args.org, **given))
+
+
 def cmd_rotate_token_key(args: argparse.Namespace) -> int:
     """Re-encrypt every stored business token under the current TOKEN_ENCRYPTION_KEY."""
     import sqlalchemy as sa
@@ -144,6 +186,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bad_cap(value: str):
+    raise argparse.ArgumentTypeError(f"{value!r}: a whole number (0 = no cap) or 'default'")
+
+
 def build_parser(prog: str = "wa-onboarding", add_commands: Callable | None = None) -> argparse.ArgumentParser:
     """The argument parser for every operator command; ``add_commands(subparsers)`` adds more
     first (``wa_dev.cli`` adds the developer's)."""
@@ -178,6 +224,23 @@ def build_parser(prog: str = "wa-onboarding", add_commands: Callable | None = No
     p.add_argument("--idle-exit-seconds", type=float, default=0.0)
     p.add_argument("--max-seconds", type=float, default=600.0)
     p.set_defaults(func=cmd_process)
+
+    for name, text in (("pause", "pause processing of one organization or WABA (webhooks keep landing and wait)"),
+                       ("resume", "resume processing of a paused organization or WABA")):
+        p = sub.add_parser(name, help=text)
+        target = p.add_mutually_exclusive_group(required=True)
+        target.add_argument("--org", help="the organization's id or external id")
+        target.add_argument("--waba-id", help="the WABA id (webhooks whose entry[0].id is this WABA)")
+        if name == "pause":
+            p.add_argument("--reason", help="why (shown in the admin API's controls list)")
+        p.set_defaults(func=cmd_pause)
+
+    cap_value = lambda v: v if v == "default" or (v.isdigit() and len(v) <= 7) else _bad_cap(v)  # noqa: E731
+    p = sub.add_parser("caps", help="set an organization's own processing caps (default: the global PROCESSING_ORG_* settings)")
+    p.add_argument("--org", required=True, help="the organization's id or external id")
+    p.add_argument("--max-in-flight", type=cap_value, help="rows leased at once: a number, 0 = no cap, or 'default'")
+    p.add_argument("--per-minute", type=cap_value, help="claims per rolling minute: a number, 0 = no cap, or 'default'")
+    p.set_defaults(func=cmd_caps)
 
     p = sub.add_parser("rotate-token-key", help="re-encrypt every business token under the current TOKEN_ENCRYPTION_KEY")
     p.set_defaults(func=cmd_rotate_token_key)

@@ -1,13 +1,17 @@
-"""Per-organization fairness in processing: routing hints, quotas, visible backlog.
+"""Fair processing per organization lane: routing hints, work-conserving round-robin claims,
+opt-in caps (global and per organization), shards, the visible backlog.
 
-Issue #5: each organization gets at most ``PROCESSING_ORG_MAX_IN_FLIGHT`` rows leased at once
-and ``PROCESSING_ORG_WEBHOOKS_PER_MINUTE`` claims per rolling minute, so a flood from one
-organization is worked off steadily while the others keep flowing; nothing is refused.
+Issue #11: by default nobody is throttled while capacity is idle (one organization alone gets
+whole batches); under contention each lane gets an equal share of a claim. The limits of
+issue #5 (``PROCESSING_ORG_MAX_IN_FLIGHT``, ``PROCESSING_ORG_WEBHOOKS_PER_MINUTE``) are caps
+that are off unless set; the tests of those caps below set them explicitly and hold them
+exactly across concurrent claimers. Pause/resume: tests/core/test_processing_controls.py.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 import threading
 import time
 from datetime import timedelta
@@ -106,7 +110,7 @@ def test_routing_hint_never_raises_and_rejects_what_is_not_an_id(body: bytes, ex
     assert routing_waba_id(body) == expected
 
 
-# --- quotas -------------------------------------------------------------------------------
+# --- caps, when set (the quotas of issue #5, now opt-in) ----------------------------------
 def test_flood_from_one_organization_does_not_delay_the_others(engine: Engine, settings: Settings) -> None:
     orgs = bind_fixture_numbers(engine)
     for _ in range(150):
@@ -240,33 +244,284 @@ def test_status_shows_an_organization_called_unrouted_apart_from_the_unrouted_la
     assert "    unrouted      claimable=2" in text and f"    unrouted ({org}) claimable=1" in text
 
 
+
+# --- work-conserving fair share (no caps: the default) -------------------------------------
+def land_many(engine: Engine, bodies: list[bytes]) -> list[int]:
+    """Land ``bodies`` as the receiver would, in one statement (ids in the order given)."""
+    import hashlib
+
+    now = utcnow()
+    values = [
+        {"body": b, "body_sha256": hashlib.sha256(b).hexdigest(), "body_size": len(b), "signature_status": "valid",
+         "waba_id": routing_waba_id(b), "status": "pending", "attempts": 0, "received_at": now, "updated_at": now}
+        for b in bodies
+    ]
+    with engine.begin() as conn:
+        ids = conn.execute(sa.insert(whatsapp_webhook_logs).returning(whatsapp_webhook_logs.c.id, sort_by_parameter_order=True), values)
+        return list(ids.scalars())
+
+
+def bind_org(engine: Engine, external_id: str, waba_id: str, phone_number_id: str):
+    with engine.begin() as conn:
+        org = ensure_organization(conn, external_id, external_id.title())
+        bind_waba(conn, org, waba_id, [PhoneNumber(phone_number_id, "1555" + phone_number_id[-7:], external_id)], status="active")
+    return org
+
+
+def by_waba(claim) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for r in claim:
+        out.setdefault(routing_waba_id(r.body), []).append(r.id)
+    return out
+
+
+def test_an_organization_alone_gets_whole_batches_and_drains_at_full_speed(engine: Engine, settings: Settings) -> None:
+    assert (settings.processing_org_max_in_flight, settings.processing_org_webhooks_per_minute) == (0, 0)  # no caps
+    bind_fixture_numbers(engine)
+    ids = land_many(engine, [text_body(ACME_WABA, ACME_PHONE) for _ in range(450)])
+    claims = [claim_batch(engine, 200, 60) for _ in range(3)]  # nothing finished: all three stay leased
+    assert [len(c) for c in claims] == [200, 200, 50]
+    assert [r.id for c in claims for r in c] == ids  # oldest first, each row once
+    assert all(c.held_back == 0 for c in claims)
+
+    with engine.begin() as conn:  # give the rows back, then let runs process them
+        conn.execute(sa.update(whatsapp_webhook_logs).values(locked_until=None, attempts=0))
+    batches = [len(process_batch(engine, settings, limit=100)) for _ in range(5)]
+    assert batches == [100, 100, 100, 100, 50]
+    assert len(rows(engine, whatsapp_messages)) == 450
+
+
+def test_under_contention_small_lanes_are_served_in_the_first_claim(engine: Engine, settings: Settings) -> None:
+    bind_fixture_numbers(engine)
+    flood = land_many(engine, [text_body(ACME_WABA, ACME_PHONE) for _ in range(1000)])
+    globex = land_many(engine, [text_body(GLOBEX_WABA, GLOBEX_PHONE) for _ in range(10)])
+    unrouted = land_many(engine, [text_body(UNKNOWN_WABA, UNKNOWN_PHONE) for _ in range(10)])
+
+    first = by_waba(claim_batch(engine, 200, 60))
+    assert first[GLOBEX_WABA] == globex and first[UNKNOWN_WABA] == unrouted  # all of them, behind 1000 older rows
+    assert first[ACME_WABA] == flood[:180]  # the flood fills the rest of the batch, oldest first
+    assert by_waba(claim_batch(engine, 200, 60)) == {ACME_WABA: flood[180:380]}
+
+
+def test_a_claim_deals_rows_round_robin_over_the_lanes(engine: Engine, settings: Settings) -> None:
+    bind_fixture_numbers(engine)
+    flood = land_many(engine, [text_body(ACME_WABA, ACME_PHONE) for _ in range(1000)])
+    globex = land_many(engine, [text_body(GLOBEX_WABA, GLOBEX_PHONE) for _ in range(10)])
+    unrouted = land_many(engine, [text_body(UNKNOWN_WABA, UNKNOWN_PHONE) for _ in range(10)])
+    claims = [by_waba(claim_batch(engine, 12, 60)) for _ in range(3)]
+    # equal shares (4 each) while all three lanes wait, the oldest of each lane first
+    assert claims[0] == {ACME_WABA: flood[:4], GLOBEX_WABA: globex[:4], UNKNOWN_WABA: unrouted[:4]}
+    assert claims[1] == {ACME_WABA: flood[4:8], GLOBEX_WABA: globex[4:8], UNKNOWN_WABA: unrouted[4:8]}
+    # the small lanes run out: their last rows, and the flood gets the rest of the batch
+    assert claims[2] == {ACME_WABA: flood[8:16], GLOBEX_WABA: globex[8:], UNKNOWN_WABA: unrouted[8:]}
+
+
+def test_many_busy_lanes_share_a_claim_equally(engine: Engine, settings: Settings) -> None:
+    """20 organizations with 60 rows each and a batch of 200: 10 of each, oldest first (the
+    per-lane depth of the Postgres candidate query grows only as far as needed)."""
+    wabas = [f"1000000000010{i:02d}" for i in range(20)]
+    for i, waba in enumerate(wabas):
+        bind_org(engine, f"org{i:02d}", waba, f"2000000000010{i:02d}")
+    ids: dict[str, list[int]] = {w: [] for w in wabas}
+    for _ in range(60):
+        for waba, new in zip(wabas, land_many(engine, [text_body(w, "0") for w in wabas])):
+            ids[waba].append(new)
+    got = by_waba(claim_batch(engine, 200, 60))
+    assert got == {w: ids[w][:10] for w in wabas}
+
+
+# --- caps: exact under concurrency, global and per organization --------------------------------
+def test_per_minute_cap_holds_exactly_under_six_concurrent_claimers(engine: Engine, settings: Settings) -> None:
+    bind_fixture_numbers(engine)
+    land_many(engine, [text_body(ACME_WABA, ACME_PHONE) for _ in range(80)] + [text_body(GLOBEX_WABA, GLOBEX_PHONE) for _ in range(80)])
+    barrier = threading.Barrier(6)
+    claimed: list = []
+    lock = threading.Lock()
+
+    def claimer() -> None:
+        barrier.wait()
+        for _ in range(6):  # keep claiming; every claim after the caps are reached takes nothing
+            got = claim_batch(engine, 7, 60, org_max_in_flight=0, org_per_minute=25)
+            with lock:
+                claimed.extend(by_waba(got).items())
+
+    threads = [threading.Thread(target=claimer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    per_lane = Counter()
+    all_ids = []
+    for waba, ids in claimed:
+        per_lane[waba] += len(ids)
+        all_ids += ids
+    assert per_lane == {ACME_WABA: 25, GLOBEX_WABA: 25}  # exactly the cap, per lane
+    assert len(all_ids) == len(set(all_ids))
+    assert lanes(engine)["acme"].claimed_last_minute == 25
+
+
+def test_an_organizations_own_cap_overrides_the_global_one(engine: Engine, settings: Settings) -> None:
+    from wa_core.processing.controls import set_caps
+
+    orgs = bind_fixture_numbers(engine)
+    initech = bind_org(engine, "initech", UNKNOWN_WABA, UNKNOWN_PHONE)
+    land_many(engine, [text_body(w, p) for w, p in ((ACME_WABA, ACME_PHONE), (GLOBEX_WABA, GLOBEX_PHONE), (UNKNOWN_WABA, UNKNOWN_PHONE)) for _ in range(30)])
+    with engine.begin() as conn:
+        set_caps(conn, "acme", max_in_flight=0)  # no cap for Acme
+        set_caps(conn, str(initech), max_in_flight=3)  # tighter for Initech (by id)
+    got = claim_batch(engine, 200, 60, org_max_in_flight=5, org_per_minute=0)
+    counts = {w: len(v) for w, v in by_waba(got).items()}
+    assert counts == {ACME_WABA: 30, GLOBEX_WABA: 5, UNKNOWN_WABA: 3}
+    assert got.held_back > 0  # Globex and Initech have more waiting
+
+    # back to the global value, and a per-minute cap of its own that binds without a global one
+    with engine.begin() as conn:
+        set_caps(conn, "initech", max_in_flight=None, webhooks_per_minute=4)
+    again = {w: len(v) for w, v in by_waba(claim_batch(engine, 200, 60, org_max_in_flight=0, org_per_minute=0)).items()}
+    assert again == {GLOBEX_WABA: 25, UNKNOWN_WABA: 1}  # Initech: 3 claimed a moment ago + 1 = its 4 per minute
+    assert orgs["acme"] != initech
+
+
+# --- shards ---------------------------------------------------------------------------------
+def test_lane_shard_is_the_same_in_python_and_in_postgres(engine: Engine, settings: Settings) -> None:
+    import uuid
+
+    from wa_core.backlog import lane_shard, lane_shard_sql
+
+    ids = [uuid.uuid4() for _ in range(300)] + [uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)]
+    with engine.connect() as conn:
+        for shards in (1, 2, 3, 7, 64):
+            sql = sa.text(f"SELECT x, {lane_shard_sql('x')} FROM unnest(CAST(:ids AS uuid[])) AS t(x)")
+            got = dict(conn.execute(sql, {"ids": [str(i) for i in ids], "shards": shards}).all())
+            assert {uuid.UUID(str(k)): v for k, v in got.items()} == {i: lane_shard(i, shards) for i in ids}
+            null = conn.execute(sa.text(f"SELECT {lane_shard_sql('CAST(NULL AS uuid)')}"), {"shards": shards}).scalar_one()
+            assert null == lane_shard(None, shards) == 0
+    spread = Counter(lane_shard(i, 2) for i in ids[:300])
+    assert min(spread.values()) > 100  # both shards get a fair part of the lanes
+
+
+def _many_lanes(engine: Engine, n: int = 12, per_lane: int = 15) -> dict:
+    """``n`` organizations with a WABA each plus the unrouted lane, ``per_lane`` rows each;
+    returns {row id: lane organization id or None}."""
+    lane_of: dict = {}
+    wabas = {}
+    for i in range(n):
+        waba = f"1000000000020{i:02d}"
+        wabas[waba] = bind_org(engine, f"shard-org{i:02d}", waba, f"2000000000020{i:02d}")
+    wabas[UNKNOWN_WABA] = None
+    for waba, org in wabas.items():
+        for row_id in land_many(engine, [text_body(waba, "0") for _ in range(per_lane)]):
+            lane_of[row_id] = org
+    return lane_of
+
+
+def test_two_shards_never_claim_the_same_lane_and_together_claim_everything(engine: Engine, settings: Settings) -> None:
+    from wa_core.backlog import lane_shard
+    from wa_core.processing.claim import claimable_by_shard, count_claimable
+
+    lane_of = _many_lanes(engine)
+    expected = Counter(lane_shard(org, 2) for org in lane_of.values())
+    with engine.connect() as conn:
+        assert claimable_by_shard(conn, 2) == [expected[0], expected[1]]
+        assert count_claimable(conn, 1, 2) == expected[1] and count_claimable(conn) == len(lane_of)
+    assert expected[0] and expected[1]  # 12 random organizations: both shards own lanes
+
+    claimed: dict[int, list[int]] = {0: [], 1: []}
+    barrier = threading.Barrier(2)
+
+    def claimer(shard: int) -> None:
+        barrier.wait()
+        while got := claim_batch(engine, 16, 60, shard=shard, shards=2):
+            claimed[shard].extend(r.id for r in got)
+
+    threads = [threading.Thread(target=claimer, args=(s,)) for s in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lanes_of_shard = {s: {lane_of[i] for i in ids} for s, ids in claimed.items()}
+    assert not lanes_of_shard[0] & lanes_of_shard[1]  # no lane claimed by both
+    assert sorted(claimed[0] + claimed[1]) == sorted(lane_of)  # everything, each row once
+    assert all(lane_shard(lane, 2) == s for s, found in lanes_of_shard.items() for lane in found)
+    assert None in lanes_of_shard[0]  # the unrouted lane belongs to shard 0
+
+    with pytest.raises(ValueError):
+        claim_batch(engine, 10, 60, shard=2, shards=2)
+
+
+# --- the Postgres candidate query agrees with the plain window query -----------------------------
 def test_postgres_skip_scan_finds_the_same_candidates_as_the_window_query(engine: Engine, settings: Settings) -> None:
-    """The fast Postgres candidate query must agree with the plain window query it replaces."""
+    """The fast Postgres candidate query must agree with the plain window query (the SQLite
+    one) on a mixed data set: leased, failed due and not due, processed, unrouted rows, rows
+    without a routing hint, rows whose recorded organization is not their WABA's binding,
+    a paused organization, a paused WABA, and 1, 2 or 3 shards."""
     import random
 
-    from wa_core.processing.claim import _PG_CANDIDATES, _window_candidates
+    from wa_core.processing.claim import _pg_candidates, _window_candidates
+    from wa_core.processing.controls import set_paused
 
-    bind_fixture_numbers(engine)
+    orgs = bind_fixture_numbers(engine)
+    initech = bind_org(engine, "initech", "100000000000444", "200000000000444")
+    for i in range(6):
+        bind_org(engine, f"extra{i}", f"10000000000050{i}", f"20000000000050{i}")
     rng = random.Random(7)
-    wabas = [(ACME_WABA, ACME_PHONE), (GLOBEX_WABA, GLOBEX_PHONE), (UNKNOWN_WABA, UNKNOWN_PHONE)]
-    ids = [land(engine, text_body(*rng.choice(wabas))) for _ in range(120)]
-    ids += [land(engine, fixture_bytes("not_json.txt")) for _ in range(5)]  # no routing hint
+    wabas = [ACME_WABA, GLOBEX_WABA, UNKNOWN_WABA, "100000000000444"] + [f"10000000000050{i}" for i in range(6)]
+    ids = land_many(engine, [text_body(rng.choice(wabas), "0") for _ in range(300)])
+    ids += land_many(engine, [fixture_bytes("not_json.txt") for _ in range(8)])  # no routing hint
     now = utcnow()
     logs = whatsapp_webhook_logs.c
-    with engine.begin() as conn:  # a mix of states: leased, failed due and not due, processed
-        for row_id in rng.sample(ids, 40):
-            kind = rng.choice(("leased", "due", "later", "processed", "lease_expired"))
+    unbound = set(rows_ := [r.id for r in rows(engine, whatsapp_webhook_logs, sa.or_(
+        whatsapp_webhook_logs.c.waba_id.is_(None), whatsapp_webhook_logs.c.waba_id == UNKNOWN_WABA))])
+    assert rows_
+    with engine.begin() as conn:  # a mix of states
+        for row_id in rng.sample(ids, 120):
+            kind = rng.choice(("leased", "due", "later", "processed", "lease_expired", "recorded_org"))
+            # the organization processing recorded: any for a bound WABA (the binding wins), Initech else
+            recorded = initech if row_id in unbound else rng.choice([orgs["acme"], orgs["globex"], initech])
             values = {
                 "leased": {"locked_until": now + timedelta(minutes=5)},
                 "lease_expired": {"locked_until": now - timedelta(minutes=5)},
-                "due": {"status": "failed", "next_attempt_at": now - timedelta(seconds=5)},
+                "due": {"status": "failed", "next_attempt_at": now - timedelta(seconds=5), "organization_id": recorded},
                 "later": {"status": "failed", "next_attempt_at": now + timedelta(minutes=5)},
                 "processed": {"status": "processed"},
+                "recorded_org": {"organization_id": recorded},
             }[kind]
             conn.execute(sa.update(whatsapp_webhook_logs).where(logs.id == row_id).values(**values))
-    with engine.connect() as conn:
-        for k in (1, 3, 11, 200):
-            fast = [tuple(r) for r in conn.execute(_PG_CANDIDATES, {"now": now, "k": k})]
-            plain = [tuple(r) for r in _window_candidates(conn, now, k)]
-            assert fast == plain, k
-            assert fast  # the data set has claimable rows in every lane
+    # Lanes that share a WABA with another lane (an unbound WABA, or no routing hint, with rows
+    # whose recorded organization differs): the fast query takes k rows of such a WABA for all
+    # its lanes together, so each of these lanes gets the oldest of its rows, maybe fewer.
+    shared = {None, initech}
+    waba_of = {r.id: r.waba_id for r in rows(engine, whatsapp_webhook_logs)}
+
+    def per_lane(found: list) -> dict:
+        out: dict = {}
+        for row_id, lane, _, rank in found:
+            out.setdefault(lane, []).append((row_id, rank))
+        return out
+
+    checked = 0
+    for pause in (None, {"organization": "initech"}, {"waba_id": GLOBEX_WABA}, {"waba_id": UNKNOWN_WABA}):
+        if pause:
+            with engine.begin() as conn:
+                set_paused(conn, paused=True, **pause)
+        with engine.connect() as conn:
+            for shards in (1, 2, 3):
+                for shard in range(shards):
+                    for k in (1, 3, 11, 400):
+                        fast = [tuple(r) for r in _pg_candidates(conn, now, k, shard, shards)]
+                        plain = [tuple(r) for r in _window_candidates(conn, now, k, shard, shards)]
+                        where = (pause, shards, shard, k)
+                        if k == 400:  # deeper than any WABA's rows: nothing is cut, the very same answer
+                            assert fast == plain, where
+                        f, p = per_lane(fast), per_lane(plain)
+                        assert set(f) <= set(p), where
+                        everything = per_lane(_window_candidates(conn, now, 10**6, shard, shards))
+                        for lane, rows_ in p.items():
+                            if lane not in shared:
+                                assert f.get(lane) == rows_, where
+                                continue
+                            for waba in {waba_of[i] for i, _ in everything[lane]}:  # oldest first within each WABA
+                                got = [i for i, _ in f.get(lane, []) if waba_of[i] == waba]
+                                assert got == [i for i, _ in everything[lane] if waba_of[i] == waba][: len(got)], where
+                        checked += len(fast)
+    assert checked > 1000  # the data set has claimable rows in the lanes compared

@@ -361,3 +361,33 @@ ops_alerts = sa.Table(
     sa.Column("resolved_at", sa.DateTime(timezone=True), comment="Set when the cause cleared; a new occurrence reopens it."),
     _check_in("severity", ALERT_SEVERITIES, "severity"),
 )
+
+
+# --- processing controls (wa_core/processing/controls.py) --------------------------------------
+processing_org_controls = sa.Table(
+    "processing_org_controls",
+    metadata,
+    sa.Column("organization_id", sa.Uuid(), sa.ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("paused_at", sa.DateTime(timezone=True), comment="Set while the organization's lane is paused; NULL = running."),
+    sa.Column("paused_reason", sa.Text(), comment="Why an operator paused it (free text)."),
+    sa.Column("resumed_at", sa.DateTime(timezone=True), comment="Last resume."),
+    sa.Column("max_in_flight", sa.Integer(), comment="Cap on rows leased at once; NULL = PROCESSING_ORG_MAX_IN_FLIGHT, 0 = no cap."),
+    sa.Column(
+        "webhooks_per_minute",
+        sa.Integer(),
+        comment="Cap on claims per rolling minute; NULL = PROCESSING_ORG_WEBHOOKS_PER_MINUTE, 0 = no cap.",
+    ),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow),
+    sa.CheckConstraint("max_in_flight IS NULL OR max_in_flight >= 0", name="max_in_flight"),
+    sa.CheckConstraint("webhooks_per_minute IS NULL OR webhooks_per_minute >= 0", name="webhooks_per_minute"),
+)
+
+processing_waba_controls = sa.Table(
+    "processing_waba_controls",
+    metadata,
+    sa.Column("waba_id", sa.String(64), primary_key=True, comment="Matched against whatsapp_webhook_logs.waba_id (the routing hint)."),
+    sa.Column("paused_at", sa.DateTime(timezone=True), comment="Set while the WABA's webhooks are paused; NULL = running."),
+    sa.Column("paused_reason", sa.Text(), comment="Why an operator paused it (free text)."),
+    sa.Column("resumed_at", sa.DateTime(timezone=True), comment="Last resume."),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow),
+)

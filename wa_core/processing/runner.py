@@ -112,15 +112,18 @@ class Batch(list):
     held_back: int = 0
 
 
-def process_batch(engine: Engine, settings: Settings, limit: int | None = None) -> Batch:
-    """Claim one batch within the per-organization quotas and process it; returns the outcomes
-    (empty when nothing was claimable or every organization with work is at its quota)."""
+def process_batch(engine: Engine, settings: Settings, limit: int | None = None, *, shard: int = 0) -> Batch:
+    """Claim one batch of ``shard``'s lanes (of ``PROCESSING_SHARDS``), fairly and within any
+    caps, and process it; returns the outcomes (empty when nothing was claimable or every lane
+    with work is at a cap)."""
     rows = claim_batch(
         engine,
         limit or settings.processing_batch_size,
         settings.processing_lease_seconds,
         org_max_in_flight=settings.processing_org_max_in_flight,
         org_per_minute=settings.processing_org_webhooks_per_minute,
+        shard=shard,
+        shards=settings.processing_shards,
     )
     routes: dict = {}  # phone-number routes found in this batch
     batch = Batch(process_row(engine, row, settings, routes) for row in rows)

@@ -35,7 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from wa_core.backlog import claimable_condition, in_flight_condition, waiting_retry_condition
+from wa_core.backlog import claimable_condition, in_flight_condition, lane_join, paused_condition, waiting_retry_condition
 from wa_core.db.schema import (
     as_utc,
     utcnow,
@@ -96,7 +96,8 @@ class Backlog:
     ``waiting_retry``: ``failed`` rows whose retry is not due (not claimable, shown for
     context). ``oldest_waiting_since``: when the longest-waiting claimable row became
     claimable (UTC; None when nothing is claimable) and ``oldest_age_seconds`` how long ago
-    that was; ``oldest_webhook_id`` is that row.
+    that was; ``oldest_webhook_id`` is that row. ``waiting_paused``: rows that would be
+    claimable but wait for a resume (their organization or WABA is paused), not claimable.
     """
 
     pending: int
@@ -106,6 +107,7 @@ class Backlog:
     oldest_waiting_since: datetime | None
     oldest_age_seconds: float | None
     oldest_webhook_id: int | None
+    waiting_paused: int = 0
 
     @property
     def claimable(self) -> int:
@@ -133,27 +135,34 @@ def compute_backlog(conn: Connection, now: datetime | None = None) -> Backlog:
     flight, not claimable (it becomes claimable again if its lease expires)."""
     now = now or utcnow()
     logs = whatsapp_webhook_logs.c
-    claimable = claimable_condition(now)
+    paused = paused_condition()
+    claimable = sa.and_(claimable_condition(now), sa.not_(paused))
+    joined = lane_join(pauses=True)
     counts = conn.execute(
         sa.select(
             sa.func.count().filter(claimable, logs.status == "pending"),
             sa.func.count().filter(claimable, logs.status == "failed"),
             sa.func.count().filter(waiting_retry_condition(now)),
             sa.func.count().filter(in_flight_condition(now)),
-        ).where(logs.status.in_(("pending", "failed")))
+            sa.func.count().filter(claimable_condition(now), paused),
+        )
+        .select_from(joined)
+        .where(logs.status.in_(("pending", "failed")))
     ).one()
-    figures = [int(n) for n in counts]
+    *figures, waiting_paused = [int(n) for n in counts]
     # the oldest candidate of each kind of wait, then the oldest of those
     since_pending = sa.case((logs.replayed_at > logs.received_at, logs.replayed_at), else_=logs.received_at)
     candidates = [
         conn.execute(
             sa.select(logs.id, since_pending.label("since"))
+            .select_from(joined)
             .where(claimable, logs.status == "pending")
             .order_by(since_pending, logs.id)
             .limit(1)
         ).first(),
         conn.execute(
             sa.select(logs.id, logs.next_attempt_at.label("since"))
+            .select_from(joined)
             .where(claimable, logs.status == "failed")
             .order_by(logs.next_attempt_at, logs.id)
             .limit(1)
@@ -161,9 +170,9 @@ def compute_backlog(conn: Connection, now: datetime | None = None) -> Backlog:
     ]
     found = [(as_utc(c.since), c.id) for c in candidates if c is not None]
     if not found:
-        return Backlog(*figures, None, None, None)
+        return Backlog(*figures, None, None, None, waiting_paused)
     since, webhook_id = min(found)
-    return Backlog(*figures, since, round((now - since).total_seconds(), 3), webhook_id)
+    return Backlog(*figures, since, round((now - since).total_seconds(), 3), webhook_id, waiting_paused)
 
 
 def compute_webhook_lag(conn: Connection, now: datetime | None = None) -> Dashboard:
@@ -175,7 +184,7 @@ def compute_webhook_lag(conn: Connection, now: datetime | None = None) -> Dashbo
     or above ``META_MAX_LAG_SECONDS``, which no count or percentile, total or hourly,
     includes), the same for ``arrival_to_processed``, and the backlog (:func:`compute_backlog`):
     ``backlog_claimable`` (= ``backlog_pending`` + ``backlog_failed_due``),
-    ``backlog_in_flight``, ``backlog_waiting_retry``, ``backlog_oldest_age_seconds`` (None when nothing waits),
+    ``backlog_in_flight``, ``backlog_waiting_retry``, ``backlog_waiting_paused``, ``backlog_oldest_age_seconds`` (None when nothing waits),
     ``backlog_oldest_waiting_since`` and ``backlog_oldest_webhook_id``. Seconds are floats
     rounded to the millisecond; percentiles are None without samples.
     """
@@ -230,6 +239,7 @@ def compute_webhook_lag(conn: Connection, now: datetime | None = None) -> Dashbo
         "backlog_failed_due": backlog.failed_due,
         "backlog_waiting_retry": backlog.waiting_retry,
         "backlog_in_flight": backlog.in_flight,
+        "backlog_waiting_paused": backlog.waiting_paused,
         "backlog_oldest_age_seconds": backlog.oldest_age_seconds,
         "backlog_oldest_waiting_since": backlog.oldest_waiting_since,
         "backlog_oldest_webhook_id": backlog.oldest_webhook_id,

@@ -70,7 +70,16 @@ def stored_summary(conn: Connection, *, expiring_soon_days: float = 7.0) -> dict
 
 
 #: the figures of a backlog lane ``wa-onboarding status`` prints
-_LANE_FIGURES = ("claimable", "in_flight", "waiting_retry", "claimed_last_minute", "oldest_claimable_at")
+_LANE_FIGURES = (
+    "claimable",
+    "in_flight",
+    "waiting_retry",
+    "waiting_paused",
+    "paused",
+    "paused_wabas",
+    "claimed_last_minute",
+    "oldest_claimable_at",
+)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
