@@ -9,16 +9,27 @@ message bodies or phone numbers; handler tracebacks are DEBUG only.
 from __future__ import annotations
 
 import logging
-import os
 
 
 def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
-    """Configure the root logger once (``LOG_LEVEL``, default INFO; ``LOG_FORMAT`` text|json)."""
+    """Configure the root logger once: ``level``/``fmt`` when given, else the settings'
+    ``LOG_LEVEL`` (default INFO) and ``LOG_FORMAT`` (text|json), read like every setting
+    (environment or ``.env``). Settings that do not validate fall back to the defaults here:
+    the command that needs them reports the configuration error itself."""
     root = logging.getLogger()
     if getattr(root, "_wa_configured", False):
         return
-    level = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
-    fmt = (fmt or os.environ.get("LOG_FORMAT") or "text").lower()
+    if level is None or fmt is None:
+        from pydantic import ValidationError
+
+        from wa_core.settings import get_settings
+
+        try:
+            settings = get_settings()
+            level, fmt = level or settings.log_level, fmt or settings.log_format
+        except ValidationError:
+            level, fmt = level or "INFO", fmt or "text"
+    level, fmt = level.upper(), fmt.lower()
     handler = logging.StreamHandler()
     if fmt == "json":
         from pythonjsonlogger.json import JsonFormatter

@@ -81,7 +81,7 @@ def add_dev_commands(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The operator's parser with ``up`` and ``simulate`` added."""
-    return operator_parser(prog="wa-dev", add_commands=add_dev_commands)
+    return operator_parser(prog="wa-dev", add_commands=add_dev_commands, description=__doc__.split("\n\n")[0].replace("``", "`"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -190,10 +190,12 @@ def _bad_cap(value: str):
     raise argparse.ArgumentTypeError(f"{value!r}: a whole number (0 = no cap) or 'default'")
 
 
-def build_parser(prog: str = "wa-onboarding", add_commands: Callable | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    prog: str = "wa-onboarding", add_commands: Callable | None = None, description: str | None = None
+) -> argparse.ArgumentParser:
     """The argument parser for every operator command; ``add_commands(subparsers)`` adds more
     first (``wa_dev.cli`` adds the developer's)."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=description or __doc__.split("\n\n")[0].replace("``", "`"))
     sub = parser.add_subparsers(dest="command", required=True)
     if add_commands:
         add_commands(sub)

@@ -81,7 +81,7 @@ def require_migrated(settings: Settings) -> None:
     if not settings.is_postgres and not settings.sqlite_path.exists():
         raise NotMigrated(
             f"no database at {settings.sqlite_path.resolve()}: set WA_DATA_DIR (or DATABASE_URL) to where "
-            "`wa-onboarding up`/`migrate` ran, or run `wa-onboarding migrate`"
+            "`bin/up` (`wa-dev up`) or `wa-onboarding migrate` ran, or run `wa-onboarding migrate`"
         )
     head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
     engine = create_sync_engine(settings)
