@@ -25,6 +25,8 @@ RESULTS_DIR = BENCH_DIR / "results"
 VENV_BIN = Path(sys.executable).parent
 ADMIN_DSN = os.environ.get("WA_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 BENCH_SECRET = "bench_app_secret_not_real"
+#: the receiver refuses to start without TOKEN_ENCRYPTION_KEY; the bench stores no tokens
+BENCH_TOKEN_KEY = "be" * 32
 
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))

@@ -10,7 +10,10 @@ no access log, proxy headers, default loop/http = uvloop + httptools):
 
 - ``bare``     ``bench/apps.py:bare_app``: POST answers 200 without reading the body;
 - ``nodb``     the real receiver app with a no-op landing store (body, HMAC, no INSERT);
-- ``receiver`` ``wa-onboarding serve``: the real receiver on Postgres (asyncpg pool).
+- ``receiver`` ``wa-onboarding serve``: the real receiver on Postgres (asyncpg pool); its
+  landing statement also sends ``pg_notify('wa_webhook_landed', '')`` (the default);
+- ``nonotify`` the same receiver with ``LANDING_NOTIFY=false``: the plain INSERT, for the
+  cost of the notification (list it next to ``receiver``: the matrix is interleaved).
 
 Bodies: ``--bodies`` distinct 1-2 KB bodies (three ``SyntheticStream`` entries per body),
 each signed correctly with the app secret; wrk rotates through them.
@@ -43,6 +46,7 @@ from pathlib import Path
 from _common import (
     BENCH_DIR,
     BENCH_SECRET,
+    BENCH_TOKEN_KEY,
     PROJECT_ROOT,
     RESULTS_DIR,
     VENV_BIN,
@@ -64,8 +68,17 @@ LOG_DIR = Path("/tmp/wa_bench_receiver")
 PATH = "/api/v1/whatsapp/webhook"
 
 
+#: targets that are the real receiver (readiness on /readyz, rows checked)
+RECEIVERS = ("receiver", "nonotify")
+
+
+def server_env(env: dict[str, str], target: str) -> dict[str, str]:
+    """The server's environment: ``nonotify`` turns the landing notification off."""
+    return dict(env, LANDING_NOTIFY="false") if target == "nonotify" else dict(env, LANDING_NOTIFY="true")
+
+
 def server_cmd(target: str, port: int, workers: int) -> list[str]:
-    if target == "receiver":
+    if target in RECEIVERS:
         return [str(VENV_BIN / "wa-onboarding"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     factory = {"bare": "bench.apps:bare_app", "nodb": "bench.apps:receiver_nodb_app"}[target]
     # the same uvicorn options as `wa-onboarding serve` (wa_webhook/cli.py cmd_serve)
@@ -74,6 +87,20 @@ def server_cmd(target: str, port: int, workers: int) -> list[str]:
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         "--log-level", "warning", "--no-access-log", "--proxy-headers",
     ]
+
+
+def notify_ratios(results: list[dict]) -> list[dict]:
+    """req/s of ``receiver`` over ``nonotify`` for each (workers, concurrency), paired per repetition."""
+    out = []
+    for w, c in sorted({(r["workers"], r["concurrency"]) for r in results}):
+        ratios = []
+        for rep in sorted({r["rep"] for r in results}):
+            pair = {r["target"]: r["rps"] for r in results if (r["workers"], r["concurrency"], r["rep"]) == (w, c, rep)}
+            if pair.get("receiver") and pair.get("nonotify"):
+                ratios.append(pair["receiver"] / pair["nonotify"])
+        if ratios:
+            out.append({"workers": w, "concurrency": c, "ratios": ratios, "median": statistics.median(ratios)})
+    return out
 
 
 def run_wrk(url: str, bodies_file: Path, connections: int, duration: float, threads: int) -> dict:
@@ -167,7 +194,7 @@ def main() -> int:
     bodies_file = RESULTS_DIR / "wrk_bodies.tmp"
     bodies_file.write_text("".join(f"{sign(b, BENCH_SECRET)} {b.decode('ascii')}\n" for b in bodies))
 
-    env = dict(os.environ, DATABASE_URL=db, META_APP_SECRET=BENCH_SECRET, WA_DATA_DIR="/tmp/wa_bench_receiver")
+    env = dict(os.environ, DATABASE_URL=db, META_APP_SECRET=BENCH_SECRET, TOKEN_ENCRYPTION_KEY=BENCH_TOKEN_KEY, WA_DATA_DIR="/tmp/wa_bench_receiver")
     env.pop("REDIS_URL", None)
     results: list[dict] = []
     problems: list[str] = []
@@ -175,20 +202,22 @@ def main() -> int:
     print(f"{'target':9} {'w':>2} {'c':>3} {'rep':>3} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'non200':>6} {'rows-200':>8}  cpu cores: server/pg/wrk/other")
     try:
         for rep in range(args.repeat):
-            for target in targets:
+            # odd repetitions run the targets in reverse order, so a drift in machine load
+            # weighs on every target alike
+            for target in targets if rep % 2 == 0 else targets[::-1]:
                 for workers in workers_list:
                     port = free_port()
                     log_path = LOG_DIR / f"{target}-w{workers}.log"
                     log_file = open(log_path, "wb")
-                    proc = subprocess.Popen(server_cmd(target, port, workers), cwd=PROJECT_ROOT, env=env,
+                    proc = subprocess.Popen(server_cmd(target, port, workers), cwd=PROJECT_ROOT, env=server_env(env, target),
                                             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
                     try:
-                        wait_http(f"http://127.0.0.1:{port}/readyz" if target == "receiver" else f"http://127.0.0.1:{port}/", 60, proc)
+                        wait_http(f"http://127.0.0.1:{port}/readyz" if target in RECEIVERS else f"http://127.0.0.1:{port}/", 60, proc)
                         url = f"http://127.0.0.1:{port}{PATH}"
                         for conc in conc_list:
                             if args.warmup > 0:
                                 run_wrk(url, bodies_file, conc, args.warmup, args.threads)
-                            if target == "receiver":
+                            if target in RECEIVERS:
                                 time.sleep(0.5)
                                 truncate(db)
                             cpu0 = cpu_snapshot([proc.pid])
@@ -209,7 +238,7 @@ def main() -> int:
                             }
                             # CPU used by anything else on the machine (other users' jobs), in cores
                             row["other_cores"] = max(0.0, row["cpu_machine_s"] - row["cpu_server_s"] - row["cpu_postgres_s"] - row["cpu_wrk_s"]) / secs
-                            if target == "receiver":
+                            if target in RECEIVERS:
                                 time.sleep(1.0)  # let requests abandoned by wrk at its deadline finish landing
                                 rows = count_rows(db)
                                 row["rows"] = rows
@@ -234,7 +263,7 @@ def main() -> int:
         if args.exact and "receiver" in targets:
             exact_bodies = combined_bodies(args.exact, seed=99)
             port = free_port()
-            proc = subprocess.Popen(server_cmd("receiver", port, 1), cwd=PROJECT_ROOT, env=env,
+            proc = subprocess.Popen(server_cmd("receiver", port, 1), cwd=PROJECT_ROOT, env=server_env(env, "receiver"),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             try:
                 wait_http(f"http://127.0.0.1:{port}/readyz", 60, proc)
@@ -279,8 +308,16 @@ def main() -> int:
         print(f"{s['target']:9} {s['workers']:>2} {s['concurrency']:>3} {s['rps']:>8.0f} {s['rps_min']:>6.0f}-{s['rps_max']:<6.0f} "
               f"{s['p50_ms']:>7.1f} {s['p99_ms']:>7.1f} {ratio:>7} {s['other_cores_max']:>15.2f}")
 
-    path = save_results("receiver", {"machine": machine_info(), "args": vars(args), "body_sizes": [min(sizes), statistics.median(sizes), max(sizes)],
-                                     "runs": results, "summary": summary, "exact_check": exact, "problems": problems})
+    notify_cost = notify_ratios(results)
+    if notify_cost:
+        print("\nreceiver (NOTIFY) / nonotify req/s, per repetition (same rep = adjacent runs):")
+        for c in notify_cost:
+            print(f"  w={c['workers']} c={c['concurrency']}: {', '.join(f'{r:.3f}' for r in c['ratios'])} (median {c['median']:.3f})")
+
+    path = save_results("receiver", {"machine": machine_info(), "loadavg": os.getloadavg(), "args": vars(args),
+                                     "body_sizes": [min(sizes), statistics.median(sizes), max(sizes)],
+                                     "runs": results, "summary": summary, "notify_cost": notify_cost,
+                                     "exact_check": exact, "problems": problems})
     print(f"\nresults: {path}")
     for p in problems:
         print(f"PROBLEM: {p}")

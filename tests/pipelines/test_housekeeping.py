@@ -226,7 +226,7 @@ def test_instance_yaml_is_valid_and_its_daemon_settings_are_explicit(flavour: st
     monitoring = raw["run_monitoring"]
     assert monitoring["enabled"] is True
     assert {"start_timeout_seconds", "cancel_timeout_seconds", "max_runtime_seconds", "max_resume_run_attempts", "poll_interval_seconds"} <= set(monitoring)
-    assert raw["run_coordinator"]["config"]["max_concurrent_runs"] >= 1
+    assert raw["concurrency"]["runs"]["max_concurrent_runs"] >= 1 and "run_coordinator" not in raw
     assert config["retention"] == raw["retention"]
     if flavour == "dagster.yaml":
         assert "storage" not in raw

@@ -136,8 +136,14 @@ def claim_batch(
     *,
     org_max_in_flight: int | None = None,
     org_per_minute: int | None = None,
+    shard: int = 0,
+    shards: int = 1,
 ) -> Claim:
     """Lease up to ``limit`` claimable rows within each organization's quota and return them.
+
+    ``shard``/``shards``: the processing shard asking (accepted for the sharded engine; this
+    revision claims from every lane for any shard, which is safe because claims are
+    serialized and leased).
 
     ``org_max_in_flight`` / ``org_per_minute`` default to the settings
     ``PROCESSING_ORG_MAX_IN_FLIGHT`` / ``PROCESSING_ORG_WEBHOOKS_PER_MINUTE``. Returns an empty
