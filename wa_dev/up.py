@@ -278,9 +278,12 @@ def wait_processed(settings: Settings, timeout: float, services: Services | None
         engine.dispose()
 
 
-#: processing settings of the demo (unless set): runs end soon after traffic stops, so the UI
-#: shows finished runs with their figures and refreshed dashboards within a minute or two
-DEMO_PROCESSING = {"PROCESSING_IDLE_EXIT_SECONDS": "10", "PROCESSING_RUN_MAX_SECONDS": "120"}
+#: processing settings of the demo (unless set): runs stay alive per shard as in production but
+#: roll over every 2 minutes, so the UI shows finished runs with their figures within minutes
+DEMO_PROCESSING = {"PROCESSING_RUN_MAX_SECONDS": "120"}
+#: with --exit-when-done runs also end after 10 s idle, so the last ones record SUCCESS and
+#: their figures before the services stop
+DEMO_EXIT_PROCESSING = {"PROCESSING_IDLE_EXIT_SECONDS": "10"}
 
 
 def operations_report(settings: Settings) -> str:
@@ -402,8 +405,8 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         env.setdefault("JWT_SECRET", DEMO_JWT_SECRET)
         env["EMBEDDED_SIGNUP_MESSAGE_ORIGINS"] = f"facebook.com,{options.host}"
     env["WA_DATA_DIR"] = str(settings.data_dir.resolve())
-    for key, value in DEMO_PROCESSING.items():
-        env.setdefault(key, value)  # demo: runs end (and record their figures) every minute or two
+    for key, value in {**DEMO_PROCESSING, **(DEMO_EXIT_PROCESSING if options.exit_when_done else {})}.items():
+        env.setdefault(key, value)  # demo: runs roll over (and record their figures) every two minutes
     for port in (options.receiver_port, options.dagster_port):
         if not _port_free(options.host, port):
             print(f"error: port {port} on {options.host} is in use; choose another with --receiver-port/--dagster-port", file=sys.stderr)

@@ -250,3 +250,25 @@ def test_tick_retention_reaches_the_daemon_as_configured(instance: DagsterInstan
     assert {s.value.lower(): d for s, d in schedule.items()} == expected
     assert all(d > 0 for d in [*sensor.values(), *schedule.values()]), "a tick status kept forever (-1)"
     assert TickStatus.SKIPPED in sensor
+
+
+def test_the_run_queue_allows_each_shard_its_run_and_one_successor(instance: DagsterInstance) -> None:
+    """The instance's run queue, as Dagster reads it from the `concurrency:` settings of
+    dagster.yaml (dagster.postgres.yaml agrees, see above): per unique wa/shard value two
+    processing runs (a run and its rollover successor), a third waits; another shard is not
+    held up by it; the other queues keep their limits."""
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    queue = instance.get_concurrency_config().run_queue_config
+    assert instance.run_coordinator.dequeue_interval_seconds == 1
+
+    def run(**tags: str) -> DagsterRun:
+        return DagsterRun(job_name="process_webhooks", run_id=str(uuid.uuid4()), tags={"wa/queue": "processing", **tags})
+
+    counter = TagConcurrencyLimitsCounter(queue.tag_concurrency_limits, [run(**{"wa/shard": "0"}), run(**{"wa/shard": "0"})])
+    assert counter.is_blocked(run(**{"wa/shard": "0"}))  # shard 0 has its run and its successor
+    assert not counter.is_blocked(run(**{"wa/shard": "1"}))
+    dashboards = DagsterRun(job_name="refresh_dashboards", run_id=str(uuid.uuid4()), tags={"wa/queue": "dashboards"})
+    assert TagConcurrencyLimitsCounter(queue.tag_concurrency_limits, [dashboards]).is_blocked(dashboards)
+    # room for the processing runs of two shards with their rollovers and today's other queues
+    assert queue.max_concurrent_runs >= 2 * 2 + 4

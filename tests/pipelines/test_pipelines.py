@@ -12,6 +12,7 @@ from dagster import (
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SkipReason,
     build_sensor_context,
     materialize,
@@ -156,8 +157,56 @@ def test_process_webhooks_job_runs_in_process_and_reports_counts(engine: Engine,
         # per-organization view: the not-JSON body is the only webhook without an organization
         assert meta["processed_by_organization"].value == {"acme": 3, "unrouted": 1}
         assert meta["backlog_claimable"].value == 0 and meta["throttled_claims"].value == 0
+        # a manual run drains and ends; its pace is recorded
+        assert (meta["shard"].value, meta["shards"].value, meta["ended"].value) == (0, 1, "drained")
+        assert meta["batches"].value >= 1 and meta["items_per_second"].value > 0
     assert {r.status for r in rows(engine, whatsapp_webhook_logs)} == {"processed", "dead"}
     assert len(rows(engine, whatsapp_messages)) == 1
+
+
+def test_a_long_lived_run_hands_over_to_its_successor(engine: Engine, settings: Settings, monkeypatch) -> None:
+    """A sensor-style run (stay alive, shard 1 of 2) processes what lands while it is alive and
+    stops claiming once a newer STARTED run of its shard exists (here the handover window opens
+    at once; in production PROCESSING_ROLLOVER_LEAD_SECONDS before its deadline)."""
+    import threading
+    import time
+
+    _env(monkeypatch, PROCESSING_RUN_MAX_SECONDS="3600", PROCESSING_ROLLOVER_LEAD_SECONDS="3599")
+    bind_fixture_numbers(engine)
+    job = defs.resolve_job_def("process_webhooks")
+    config = {"shard": 1, "shards": 2, "idle_exit_seconds": None, "max_seconds": 300}
+    outcome: dict = {}
+    with DagsterInstance.ephemeral() as instance:
+
+        def execute() -> None:
+            outcome["result"] = job.execute_in_process(
+                instance=instance, run_config={"ops": {"apply_landed_webhooks": {"config": config}}}, tags={"wa/shard": "1"}
+            )
+
+        worker = threading.Thread(target=execute, daemon=True)
+        worker.start()
+
+        def wait_for(condition, what: str) -> None:
+            deadline = time.monotonic() + 120
+            while not condition():
+                assert time.monotonic() < deadline, f"never happened: {what}"
+                assert worker.is_alive() or condition(), f"the run ended before: {what}"
+                time.sleep(0.1)
+
+        wait_for(lambda: instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus.STARTED])) == 1, "the run started")
+        row_id = land(engine, fixture_bytes("messages_text.json"))
+        status = lambda: next(r.status for r in rows(engine, whatsapp_webhook_logs) if r.id == row_id)  # noqa: E731
+        wait_for(lambda: status() == "processed", "the run processed a webhook landed while it was alive")
+        assert worker.is_alive()  # idle, yet alive
+        _processing_run(instance, 0)  # another shard's run: no reason to stop
+        _processing_run(instance, 1)  # the successor
+        worker.join(timeout=120)
+        assert not worker.is_alive(), "the run did not hand over"
+        result = outcome["result"]
+        assert result.success
+        [meta, *_] = [m.metadata for m in result.asset_materializations_for_node("apply_landed_webhooks")]
+        assert (meta["shard"].value, meta["shards"].value, meta["ended"].value) == (1, 2, "stopped")
+        assert meta["webhooks"].value == 1 and meta["batches"].value == 1
 
 
 def test_org_whatsapp_status_figures(engine: Engine, settings: Settings, pg_url: str) -> None:
