@@ -327,7 +327,7 @@ def _still_running(pids: list[int], wait: float = 5.0) -> list[int]:
 
 def pg_backend_cpu(dbname_prefix: str) -> float:
     """CPU seconds of the live Postgres backends connected to databases named
-    ``dbname_prefix*`` (from their process titles: "postgres: user db host ..."). Backends that
+    ``dbname_prefix*`` (from their process titles). Backends that
     ended meanwhile are not counted: the stack's connections are pooled and persistent."""
     from _common import _proc_stat
 
@@ -339,7 +339,8 @@ def pg_backend_cpu(dbname_prefix: str) -> float:
             title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
         except OSError:
             continue
-        if len(title) >= 3 and title[0] == "postgres:" and title[2].startswith(dbname_prefix):
+        # "postgres: [cluster:] user database host(port) state"
+        if title[:1] == ["postgres:"] and any(t.startswith(dbname_prefix) for t in title[1:4]):
             st = _proc_stat(int(entry.name))
             total += st[2] if st else 0.0
     return total

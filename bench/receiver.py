@@ -10,10 +10,15 @@ no access log, proxy headers, default loop/http = uvloop + httptools):
 
 - ``bare``     ``bench/apps.py:bare_app``: POST answers 200 without reading the body;
 - ``nodb``     the real receiver app with a no-op landing store (body, HMAC, no INSERT);
-- ``receiver`` ``wa-onboarding serve``: the real receiver on Postgres (asyncpg pool); its
-  landing statement also sends ``pg_notify('wa_webhook_landed', '')`` (the default);
+- ``receiver`` ``wa-onboarding serve``: the real receiver on Postgres (asyncpg pool); after
+  each landing it sends the coalesced ``NOTIFY wa_webhook_landed`` (the default);
 - ``nonotify`` the same receiver with ``LANDING_NOTIFY=false``: the plain INSERT, for the
   cost of the notification (list it next to ``receiver``: the matrix is interleaved).
+
+Insert check (``--insert-check``): raw landing inserts/s straight into Postgres with asyncpg
+(32 connections, no HTTP) for three notification designs, interleaved: the plain INSERT,
+``pg_notify`` in the INSERT's own transaction, and the receiver's coalesced post-commit
+notification. It shows why the receiver does not notify inside the landing's transaction.
 
 Bodies: ``--bodies`` distinct 1-2 KB bodies (three ``SyntheticStream`` entries per body),
 each signed correctly with the app secret; wrk rotates through them.
@@ -103,6 +108,59 @@ def notify_ratios(results: list[dict]) -> list[dict]:
     return out
 
 
+async def _insert_rate(url: str, mode: str, n: int, conc: int) -> float:
+    """Landing inserts per second straight into Postgres (asyncpg, ``conc`` connections, no HTTP):
+    ``plain`` (the receiver's INSERT), ``same_txn`` (``pg_notify`` inside the INSERT's statement,
+    the design not taken) or ``coalesced`` (the INSERT, then the receiver's coalesced
+    post-commit notification, :class:`wa_core.db.landing.LandingAnnouncer`)."""
+    from datetime import datetime, timezone
+
+    import asyncpg
+
+    from wa_core.db.landing import _PG_INSERT, LandingAnnouncer
+    from wa_core.processing.wake import LANDED_CHANNEL
+
+    sql = _PG_INSERT
+    if mode == "same_txn":
+        sql = f"WITH landed AS ({_PG_INSERT.strip()}) SELECT id, pg_notify('{LANDED_CHANNEL}', '') FROM landed"
+    pool = await asyncpg.create_pool(url, min_size=conc, max_size=conc)
+    announcer = LandingAnnouncer(url, 5.0) if mode == "coalesced" else None
+    body = combined_bodies(1)[0]
+
+    async def worker() -> None:
+        async with pool.acquire() as conn:
+            for _ in range(n // conc):
+                await conn.fetchval(sql, datetime.now(timezone.utc), body, "0" * 64, len(body), "valid", "bench", "100000000000001")
+                if announcer:
+                    announcer.announce()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(conc)))
+    rate = n / (time.monotonic() - t0)
+    if announcer:
+        await announcer.close()
+    await pool.close()
+    return rate
+
+
+def insert_check(url: str, n: int, repeat: int, conc: int = 32) -> dict:
+    """Raw landing inserts/s per notification design, interleaved (order reversed every other
+    repetition), with the ratio to ``plain`` per repetition."""
+    modes = ["plain", "same_txn", "coalesced"]
+    rates: dict[str, list[float]] = {m: [] for m in modes}
+    for rep in range(repeat):
+        for mode in modes if rep % 2 == 0 else modes[::-1]:
+            truncate(url)
+            rates[mode].append(asyncio.run(_insert_rate(url, mode, n, conc)))
+    ratios = {m: [r / p for r, p in zip(rates[m], rates["plain"])] for m in modes[1:]}
+    out = {"inserts": n, "connections": conc, "rates": rates, "median": {m: statistics.median(v) for m, v in rates.items()},
+           "ratio_to_plain_median": {m: statistics.median(v) for m, v in ratios.items()}, "ratios": ratios}
+    print(f"raw landing inserts/s ({conc} connections, {n} per run, medians of {repeat}): "
+          + ", ".join(f"{m} {v:.0f}" for m, v in out["median"].items())
+          + "; vs plain: " + ", ".join(f"{m} {v:.3f}" for m, v in out["ratio_to_plain_median"].items()), flush=True)
+    return out
+
+
 def run_wrk(url: str, bodies_file: Path, connections: int, duration: float, threads: int) -> dict:
     cmd = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "30s",
@@ -172,6 +230,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (1 leaves the most CPU to the server)")
     ap.add_argument("--bodies", type=int, default=500, help="distinct signed bodies wrk rotates through")
     ap.add_argument("--exact", type=int, default=2000, help="bodies sent by the exact row check (0 = skip)")
+    ap.add_argument("--insert-check", type=int, default=6000, help="raw inserts per run of the notification designs check (0 = skip)")
     ap.add_argument("--keep-db", action="store_true")
     args = ap.parse_args()
 
@@ -259,6 +318,8 @@ def main() -> int:
                         if "Traceback" in err or "ERROR" in err:
                             problems.append(f"{target} w={workers} server stderr: {err[-800:]}")
 
+        inserts = insert_check(db, args.insert_check, max(2, args.repeat)) if args.insert_check else None
+
         exact = None
         if args.exact and "receiver" in targets:
             exact_bodies = combined_bodies(args.exact, seed=99)
@@ -316,7 +377,7 @@ def main() -> int:
 
     path = save_results("receiver", {"machine": machine_info(), "loadavg": os.getloadavg(), "args": vars(args),
                                      "body_sizes": [min(sizes), statistics.median(sizes), max(sizes)],
-                                     "runs": results, "summary": summary, "notify_cost": notify_cost,
+                                     "runs": results, "summary": summary, "notify_cost": notify_cost, "insert_check": inserts,
                                      "exact_check": exact, "problems": problems})
     print(f"\nresults: {path}")
     for p in problems:

@@ -272,3 +272,26 @@ def test_the_run_queue_allows_each_shard_its_run_and_one_successor(instance: Dag
     assert TagConcurrencyLimitsCounter(queue.tag_concurrency_limits, [dashboards]).is_blocked(dashboards)
     # room for the processing runs of two shards with their rollovers and today's other queues
     assert queue.max_concurrent_runs >= 2 * 2 + 4
+
+
+@pytest.mark.parametrize("example", ["dagster.k8s.yaml", "dagster.docker.yaml"])
+def test_deployment_examples_are_valid_and_keep_the_queues(example: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/deploy.md's instance files: Dagster accepts every key; they use the current
+    `concurrency:` settings with the per-shard limit; the other queues and the daemon
+    settings are those of dagster.postgres.yaml; room for each shard's run and successor."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/unused")
+    shutil.copy(PROJECT / "dagster" / "examples" / example, tmp_path / "dagster.yaml")
+    dagster_instance_config(str(tmp_path))  # raises on any key Dagster does not know
+    raw = yaml.safe_load((PROJECT / "dagster" / "examples" / example).read_text())
+    ours = yaml.safe_load((PROJECT / "dagster" / "dagster.postgres.yaml").read_text())
+    assert "run_coordinator" not in raw and raw["run_queue"] == ours["run_queue"]
+    limits = {(lim["key"], str(lim.get("value"))): lim["limit"] for lim in raw["concurrency"]["runs"]["tag_concurrency_limits"]}
+    our_limits = {(lim["key"], str(lim.get("value"))): lim["limit"] for lim in ours["concurrency"]["runs"]["tag_concurrency_limits"]}
+    processing = limits.pop(("wa/queue", "processing"))
+    our_limits.pop(("wa/queue", "processing"))
+    assert limits == our_limits  # per shard 2; dashboards, maintenance, onboarding as today
+    assert raw["concurrency"]["runs"]["max_concurrent_runs"] >= processing + 4
+    for key in ("sensors", "schedules", "retention", "python_logs", "storage"):
+        assert raw[key] == ours[key], key

@@ -44,18 +44,23 @@ TIMEOUT = "timeout"
 
 
 class Waker:
-    """Polling only: :meth:`wait` sleeps out its timeout. Base class of the other wakers."""
+    """Polling only: :meth:`wait` sleeps out its timeout. Base class of the other wakers, which
+    hold a connection (``_conn``) and wait ``listen_poll_seconds`` while they have one."""
 
     #: True while a notification can end a wait early (the loop then waits after a partial batch
     #: instead of claiming again at once: rows landed meanwhile have announced themselves)
     notifying = False
 
-    def __init__(self, poll_seconds: float) -> None:
+    def __init__(self, poll_seconds: float, listen_poll_seconds: float | None = None) -> None:
         self.poll_seconds = poll_seconds
+        self._listen_poll = listen_poll_seconds
+        self._conn = None
 
     @property
     def idle_seconds(self) -> float:
         """How long an idle run waits before claiming anyway (seconds)."""
+        if self._conn is not None and self._listen_poll is not None:
+            return self._listen_poll
         return self.poll_seconds
 
     def ready(self) -> None:
@@ -75,6 +80,11 @@ class Waker:
 
     def close(self) -> None:
         """Release the waker's connection, if any."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
 
 
 class LandingListener(Waker):
@@ -84,21 +94,15 @@ class LandingListener(Waker):
     falls back to polling and reconnects."""
 
     def __init__(self, dsn: str, *, shard: int = 0, poll_seconds: float = 0.2, listen_poll_seconds: float = 5.0) -> None:
-        super().__init__(poll_seconds)
+        super().__init__(poll_seconds, listen_poll_seconds)
         self._dsn = dsn
         self._shard = str(shard)
-        self._listen_poll = listen_poll_seconds
-        self._conn = None
         self._retry_at = 0.0
         self._lost = False
 
     @property
     def notifying(self) -> bool:  # type: ignore[override]
         return self._conn is not None
-
-    @property
-    def idle_seconds(self) -> float:
-        return self._listen_poll if self._conn is not None else self.poll_seconds
 
     def _connect(self) -> bool:
         import psycopg
@@ -173,28 +177,15 @@ class LandingListener(Waker):
             return NOTIFIED
         return TIMEOUT
 
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
-
 
 class SqliteChangeWaker(Waker):
     """SQLite: ``PRAGMA data_version`` on a read-only connection of its own, checked every
     ``poll_seconds``; a wait ends early when another connection has committed."""
 
     def __init__(self, path: str, *, poll_seconds: float = 0.2, listen_poll_seconds: float = 5.0) -> None:
-        super().__init__(poll_seconds)
+        super().__init__(poll_seconds, listen_poll_seconds)
         self._path = path
-        self._listen_poll = listen_poll_seconds
-        self._conn: sqlite3.Connection | None = None
         self._version: int | None = None
-
-    @property
-    def idle_seconds(self) -> float:
-        return self._listen_poll if self._conn is not None else self.poll_seconds
 
     def _current(self) -> int | None:
         try:
@@ -223,13 +214,6 @@ class SqliteChangeWaker(Waker):
             if version is not None and version != self._version:
                 self._version = version
                 return NOTIFIED
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
 
 
 def make_waker(settings: Settings, *, shard: int = 0, poll_seconds: float | None = None) -> Waker:
