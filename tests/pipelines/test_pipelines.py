@@ -233,3 +233,26 @@ def test_org_whatsapp_status_figures(engine: Engine, settings: Settings, pg_url:
     assert mat.metadata["messages_in_24h"].value == 2
     assert mat.metadata["webhooks_unrouted_24h"].value == 1  # the unknown number, retried
     assert "| Acme Store | 0 | 1 | 1 / 1 | 2 | 0 | 3 | 0 | 1 | 0 / 0 |" in mat.metadata["by_organization"].value
+
+
+def test_dashboards_are_refreshed_after_a_processing_run_only_if_it_applied_webhooks(engine: Engine, settings: Settings) -> None:
+    """Idle shards roll over every PROCESSING_RUN_MAX_SECONDS: those runs must not start a
+    dashboard refresh each (measured: half the idle stack's CPU); a run that applied webhooks does."""
+    from dagster import build_run_status_sensor_context
+
+    from wa_pipelines.defs.dashboards.sensors import dashboards_after_processing
+
+    job = defs.resolve_job_def("process_webhooks")
+    with DagsterInstance.ephemeral() as instance:
+
+        def tick_after(result):
+            run = instance.get_run_by_id(result.run_id)
+            event = next(e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS")
+            context = build_run_status_sensor_context("dashboards_after_processing", event, instance, run)
+            return dashboards_after_processing(context)
+
+        idle = job.execute_in_process(instance=instance)  # nothing landed
+        assert isinstance(tick_after(idle), SkipReason)
+        land(engine, fixture_bytes("messages_text.json"))
+        busy = job.execute_in_process(instance=instance)
+        assert isinstance(tick_after(busy), RunRequest)
