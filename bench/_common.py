@@ -256,6 +256,41 @@ def _proc_stat(pid: int) -> tuple[str, int, float] | None:
     return comm, int(fields[1]), sum(int(f) for f in fields[11:15]) / _TICK
 
 
+def tree_pids(root_pids: list[int]) -> list[int]:
+    """The live processes under ``root_pids`` (themselves included), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            st = _proc_stat(int(entry.name))
+            if st:
+                children.setdefault(st[1], []).append(int(entry.name))
+    tree, todo = [], list(root_pids)
+    while todo:
+        pid = todo.pop()
+        if pid in tree or not Path(f"/proc/{pid}").exists():
+            continue
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def memory_snapshot(root_pids: list[int]) -> dict[str, float]:
+    """RSS and PSS (MB) summed over the process trees under ``root_pids``, and how many
+    processes. RSS counts shared pages once per process (an upper bound); PSS splits them."""
+    rss = pss = 0
+    pids = tree_pids(root_pids)
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:
+            pass
+    return {"rss_mb": rss / 1024, "pss_mb": pss / 1024, "processes": len(pids)}
+
+
 def cpu_snapshot(root_pids: list[int]) -> dict[str, float]:
     """CPU seconds used so far by: the process trees under ``root_pids`` ("server"), all
     ``postgres`` processes ("postgres") and the whole machine ("machine"). Used as a

@@ -10,7 +10,15 @@ no access log, proxy headers, default loop/http = uvloop + httptools):
 
 - ``bare``     ``bench/apps.py:bare_app``: POST answers 200 without reading the body;
 - ``nodb``     the real receiver app with a no-op landing store (body, HMAC, no INSERT);
-- ``receiver`` ``wa-onboarding serve``: the real receiver on Postgres (asyncpg pool).
+- ``receiver`` ``wa-onboarding serve``: the real receiver on Postgres (asyncpg pool); after
+  each landing it sends the coalesced ``NOTIFY wa_webhook_landed`` (the default);
+- ``nonotify`` the same receiver with ``LANDING_NOTIFY=false``: the plain INSERT, for the
+  cost of the notification (list it next to ``receiver``: the matrix is interleaved).
+
+Insert check (``--insert-check``): raw landing inserts/s straight into Postgres with asyncpg
+(32 connections, no HTTP) for three notification designs, interleaved: the plain INSERT,
+``pg_notify`` in the INSERT's own transaction, and the receiver's coalesced post-commit
+notification. It shows why the receiver does not notify inside the landing's transaction.
 
 Bodies: ``--bodies`` distinct 1-2 KB bodies (three ``SyntheticStream`` entries per body),
 each signed correctly with the app secret; wrk rotates through them.
@@ -43,17 +51,17 @@ from pathlib import Path
 from _common import (
     BENCH_DIR,
     BENCH_SECRET,
+    BENCH_TOKEN_KEY,
     PROJECT_ROOT,
     RESULTS_DIR,
     VENV_BIN,
-    bench_database,
     combined_bodies,
     cpu_snapshot,
     drop_db,
     free_port,
+    fresh_db,
     machine_info,
     save_results,
-    service_env,
     stop_group,
     wait_http,
 )
@@ -65,8 +73,17 @@ LOG_DIR = Path("/tmp/wa_bench_receiver")
 PATH = "/api/v1/whatsapp/webhook"
 
 
+#: targets that are the real receiver (readiness on /readyz, rows checked)
+RECEIVERS = ("receiver", "nonotify")
+
+
+def server_env(env: dict[str, str], target: str) -> dict[str, str]:
+    """The server's environment: ``nonotify`` turns the landing notification off."""
+    return dict(env, LANDING_NOTIFY="false") if target == "nonotify" else dict(env, LANDING_NOTIFY="true")
+
+
 def server_cmd(target: str, port: int, workers: int) -> list[str]:
-    if target == "receiver":
+    if target in RECEIVERS:
         return [str(VENV_BIN / "wa-onboarding"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     factory = {"bare": "bench.apps:bare_app", "nodb": "bench.apps:receiver_nodb_app"}[target]
     # the same uvicorn options as `wa-onboarding serve` (wa_webhook/cli.py cmd_serve)
@@ -75,6 +92,73 @@ def server_cmd(target: str, port: int, workers: int) -> list[str]:
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         "--log-level", "warning", "--no-access-log", "--proxy-headers",
     ]
+
+
+def notify_ratios(results: list[dict]) -> list[dict]:
+    """req/s of ``receiver`` over ``nonotify`` for each (workers, concurrency), paired per repetition."""
+    out = []
+    for w, c in sorted({(r["workers"], r["concurrency"]) for r in results}):
+        ratios = []
+        for rep in sorted({r["rep"] for r in results}):
+            pair = {r["target"]: r["rps"] for r in results if (r["workers"], r["concurrency"], r["rep"]) == (w, c, rep)}
+            if pair.get("receiver") and pair.get("nonotify"):
+                ratios.append(pair["receiver"] / pair["nonotify"])
+        if ratios:
+            out.append({"workers": w, "concurrency": c, "ratios": ratios, "median": statistics.median(ratios)})
+    return out
+
+
+async def _insert_rate(url: str, mode: str, n: int, conc: int) -> float:
+    """Landing inserts per second straight into Postgres (asyncpg, ``conc`` connections, no HTTP):
+    ``plain`` (the receiver's INSERT), ``same_txn`` (``pg_notify`` inside the INSERT's statement,
+    the design not taken) or ``coalesced`` (the INSERT, then the receiver's coalesced
+    post-commit notification, :class:`wa_core.db.landing.LandingAnnouncer`)."""
+    from datetime import datetime, timezone
+
+    import asyncpg
+
+    from wa_core.db.landing import _PG_INSERT, LandingAnnouncer
+    from wa_core.processing.wake import LANDED_CHANNEL
+
+    sql = _PG_INSERT
+    if mode == "same_txn":
+        sql = f"WITH landed AS ({_PG_INSERT.strip()}) SELECT id, pg_notify('{LANDED_CHANNEL}', '') FROM landed"
+    pool = await asyncpg.create_pool(url, min_size=conc, max_size=conc)
+    announcer = LandingAnnouncer(url, 5.0) if mode == "coalesced" else None
+    body = combined_bodies(1)[0]
+
+    async def worker() -> None:
+        async with pool.acquire() as conn:
+            for _ in range(n // conc):
+                await conn.fetchval(sql, datetime.now(timezone.utc), body, "0" * 64, len(body), "valid", "bench", "100000000000001")
+                if announcer:
+                    announcer.announce()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(conc)))
+    rate = n / (time.monotonic() - t0)
+    if announcer:
+        await announcer.close()
+    await pool.close()
+    return rate
+
+
+def insert_check(url: str, n: int, repeat: int, conc: int = 32) -> dict:
+    """Raw landing inserts/s per notification design, interleaved (order reversed every other
+    repetition), with the ratio to ``plain`` per repetition."""
+    modes = ["plain", "same_txn", "coalesced"]
+    rates: dict[str, list[float]] = {m: [] for m in modes}
+    for rep in range(repeat):
+        for mode in modes if rep % 2 == 0 else modes[::-1]:
+            truncate(url)
+            rates[mode].append(asyncio.run(_insert_rate(url, mode, n, conc)))
+    ratios = {m: [r / p for r, p in zip(rates[m], rates["plain"])] for m in modes[1:]}
+    out = {"inserts": n, "connections": conc, "rates": rates, "median": {m: statistics.median(v) for m, v in rates.items()},
+           "ratio_to_plain_median": {m: statistics.median(v) for m, v in ratios.items()}, "ratios": ratios}
+    print(f"raw landing inserts/s ({conc} connections, {n} per run, medians of {repeat}): "
+          + ", ".join(f"{m} {v:.0f}" for m, v in out["median"].items())
+          + "; vs plain: " + ", ".join(f"{m} {v:.3f}" for m, v in out["ratio_to_plain_median"].items()), flush=True)
+    return out
 
 
 def run_wrk(url: str, bodies_file: Path, connections: int, duration: float, threads: int) -> dict:
@@ -146,6 +230,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (1 leaves the most CPU to the server)")
     ap.add_argument("--bodies", type=int, default=500, help="distinct signed bodies wrk rotates through")
     ap.add_argument("--exact", type=int, default=2000, help="bodies sent by the exact row check (0 = skip)")
+    ap.add_argument("--insert-check", type=int, default=6000, help="raw inserts per run of the notification designs check (0 = skip)")
     ap.add_argument("--keep-db", action="store_true")
     args = ap.parse_args()
 
@@ -153,9 +238,13 @@ def main() -> int:
     workers_list = [int(w) for w in args.workers.split(",")]
     conc_list = [int(c) for c in args.concurrency.split(",")]
 
+    from wa_core.db.migrate import upgrade
     from wa_core.meta.signature import sign
 
-    db = bench_database("postgres", DB_NAME, LOG_DIR).database_url  # migrated; the log folder emptied
+    from _common import make_settings
+
+    db = fresh_db(DB_NAME)
+    upgrade(make_settings(db, Path("/tmp/wa_bench_receiver")))
     bodies = combined_bodies(args.bodies)
     sizes = [len(b) for b in bodies]
     known = {hashlib.sha256(b).hexdigest() for b in bodies}
@@ -164,7 +253,7 @@ def main() -> int:
     bodies_file = RESULTS_DIR / "wrk_bodies.tmp"
     bodies_file.write_text("".join(f"{sign(b, BENCH_SECRET)} {b.decode('ascii')}\n" for b in bodies))
 
-    env = service_env(LOG_DIR, db)
+    env = dict(os.environ, DATABASE_URL=db, META_APP_SECRET=BENCH_SECRET, TOKEN_ENCRYPTION_KEY=BENCH_TOKEN_KEY, WA_DATA_DIR="/tmp/wa_bench_receiver")
     env.pop("REDIS_URL", None)
     results: list[dict] = []
     problems: list[str] = []
@@ -172,20 +261,22 @@ def main() -> int:
     print(f"{'target':9} {'w':>2} {'c':>3} {'rep':>3} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'non200':>6} {'rows-200':>8}  cpu cores: server/pg/wrk/other")
     try:
         for rep in range(args.repeat):
-            for target in targets:
+            # odd repetitions run the targets in reverse order, so a drift in machine load
+            # weighs on every target alike
+            for target in targets if rep % 2 == 0 else targets[::-1]:
                 for workers in workers_list:
                     port = free_port()
                     log_path = LOG_DIR / f"{target}-w{workers}.log"
                     log_file = open(log_path, "wb")
-                    proc = subprocess.Popen(server_cmd(target, port, workers), cwd=PROJECT_ROOT, env=env,
+                    proc = subprocess.Popen(server_cmd(target, port, workers), cwd=PROJECT_ROOT, env=server_env(env, target),
                                             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
                     try:
-                        wait_http(f"http://127.0.0.1:{port}/readyz" if target == "receiver" else f"http://127.0.0.1:{port}/", 60, proc)
+                        wait_http(f"http://127.0.0.1:{port}/readyz" if target in RECEIVERS else f"http://127.0.0.1:{port}/", 60, proc)
                         url = f"http://127.0.0.1:{port}{PATH}"
                         for conc in conc_list:
                             if args.warmup > 0:
                                 run_wrk(url, bodies_file, conc, args.warmup, args.threads)
-                            if target == "receiver":
+                            if target in RECEIVERS:
                                 time.sleep(0.5)
                                 truncate(db)
                             cpu0 = cpu_snapshot([proc.pid])
@@ -206,7 +297,7 @@ def main() -> int:
                             }
                             # CPU used by anything else on the machine (other users' jobs), in cores
                             row["other_cores"] = max(0.0, row["cpu_machine_s"] - row["cpu_server_s"] - row["cpu_postgres_s"] - row["cpu_wrk_s"]) / secs
-                            if target == "receiver":
+                            if target in RECEIVERS:
                                 time.sleep(1.0)  # let requests abandoned by wrk at its deadline finish landing
                                 rows = count_rows(db)
                                 row["rows"] = rows
@@ -227,11 +318,13 @@ def main() -> int:
                         if "Traceback" in err or "ERROR" in err:
                             problems.append(f"{target} w={workers} server stderr: {err[-800:]}")
 
+        inserts = insert_check(db, args.insert_check, max(2, args.repeat)) if args.insert_check else None
+
         exact = None
         if args.exact and "receiver" in targets:
             exact_bodies = combined_bodies(args.exact, seed=99)
             port = free_port()
-            proc = subprocess.Popen(server_cmd("receiver", port, 1), cwd=PROJECT_ROOT, env=env,
+            proc = subprocess.Popen(server_cmd("receiver", port, 1), cwd=PROJECT_ROOT, env=server_env(env, "receiver"),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             try:
                 wait_http(f"http://127.0.0.1:{port}/readyz", 60, proc)
@@ -276,8 +369,16 @@ def main() -> int:
         print(f"{s['target']:9} {s['workers']:>2} {s['concurrency']:>3} {s['rps']:>8.0f} {s['rps_min']:>6.0f}-{s['rps_max']:<6.0f} "
               f"{s['p50_ms']:>7.1f} {s['p99_ms']:>7.1f} {ratio:>7} {s['other_cores_max']:>15.2f}")
 
-    path = save_results("receiver", {"machine": machine_info(), "args": vars(args), "body_sizes": [min(sizes), statistics.median(sizes), max(sizes)],
-                                     "runs": results, "summary": summary, "exact_check": exact, "problems": problems})
+    notify_cost = notify_ratios(results)
+    if notify_cost:
+        print("\nreceiver (NOTIFY) / nonotify req/s, per repetition (same rep = adjacent runs):")
+        for c in notify_cost:
+            print(f"  w={c['workers']} c={c['concurrency']}: {', '.join(f'{r:.3f}' for r in c['ratios'])} (median {c['median']:.3f})")
+
+    path = save_results("receiver", {"machine": machine_info(), "loadavg": os.getloadavg(), "args": vars(args),
+                                     "body_sizes": [min(sizes), statistics.median(sizes), max(sizes)],
+                                     "runs": results, "summary": summary, "notify_cost": notify_cost, "insert_check": inserts,
+                                     "exact_check": exact, "problems": problems})
     print(f"\nresults: {path}")
     for p in problems:
         print(f"PROBLEM: {p}")

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Meta's documented maximum webhook payload (WhatsApp webhooks overview: "up to 3 MB").
@@ -97,12 +97,32 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="A claimed row whose run died is claimable again after this long."
     )
     processing_run_max_seconds: float = Field(
-        default=600.0, gt=0, description="A processing run stops claiming after this long (the sensor starts the next)."
+        default=300.0,
+        gt=0,
+        description="A processing run rolls over after this long: it stops claiming and the sensor's next run of its shard takes over.",
     )
-    processing_idle_exit_seconds: float = Field(
-        default=60.0, ge=0, description="A processing run ends after this long with nothing to do."
+    processing_idle_exit_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Unset: a sensor-launched run stays alive while idle until its rollover; a number: it ends after that long idle.",
     )
-    processing_poll_seconds: float = Field(default=0.2, gt=0, description="Idle poll interval inside a processing run.")
+    processing_poll_seconds: float = Field(
+        default=0.2, gt=0, description="Idle poll interval of a run no notification can wake (SQLite checks for a change this often)."
+    )
+    processing_listen_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Postgres: an idle run woken by LISTEN/NOTIFY still claims this often (retries due, leases expired, a lost notification).",
+    )
+    processing_rollover_lead_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="The sensor starts a shard's next run this long before the current run's PROCESSING_RUN_MAX_SECONDS is up.",
+    )
+    landing_notify: bool = Field(
+        default=True,
+        description="Postgres: the receiver sends NOTIFY wa_webhook_landed with each landing so idle processing runs wake at once.",
+    )
     processing_org_webhooks_per_minute: int = Field(
         default=0,
         ge=0,
@@ -115,7 +135,7 @@ class Settings(BaseSettings):
         default=1,
         ge=1,
         le=64,
-        description="Processing shards: each owns the organization lanes whose stable hash maps to it (one run per shard).",
+        description="Processing shards: one long-lived run per shard, each owning the organization lanes whose stable hash maps to it.",
     )
 
     # --- operations: alerts, checks, Dagster storage ------------------------------
@@ -192,6 +212,17 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("processing_idle_exit_seconds", mode="before")
+    @classmethod
+    def _blank_idle_exit_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _rollover_lead_within_run(self) -> "Settings":
+        if self.processing_rollover_lead_seconds >= self.processing_run_max_seconds:
+            raise ValueError("PROCESSING_ROLLOVER_LEAD_SECONDS must be below PROCESSING_RUN_MAX_SECONDS")
+        return self
 
     @field_validator("redis_url")
     @classmethod

@@ -41,9 +41,12 @@ DEMO_APP_SECRET = "demo_app_secret_not_real"
 DEMO_VERIFY_TOKEN = "demo_verify_token"
 DEMO_TOKEN_KEY = "de" * 32  # a fixed, public demo key: the demo stores only emulator tokens
 
-#: processing settings of the demo (unless set): runs end soon after traffic stops, so the UI
-#: shows finished runs with their figures and refreshed dashboards within a minute or two
-DEMO_PROCESSING = {"PROCESSING_IDLE_EXIT_SECONDS": "10", "PROCESSING_RUN_MAX_SECONDS": "120"}
+#: processing settings of the demo (unless set): runs stay alive per shard as in production but
+#: roll over every 2 minutes, so the UI shows finished runs with their figures within minutes
+DEMO_PROCESSING = {"PROCESSING_RUN_MAX_SECONDS": "120"}
+#: with --exit-when-done runs also end after 10 s idle, so the last ones record SUCCESS and
+#: their figures before the services stop
+DEMO_EXIT_PROCESSING = {"PROCESSING_IDLE_EXIT_SECONDS": "10"}
 
 
 @dataclass
@@ -84,8 +87,8 @@ def demo_environment(settings: Settings, options: UpOptions) -> tuple[Settings, 
         env.setdefault("JWT_SECRET", DEMO_JWT_SECRET)
         env["EMBEDDED_SIGNUP_MESSAGE_ORIGINS"] = f"facebook.com,{options.host}"
     env["WA_DATA_DIR"] = str(settings.data_dir.resolve())
-    for key, value in DEMO_PROCESSING.items():
-        env.setdefault(key, value)  # demo: runs end (and record their figures) every minute or two
+    for key, value in {**DEMO_PROCESSING, **(DEMO_EXIT_PROCESSING if options.exit_when_done else {})}.items():
+        env.setdefault(key, value)  # demo: runs roll over (and record their figures) every two minutes
     return settings, env, demo_meta
 
 

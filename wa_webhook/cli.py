@@ -89,15 +89,42 @@ def cmd_bind_waba(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    """Process landed webhooks of one shard in this process, without Dagster. SIGTERM/SIGINT
+    finish the batch in hand and exit 0 (leases are not left to expire)."""
+    import math
+    import signal
+
     from wa_core.processing.runner import run_processing
     from wa_core.db.engine import create_processing_engine
 
     settings = _migrated_settings()
+    shards = settings.processing_shards if args.shards is None else args.shards
+    if not (shards >= 1 and 0 <= args.shard < shards):
+        print(f"error: --shard must be in 0..{shards - 1} (--shards {shards})", file=sys.stderr)
+        return 2
     engine = create_processing_engine(settings)
-    stats = run_processing(engine, settings, idle_exit_seconds=args.idle_exit_seconds, max_seconds=args.max_seconds)
+    stop = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.append(True))
+    if args.stay_alive:
+        idle_exit, max_seconds = math.inf, args.max_seconds or math.inf
+    else:
+        idle_exit, max_seconds = args.idle_exit_seconds, args.max_seconds or 600.0
+    stats = run_processing(
+        engine,
+        settings,
+        idle_exit_seconds=idle_exit,
+        max_seconds=max_seconds,
+        shard=args.shard,
+        shards=shards,
+        should_stop=lambda: bool(stop),
+    )
+    engine.dispose()
     print(
-        f"processed {stats.webhooks} webhooks: {dict(stats.by_status)}; items processed {stats.items_processed}, "
-        f"ignored {stats.items_ignored}, failed {stats.items_failed}; errors {dict(stats.by_error)}"
+        f"shard {args.shard} of {shards}: processed {stats.webhooks} webhooks ({stats.ended}): {dict(stats.by_status)}; "
+        f"items processed {stats.items_processed}, ignored {stats.items_ignored}, failed {stats.items_failed}; "
+        f"errors {dict(stats.by_error)}; wakes {dict(stats.wakes)}",
+        flush=True,
     )
     return 0
 
@@ -222,9 +249,12 @@ def build_parser(
     p.add_argument("--coexistence", action="store_true", help="the number stays on the WhatsApp Business app")
     p.set_defaults(func=cmd_bind_waba)
 
-    p = sub.add_parser("process", help="process landed webhooks without Dagster (drain and exit)")
-    p.add_argument("--idle-exit-seconds", type=float, default=0.0)
-    p.add_argument("--max-seconds", type=float, default=600.0)
+    p = sub.add_parser("process", help="process landed webhooks without Dagster (drain and exit, or --stay-alive)")
+    p.add_argument("--idle-exit-seconds", type=float, default=0.0, help="end after this long idle (default 0: drain and exit)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop claiming after this long (default 600; --stay-alive: never)")
+    p.add_argument("--stay-alive", action="store_true", help="a worker: stay alive while idle, woken by NOTIFY, until SIGTERM")
+    p.add_argument("--shard", type=int, default=0, help="the shard this process claims (0..shards-1)")
+    p.add_argument("--shards", type=int, default=None, help="how many shards the lanes are split into (default PROCESSING_SHARDS)")
     p.set_defaults(func=cmd_process)
 
     for name, text in (("pause", "pause processing of one organization or WABA (webhooks keep landing and wait)"),

@@ -226,7 +226,7 @@ def test_instance_yaml_is_valid_and_its_daemon_settings_are_explicit(flavour: st
     monitoring = raw["run_monitoring"]
     assert monitoring["enabled"] is True
     assert {"start_timeout_seconds", "cancel_timeout_seconds", "max_runtime_seconds", "max_resume_run_attempts", "poll_interval_seconds"} <= set(monitoring)
-    assert raw["run_coordinator"]["config"]["max_concurrent_runs"] >= 1
+    assert raw["concurrency"]["runs"]["max_concurrent_runs"] >= 1 and "run_coordinator" not in raw
     assert config["retention"] == raw["retention"]
     if flavour == "dagster.yaml":
         assert "storage" not in raw
@@ -250,3 +250,48 @@ def test_tick_retention_reaches_the_daemon_as_configured(instance: DagsterInstan
     assert {s.value.lower(): d for s, d in schedule.items()} == expected
     assert all(d > 0 for d in [*sensor.values(), *schedule.values()]), "a tick status kept forever (-1)"
     assert TickStatus.SKIPPED in sensor
+
+
+def test_the_run_queue_allows_each_shard_its_run_and_one_successor(instance: DagsterInstance) -> None:
+    """The instance's run queue, as Dagster reads it from the `concurrency:` settings of
+    dagster.yaml (dagster.postgres.yaml agrees, see above): per unique wa/shard value two
+    processing runs (a run and its rollover successor), a third waits; another shard is not
+    held up by it; the other queues keep their limits."""
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    queue = instance.get_concurrency_config().run_queue_config
+    assert instance.run_coordinator.dequeue_interval_seconds == 1
+
+    def run(**tags: str) -> DagsterRun:
+        return DagsterRun(job_name="process_webhooks", run_id=str(uuid.uuid4()), tags={"wa/queue": "processing", **tags})
+
+    counter = TagConcurrencyLimitsCounter(queue.tag_concurrency_limits, [run(**{"wa/shard": "0"}), run(**{"wa/shard": "0"})])
+    assert counter.is_blocked(run(**{"wa/shard": "0"}))  # shard 0 has its run and its successor
+    assert not counter.is_blocked(run(**{"wa/shard": "1"}))
+    dashboards = DagsterRun(job_name="refresh_dashboards", run_id=str(uuid.uuid4()), tags={"wa/queue": "dashboards"})
+    assert TagConcurrencyLimitsCounter(queue.tag_concurrency_limits, [dashboards]).is_blocked(dashboards)
+    # room for the processing runs of two shards with their rollovers and today's other queues
+    assert queue.max_concurrent_runs >= 2 * 2 + 4
+
+
+@pytest.mark.parametrize("example", ["dagster.k8s.yaml", "dagster.docker.yaml"])
+def test_deployment_examples_are_valid_and_keep_the_queues(example: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/deploy.md's instance files: Dagster accepts every key; they use the current
+    `concurrency:` settings with the per-shard limit; the other queues and the daemon
+    settings are those of dagster.postgres.yaml; room for each shard's run and successor."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/unused")
+    shutil.copy(PROJECT / "dagster" / "examples" / example, tmp_path / "dagster.yaml")
+    dagster_instance_config(str(tmp_path))  # raises on any key Dagster does not know
+    raw = yaml.safe_load((PROJECT / "dagster" / "examples" / example).read_text())
+    ours = yaml.safe_load((PROJECT / "dagster" / "dagster.postgres.yaml").read_text())
+    assert "run_coordinator" not in raw and raw["run_queue"] == ours["run_queue"]
+    limits = {(lim["key"], str(lim.get("value"))): lim["limit"] for lim in raw["concurrency"]["runs"]["tag_concurrency_limits"]}
+    our_limits = {(lim["key"], str(lim.get("value"))): lim["limit"] for lim in ours["concurrency"]["runs"]["tag_concurrency_limits"]}
+    processing = limits.pop(("wa/queue", "processing"))
+    our_limits.pop(("wa/queue", "processing"))
+    assert limits == our_limits  # per shard 2; dashboards, maintenance, onboarding as today
+    assert raw["concurrency"]["runs"]["max_concurrent_runs"] >= processing + 4
+    for key in ("sensors", "schedules", "retention", "python_logs", "storage"):
+        assert raw[key] == ours[key], key

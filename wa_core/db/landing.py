@@ -3,11 +3,19 @@
 Postgres uses an asyncpg pool (the fastest driver measured for this single insert, see
 ``docs/benchmarks.md``); the embedded SQLite default uses the synchronous engine in a worker
 thread. Both commit before :meth:`LandingStore.land` returns.
+
+On Postgres each landing is then announced with ``NOTIFY wa_webhook_landed`` so that idle
+processing runs, which LISTEN, claim at once (:mod:`wa_core.processing.wake`); see
+:class:`LandingAnnouncer` for why the notification is sent after the insert's commit and not
+inside its transaction. ``LANDING_NOTIFY=false`` turns it off (runs then find rows by their
+fallback poll).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -19,9 +27,11 @@ import sqlalchemy as sa
 
 from wa_core.db.engine import create_sync_engine
 from wa_core.db.schema import utcnow, whatsapp_webhook_logs
+from wa_core.processing.wake import LANDED_CHANNEL
 from wa_core.routing import routing_waba_id
 from wa_core.settings import Settings
 
+log = logging.getLogger("wa_core.db.landing")
 
 class LandingUnavailable(Exception):
     """The database could not take the webhook; the receiver answers 503 so Meta redelivers."""
@@ -70,6 +80,95 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $1)
 RETURNING id
 """
 
+class LandingAnnouncer:
+    """Sends ``NOTIFY wa_webhook_landed`` after landings committed, coalesced per process.
+
+    Why not ``pg_notify`` inside the landing's own transaction: Postgres serializes the commits
+    of notifying transactions (a database-wide lock held through the WAL flush), which cut the
+    landing inserts from ~9.4 k to ~3.8 k rows/s at 32 concurrent connections on the bench
+    machine (``docs/benchmarks.md``, "Latency and idle cost v2"). Here the insert stays a plain
+    group-committed insert, and :meth:`announce` (called once the insert has committed, before
+    the 200) wakes a single task that sends one notification on a dedicated connection with
+    ``synchronous_commit = off`` (a notification is not data: nothing to make durable). At most
+    one is in flight and at most one per :attr:`MIN_INTERVAL_SECONDS`; a landing committed while
+    one is in flight is covered by the next, so every landing is followed by a notification sent
+    after its commit (the listener's claim sees the row). Failures are logged and never reach
+    the request: the processing runs' fallback poll finds the row (as after a crash between
+    the commit and the notification).
+    """
+
+    #: at most one notification per this many seconds per receiver process (the cost it adds
+    #: to landing→processed)
+    MIN_INTERVAL_SECONDS = 0.005
+    #: after a failed connection, notifications are skipped for this long (seconds)
+    RETRY_AFTER_FAILURE_SECONDS = 1.0
+
+    def __init__(self, dsn: str, timeout: float) -> None:
+        self._dsn = dsn
+        self._timeout = timeout
+        self._conn = None
+        self._task: asyncio.Task | None = None
+        self._pending = False
+        self._failed_at: float | None = None
+        #: notifications sent by this process (tests and metrics read it)
+        self.sent = 0
+
+    def announce(self) -> None:
+        """Make sure a notification is sent after now (returns at once; call it after a commit)."""
+        self._pending = True
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                self._pending = False
+                await self._send()
+                await asyncio.sleep(self.MIN_INTERVAL_SECONDS)
+        finally:
+            self._task = None
+
+    async def _send(self) -> None:
+        import asyncpg
+
+        if self._failed_at is not None and time.monotonic() - self._failed_at < self.RETRY_AFTER_FAILURE_SECONDS:
+            return
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(
+                    self._dsn,
+                    timeout=self._timeout,
+                    command_timeout=self._timeout,
+                    server_settings={"synchronous_commit": "off", "application_name": "wa_landing_notify"},
+                )
+            await self._conn.execute(f"SELECT pg_notify('{LANDED_CHANNEL}', '')")
+            self.sent += 1
+            self._failed_at = None
+        except Exception as exc:  # noqa: BLE001 - a lost notification costs latency, not data
+            if self._failed_at is None:
+                log.warning("landing notification failed (%s); processing runs fall back to polling", type(exc).__name__)
+            self._failed_at = time.monotonic()
+            await self._drop()
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close(timeout=1)
+            except Exception:  # noqa: BLE001
+                conn.terminate()
+
+    async def close(self) -> None:
+        """Stop the task and close the connection."""
+        task = self._task
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except BaseException:  # noqa: BLE001 - cancelled or failed: closing anyway
+                pass
+        await self._drop()
+
 
 class PostgresLandingStore:
     """asyncpg pool; created lazily so that the receiver starts even while Postgres is down."""
@@ -78,6 +177,7 @@ class PostgresLandingStore:
         self._dsn = settings.asyncpg_dsn
         self._size = settings.db_pool_size
         self._timeout = settings.db_timeout_seconds
+        self._announcer = LandingAnnouncer(self._dsn, self._timeout) if settings.landing_notify else None
         self._pool = None
         self._failed_at: float | None = None
         self._lock = anyio.Lock()
@@ -118,7 +218,7 @@ class PostgresLandingStore:
         try:
             pool = await self._get_pool()
             async with pool.acquire(timeout=self._timeout) as conn:
-                return await conn.fetchval(
+                row_id = await conn.fetchval(
                     _PG_INSERT,
                     webhook.received_at,
                     webhook.body,
@@ -130,6 +230,9 @@ class PostgresLandingStore:
                 )
         except Exception as exc:  # any driver, network or timeout error
             raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        if self._announcer is not None:
+            self._announcer.announce()  # committed: wake the processing runs
+        return row_id
 
     async def ping(self) -> None:
         try:
@@ -140,6 +243,8 @@ class PostgresLandingStore:
             raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
+        if self._announcer is not None:
+            await self._announcer.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
