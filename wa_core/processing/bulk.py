@@ -1,7 +1,7 @@
 """Multi-row statements for both databases: ``unnest`` arrays on Postgres, ``executemany`` elsewhere.
 
 On Postgres a whole table's rows of a batch go in one statement,
-``INSERT … SELECT … FROM unnest(%(col)s::type[], …) ON CONFLICT …`` (or ``UPDATE … FROM
+``INSERT … SELECT … FROM unnest(%(col)b::type[], …) ON CONFLICT …`` (or ``UPDATE … FROM
 unnest(…)``), sent through the driver with the SQL text built once per shape. Measured
 against psycopg's pipelined ``executemany`` and ``COPY`` into a temporary table in
 ``bench/processing.py``: ``unnest`` is the fastest for batches of 100-5,000 rows and needs
@@ -55,7 +55,7 @@ def _dumps(value: Any) -> str | None:
 @lru_cache(maxsize=64)
 def _unnest_sql(table: str, columns: tuple[tuple[str, str], ...]) -> tuple[str, str]:
     """(``unnest(…) AS v(…)`` source, select list) for ``columns`` of ``table``."""
-    arrays = ", ".join(f"%({name})s::{'text' if kind == 'jsonb' else kind}[]" for name, kind in columns)
+    arrays = ", ".join(f"%({name})b::{'text' if kind == 'jsonb' else kind}[]" for name, kind in columns)
     names = ", ".join(name for name, _ in columns)
     select = ", ".join(f"v.{name}::jsonb" if kind == "jsonb" else f"v.{name}" for name, kind in columns)
     return f"unnest({arrays}) AS v({names})", select
@@ -93,8 +93,8 @@ def pg_from(conn: Connection, sql: str, table: sa.Table, rows: Sequence[dict[str
 
 
 def keys_source(conn: Connection, keys: Sequence[tuple[str, str]]) -> tuple[str, dict[str, Any]]:
-    """(``unnest(%(k1)s::text[], %(k2)s::text[]) AS k(a, b)``, params) for pairs of text keys."""
-    return "unnest(%(k1)s::text[], %(k2)s::text[]) AS k(a, b)", {"k1": [a for a, _ in keys], "k2": [b for _, b in keys]}
+    """(``unnest(%(k1)b::text[], %(k2)b::text[]) AS k(a, b)``, params) for pairs of text keys."""
+    return "unnest(%(k1)b::text[], %(k2)b::text[]) AS k(a, b)", {"k1": [a for a, _ in keys], "k2": [b for _, b in keys]}
 
 
 def sqlite_insert(

@@ -130,9 +130,9 @@ def _known(conn: Connection, refs: Sequence[ContactRef]) -> list[Any]:
     if is_postgres(conn):
         params = {"wo": [o for o, _ in by_wa], "wk": [k for _, k in by_wa], "uo": [o for o, _ in by_user], "uk": [k for _, k in by_user]}
         return conn.exec_driver_sql(
-            f"SELECT {cols} FROM unnest(%(wo)s::uuid[], %(wk)s::text[]) AS k(o, v) JOIN whatsapp_contacts c"
+            f"SELECT {cols} FROM unnest(%(wo)b::uuid[], %(wk)b::text[]) AS k(o, v) JOIN whatsapp_contacts c"
             " ON c.organization_id = k.o AND c.wa_id = k.v"
-            f" UNION SELECT {cols} FROM unnest(%(uo)s::uuid[], %(uk)s::text[]) AS k(o, v) JOIN whatsapp_contacts c"
+            f" UNION SELECT {cols} FROM unnest(%(uo)b::uuid[], %(uk)b::text[]) AS k(o, v) JOIN whatsapp_contacts c"
             " ON c.organization_id = k.o AND c.user_id = k.v",
             params,
         ).all()

@@ -45,7 +45,7 @@ class ChangeContext:
     (UTC) and ``webhook_log_id`` the landed row's id. ``routes`` caches look-ups for one
     batch: a found :class:`Route`, or None for a number no organization has. ``clean`` says
     the body holds nothing :func:`~wa_core.db.engine.storable` would change
-    (:func:`~wa_core.processing.records.body_is_clean`).
+    (:func:`~wa_core.processing.records.parse_body`).
     """
 
     conn: Connection

@@ -10,7 +10,6 @@ outcome: processed, failed (retry scheduled) or dead.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import Counter
@@ -27,7 +26,7 @@ from wa_core.settings import Settings
 from .context import ChangeContext, FirstSeen, Route
 from .errors import InvalidPayload, ItemError
 from .handlers import HANDLERS, ignore_change
-from .records import Planned, body_is_clean, ignored
+from .records import Planned, ignored, parse_body
 from .store import apply_plan
 
 log = logging.getLogger("wa_core.processing")
@@ -190,7 +189,7 @@ def parse_webhook(
         outcome.fail("body_purged", "the body was removed by retention", False)
         return parsed
     try:
-        payload: Any = json.loads(body)
+        payload, clean = parse_body(body)
     except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep, absurd numbers
         parsed.preset = True
         outcome.items_received = 1
@@ -202,7 +201,6 @@ def parse_webhook(
         outcome.items_received = 1
         outcome.fail("invalid_envelope", "body has no entry[] array", False)
         return parsed
-    clean = body_is_clean(body)
     for i, entry in enumerate(entries):
         changes = entry.get("changes") if isinstance(entry, dict) else None
         if not isinstance(changes, list):

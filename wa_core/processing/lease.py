@@ -33,8 +33,8 @@ from .claim import ClaimedRow
 log = logging.getLogger("wa_core.processing")
 
 _PG_RENEW = """
-UPDATE whatsapp_webhook_logs AS l SET locked_until = %(until)s
-FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS v(id, attempts)
+UPDATE whatsapp_webhook_logs AS l SET locked_until = %(until)b
+FROM unnest(%(ids)b::bigint[], %(attempts)b::integer[]) AS v(id, attempts)
 WHERE l.id = v.id AND l.attempts = v.attempts AND l.locked_until IS NOT NULL AND l.status IN ('pending', 'failed')
 """
 

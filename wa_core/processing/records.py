@@ -16,6 +16,8 @@ writes always did; the exact bytes stay in ``whatsapp_webhook_logs.body``.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import uuid
 from collections.abc import Callable
@@ -172,7 +174,7 @@ def check_key(value: Any) -> None:
 
 def prepare(table: str, values: dict[str, Any], keys: tuple[str, ...], clean: bool) -> dict[str, Any]:
     """``values`` checked (:func:`check_key` on ``keys``, then :func:`check_values`) and, unless
-    the body is known ``clean`` (:func:`body_is_clean`), made storable."""
+    the body is known ``clean`` (:func:`parse_body`), made storable."""
     if not clean:
         for key in keys:
             check_key(values.get(key))
@@ -181,28 +183,48 @@ def prepare(table: str, values: dict[str, Any], keys: tuple[str, ...], clean: bo
     return values
 
 
-#: byte patterns of a body whose parsed values might need :func:`storable`: a ``\\u0000``
-#: escape, a surrogate escape that is not a proper pair, UTF-8-encoded surrogates, NaN or
-#: Infinity, a number of 19+ digits (beyond 64 bits) or with a 3-digit exponent (beyond a
-#: float). False positives only cost the slower path.
-_DIRTY = re.compile(
-    rb"\\u0000"
-    rb"|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+#: a surrogate escape that is not half of a proper pair, or UTF-8-encoded surrogates (json
+#: decodes bytes with ``surrogatepass``); only searched when a body has ``\\ud``/``\\uD``/0xED
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
     rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-    rb"|\xed[\xa0-\xbf]|NaN|Infinity"
-    rb"|[:\[,]\s*-?\d{19}|\d[eE][+-]?\d{3}"
+    rb"|\xed[\xa0-\xbf]"
 )
+_INT64 = (-(2**63), 2**63)
 
 
-def body_is_clean(body: bytes) -> bool:
-    """True when every value parsed from ``body`` is already storable as is (see
-    :data:`_DIRTY`; an unusual encoding, e.g. UTF-16, counts as not clean)."""
-    if body[:3] == b"\xef\xbb\xbf" or b"\x00" in body[:4]:
-        return False
-    return _DIRTY.search(body) is None
+def parse_body(body: bytes) -> tuple[Any, bool]:
+    """``json.loads(body)`` (same errors: ``ValueError``, ``RecursionError``) and whether every
+    parsed value is already storable as is (``clean``: no NUL escape, no lone surrogate, no
+    NaN/Infinity, no float overflow, no integer beyond 64 bits; see
+    :func:`~wa_core.db.engine.storable`). A false "not clean" only costs the slower path."""
+    dirty = b"\\u0000" in body or (
+        (b"\\ud" in body or b"\\uD" in body or b"\xed" in body) and _LONE_SURROGATE.search(body) is not None
+    )
+    flags = []
+
+    def parse_int(text: str) -> int:
+        value = int(text)
+        if not _INT64[0] <= value < _INT64[1]:
+            flags.append(text)
+        return value
+
+    def parse_float(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            flags.append(text)
+        return value
+
+    def parse_constant(text: str) -> float:
+        flags.append(text)
+        return float(text)  # NaN, Infinity, -Infinity, as json.loads gives them
+
+    decoder = json.JSONDecoder(parse_int=parse_int, parse_float=parse_float, parse_constant=parse_constant)
+    payload = decoder.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+    return payload, not (dirty or flags)
 
 
 __all__ = [
-    "ContactPlan", "ContactRef", "InvalidValue", "MessagePlan", "Plan", "Planned", "StatusPlan",
-    "body_is_clean", "check_key", "check_values", "ignored", "prepare",
+    "ContactPlan", "ContactRef", "InvalidValue", "MessagePlan", "Plan", "Planned", "StatusPlan", "parse_body",
+    "check_key", "check_values", "ignored", "prepare",
 ]
