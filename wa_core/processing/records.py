@@ -121,20 +121,19 @@ Plan = MessagePlan | StatusPlan | ContactPlan
 
 
 # --- what the database would refuse ------------------------------------------------------
-def _limits(table: sa.Table) -> tuple[tuple[str, int | None, int, int], ...]:
-    """(column, max characters or None, min int, max int) for the columns a check covers."""
-    out = []
+def _limits(table: sa.Table) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int, int], ...]]:
+    """((column, max characters) for ``varchar(n)`` columns, (column, min, max) for integer
+    columns other than bigint ids) of ``table``."""
+    strings, ints = [], []
     for column in table.columns:
         kind = column.type
         if isinstance(kind, sa.String) and kind.length:
-            out.append((column.name, kind.length, 0, 0))
+            strings.append((column.name, kind.length))
         elif isinstance(kind, sa.SmallInteger):
-            out.append((column.name, None, -(2**15), 2**15 - 1))
-        elif isinstance(kind, sa.BigInteger):
-            continue  # ids we generate or copy from a bigint column
-        elif isinstance(kind, sa.Integer):
-            out.append((column.name, None, -(2**31), 2**31 - 1))
-    return tuple(out)
+            ints.append((column.name, -(2**15), 2**15 - 1))
+        elif isinstance(kind, sa.Integer) and not isinstance(kind, sa.BigInteger):
+            ints.append((column.name, -(2**31), 2**31 - 1))
+    return tuple(strings), tuple(ints)
 
 
 LIMITS = {
@@ -147,14 +146,14 @@ _INT_NAMES = {2**15 - 1: "smallint", 2**31 - 1: "integer"}
 def check_values(table: str, values: dict[str, Any]) -> None:
     """Raise :class:`InvalidValue` when Postgres would refuse ``values`` for ``table``
     (a string longer than its ``varchar(n)``, an integer outside its column's range)."""
-    for name, length, low, high in LIMITS[table]:
+    strings, ints = LIMITS[table]
+    for name, length in strings:
         value = values.get(name)
-        if value is None:
-            continue
-        if length is not None:
-            if isinstance(value, str) and len(value) > length:
-                raise InvalidValue(f"StringDataRightTruncation: value too long for type character varying({length})")
-        elif isinstance(value, int) and not low <= value <= high:
+        if value.__class__ is str and len(value) > length:
+            raise InvalidValue(f"StringDataRightTruncation: value too long for type character varying({length})")
+    for name, low, high in ints:
+        value = values.get(name)
+        if value.__class__ is int and not low <= value <= high:
             raise InvalidValue(f"NumericValueOutOfRange: {_INT_NAMES[high]} out of range")
 
 

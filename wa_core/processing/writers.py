@@ -81,9 +81,16 @@ def write_plans(conn: Connection, plans: Sequence[Plan]) -> None:
     ids = resolve_contacts(conn, [p.contact for p in with_contact])
     contact_of = {id(p): contact_id for p, contact_id in zip(with_contact, ids)}
     now = utcnow()
-    rows = [{**p.values, "contact_id": contact_of.get(id(p)), "created_at": now} for p in messages]
-    _insert(conn, whatsapp_messages, _first_per_key(rows, ("phone_number_id", "wamid")), MESSAGE_COLUMNS, ("phone_number_id", "wamid"))
+    rows = _first_per_key(({**p.values, "contact_id": contact_of.get(id(p)), "created_at": now} for p in messages), ("phone_number_id", "wamid"))
     fills = _first_per_key((p.values for p in messages if p.fill_placeholder), ("phone_number_id", "wamid"))
+    if rows and is_postgres(conn):
+        inserted = {tuple(r) for r in pg_insert(conn, whatsapp_messages, rows, MESSAGE_COLUMNS,
+                                                "ON CONFLICT (phone_number_id, wamid) DO NOTHING RETURNING phone_number_id, wamid")}
+        first = {(r["phone_number_id"], r["wamid"]): r for r in rows}
+        # a fill matters for a message stored before, or inserted by this batch as a placeholder
+        fills = [f for f in fills if (key := (f["phone_number_id"], f["wamid"])) not in inserted or first[key]["type"] == "media_placeholder"]
+    else:
+        _insert(conn, whatsapp_messages, rows, MESSAGE_COLUMNS, ("phone_number_id", "wamid"))
     if fills:
         _fill_placeholders(conn, fills)
     statuses = [p.values for p in plans if isinstance(p, StatusPlan)]
