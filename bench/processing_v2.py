@@ -17,6 +17,18 @@ from _common import PROJECT_ROOT, cpu_snapshot, drop_db, landing_row, machine_in
 DB_NAME = "wa_bench_processing"
 DATA_DIR = Path("/tmp/wa_bench_processing")
 
+#: the child's claims, timed apart (``claim_seconds``); both child scripts include it
+TIMED_CLAIM = """claim_seconds = [0.0]
+claim = runner.claim_batch
+def timed_claim(*args, **kw):
+    t = time.perf_counter()
+    try:
+        return claim(*args, **kw)
+    finally:
+        claim_seconds[0] += time.perf_counter() - t
+runner.claim_batch = timed_claim
+"""
+
 ENGINE_CHILD = r"""
 import json, logging, sys, time
 import sqlalchemy as sa
@@ -27,15 +39,7 @@ from wa_core.db.engine import create_processing_engine
 from wa_core.processing import runner
 settings = Settings(_env_file=None, database_url=a["url"], WA_DATA_DIR=a["dir"], meta_app_secret="bench",
                     processing_org_webhooks_per_minute=10**9, processing_org_max_in_flight=a["batch"], processing_batch_size=a["batch"])
-claim_seconds = [0.0]
-claim = runner.claim_batch
-def timed_claim(*args, **kw):
-    t = time.perf_counter()
-    try:
-        return claim(*args, **kw)
-    finally:
-        claim_seconds[0] += time.perf_counter() - t
-runner.claim_batch = timed_claim
+#TIMED_CLAIM
 engine = create_processing_engine(settings, pool_size=2, max_overflow=2)
 statements = [0]
 sa.event.listen(engine, "before_cursor_execute", lambda *_a, **_k: statements.__setitem__(0, statements[0] + 1))
@@ -63,21 +67,15 @@ from wa_pipelines.processing import runner
 settings = Settings(_env_file=None, database_url=a["url"], WA_DATA_DIR=a["dir"], meta_app_secret="bench",
                     processing_org_webhooks_per_minute=10**9, processing_org_max_in_flight=a["batch"])
 engine = create_processing_engine(settings, pool_size=2, max_overflow=2)
-claim_seconds = [0.0]
-claim = runner.claim_batch
-def timed_claim(*args, **kw):
-    t = time.perf_counter()
-    try:
-        return claim(*args, **kw)
-    finally:
-        claim_seconds[0] += time.perf_counter() - t
-runner.claim_batch = timed_claim
+#TIMED_CLAIM
 cpu0, t0 = time.process_time(), time.perf_counter()
 stats = runner.run_processing(engine, settings, batch_size=a["batch"], idle_exit_seconds=0)
 seconds = time.perf_counter() - t0
 print(json.dumps({"webhooks": stats.webhooks, "items": stats.items_received, "batches": stats.batches, "seconds": seconds,
                   "cpu_seconds": time.process_time() - cpu0, "claim_seconds": claim_seconds[0], "code": runner.__file__}))
 """
+
+ENGINE_CHILD, OLD_CHILD = (script.replace("#TIMED_CLAIM\n", TIMED_CLAIM) for script in (ENGINE_CHILD, OLD_CHILD))
 
 
 def old_tree(commit: str) -> Path:
