@@ -429,3 +429,39 @@ def test_sqlite_batches_give_what_the_per_item_path_gives(tmp_path, splits) -> N
         assert len(rows(lite, whatsapp_messages)) > 20
     finally:
         lite.dispose()
+
+
+# --- contacts created by two runs at once ------------------------------------------------------
+def test_two_runs_creating_the_same_contacts_end_with_one_row_each(engine: Engine, settings: Settings) -> None:
+    """The second run's insert waits for the first, finds the contact taken, reads it and
+    uses it (a second pass), instead of failing or creating a twin."""
+    from wa_core.db.schema import utcnow
+    from wa_core.processing.contacts import resolve_contacts
+    from wa_core.processing.records import ContactRef
+
+    orgs = bind_fixture_numbers(engine)
+    now = utcnow()
+    refs = [ContactRef(orgs["acme"], f"1555000{i:04d}", None, now, profile_name=f"P{i}") for i in range(20)]
+    result: dict = {}
+    with engine.connect() as first, engine.connect() as second:
+        ids_first = resolve_contacts(first, refs)  # inserted, not committed yet
+        pid = second.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+
+        def other_run() -> None:
+            result["ids"] = resolve_contacts(second, list(reversed(refs[5:])) + refs[:5])
+            second.commit()
+
+        t = threading.Thread(target=other_run)
+        t.start()
+        with engine.connect() as probe:  # wait until the second run waits on the first's rows
+            while not probe.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %(pid)s AND wait_event_type = 'Lock'", {"pid": pid}
+            ).scalar_one():
+                assert t.is_alive()
+                time.sleep(0.01)
+        first.commit()
+        t.join()
+    by_wa = dict(zip((r.wa_id for r in list(reversed(refs[5:])) + refs[:5]), result["ids"]))
+    assert [by_wa[r.wa_id] for r in refs] == ids_first
+    stored = rows(engine, whatsapp_contacts)
+    assert len(stored) == 20 and {c.id for c in stored} == set(ids_first)
