@@ -1,35 +1,39 @@
-"""Processing-loop throughput: ``run_processing`` over pre-landed webhooks, Postgres and SQLite.
+"""Processing throughput on pre-landed webhooks: the set-based engine against a reference writer
+and against the loop before it, interleaved in one run (Postgres), plus the effect of backlog size.
 
-For each backend, batch size and repetition: a fresh database (``wa_bench_processing`` on
-Postgres, a new SQLite file under /tmp), migrated, demo numbers bound with ``up``'s
-``bind_demo_numbers``, then N synthetic ``SyntheticStream`` bodies inserted directly as
-``pending`` rows as the receiver lands them (with the routing hint ``waba_id``),
-``ANALYZE``d on Postgres, then timed:
+Default mode (``compare``), for each repetition and in turn for each variant: a fresh database
+(``wa_bench_processing``), migrated, demo numbers bound (``wa_dev.feed.bind_demo_numbers``), then
+N ``SyntheticStream`` bodies (seeded per repetition, the same for every variant) inserted as
+the receiver lands them, ``VACUUM ANALYZE``d, then drained by a fresh child process that
+times its own drain (imports and connection set-up excluded):
 
-    run_processing(engine, quota_free_settings, batch_size=B, idle_exit_seconds=0)
+- ``engine``: ``wa_core.processing.runner.process_batch(engine, settings, limit=B)`` until
+  nothing is left (the fair claim, the set-based ``apply_batch``), with the engine a Dagster
+  run uses (``create_processing_engine``, pool 2+2);
+- ``reference``: ``bench/reference_writer.py``, a straightforward set-based writer doing the
+  same inserts into the same tables (FIFO claim, one ``unnest`` insert per table, no
+  outcome bookkeeping);
+- ``old``: the processing loop of commit ``8c43a00`` (the commit before the restructure,
+  extracted with ``git archive`` into /tmp), its own ``run_processing(batch_size=B)``.
 
-in this process with the engine a Dagster run uses (no Dagster: this is the loop a Dagster
-run executes; see ``shipped_engine``).
+Per-organization quotas are set so high they never bind (raw throughput, not the quota).
+Items = messages + statuses (``items_received``). Each case records ``os.getloadavg()`` and
+the CPU used by the child, Postgres and the rest of the machine. Every case must end with
+every row ``processed``; the engine's and the reference's tables are compared (message,
+status, contact and reaction counts).
 
-Quotas: since 0111b27 the claim is a fair claim (per-organization lanes, a ``row_number()``
-window over the claimable rows joined to the bindings, an advisory lock, per-lane counts)
-with per-organization quotas (``PROCESSING_ORG_WEBHOOKS_PER_MINUTE`` = 100,
-``PROCESSING_ORG_MAX_IN_FLIGHT`` = 10 by default). With those, this script would measure the
-quota (3 organizations x 100/min), not the loop. It therefore passes explicit high quotas:
-``processing_org_webhooks_per_minute`` = 10**9 and ``processing_org_max_in_flight`` = B (a
-lane can then fill a whole batch; a larger in-flight cap would only make the claim fetch more
-candidate rows). The claim code itself, window function included, runs as shipped.
-``bench/fairness.py`` measures the claim with the default quotas.
+``--backlog``: the engine only, in this process: throughput of ``--batches-per-case``
+batches of B with a backlog of 1k rows (1k landed before each batch) against a backlog of
+100k rows (landed once), interleaved.
 
-Reported: webhooks/s, items/s (items received = messages + statuses), the share of time
-spent in ``claim_batch``, SQL statements per webhook, and a check that every row ended
-``processed``. ``--claims fair,fifo`` also runs each case with the claim as it was before
-the fair claim (``_common.fifo_claim_batch``, bench copy) for a same-session comparison.
+``--legacy``: the earlier matrix (``run_processing`` at batch 100 and 1000, Postgres and SQLite,
+``--claims fair,fifo``) and ``--diagnose``; see docs/benchmarks.md sections 2 and 5.
 
-Usage (about 3 minutes with the defaults on a 2-vCPU VM; twice that with --claims fair,fifo):
-    .venv/bin/python bench/processing.py
-    .venv/bin/python bench/processing.py --rows 2000 --repeat 1 --backends postgres  # quick
-    .venv/bin/python bench/processing.py --rows 5000 --repeat 2 --claims fair,fifo  # before/after
+Usage:
+    .venv/bin/python bench/processing.py                       # compare, 10k rows, 3 repetitions
+    .venv/bin/python bench/processing.py --rows 2000 --repeat 1 --variants engine,reference  # quick
+    .venv/bin/python bench/processing.py --backlog              # 1k vs 100k backlog
+    .venv/bin/python bench/processing.py --legacy --rows 5000 --repeat 2
 """
 
 from __future__ import annotations
@@ -39,29 +43,41 @@ import os
 import shutil
 import statistics
 import time
+from datetime import timedelta
 from pathlib import Path
 
-from _common import (bench_database, cpu_snapshot, drop_db, fifo_claim_batch, insert_landed, landing_row, machine_info,
-                     save_results, shipped_engine)
+from _common import (cpu_snapshot, drop_db, fifo_claim_batch, fresh_db, landing_row, machine_info,
+                     make_settings, save_results, shipped_engine)
 
 import sqlalchemy as sa
 
 DB_NAME = "wa_bench_processing"
 VARIANTS = ("as_shipped", "durable_commit", "no_pre_ping")
-DATA_DIR = Path("/tmp/wa_bench_processing")  # the SQLite file on SQLite
+SQLITE_DIR = Path("/tmp/wa_bench_processing_sqlite")
 
 
 def prepare(backend: str, rows: int, orgs: int, seed: int):
-    from wa_core.db.schema import utcnow
+    from wa_core.db.schema import utcnow, whatsapp_webhook_logs
+    from wa_core.db.migrate import upgrade
     from wa_dev.simulate import SyntheticStream, synthetic_numbers
+    from wa_dev.feed import bind_demo_numbers
 
-    settings = bench_database(backend, DB_NAME, DATA_DIR, orgs=orgs)
+    if backend == "postgres":
+        settings = make_settings(fresh_db(DB_NAME), Path("/tmp/wa_bench_processing"))
+    else:
+        shutil.rmtree(SQLITE_DIR, ignore_errors=True)
+        SQLITE_DIR.mkdir(parents=True)
+        settings = make_settings(None, SQLITE_DIR)
+    upgrade(settings)
+    bind_demo_numbers(settings, orgs)
     stream = SyntheticStream(synthetic_numbers(orgs), seed=seed)
     now = utcnow()
-    values = [landing_row(stream.next_body(), now) for _ in range(rows)]
+    # arrival times 1 ms apart, as a stream lands them (a contact seen again is seen later)
+    values = [landing_row(stream.next_body(), now - timedelta(milliseconds=rows - i)) for i in range(rows)]
     engine = shipped_engine(settings)
     with engine.begin() as conn:
-        insert_landed(conn, values)
+        for i in range(0, rows, 2000):
+            conn.execute(sa.insert(whatsapp_webhook_logs), values[i : i + 2000])
     if backend == "postgres":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(sa.text("VACUUM ANALYZE"))
@@ -149,21 +165,7 @@ def _cores(r: dict) -> str:
     return f"{c['server']:.2f}/{c['postgres']:.2f}/{other:.2f}"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backends", default="postgres,sqlite")
-    ap.add_argument("--batches", default="100,1000")
-    ap.add_argument("--rows", type=int, default=5000, help="pre-landed webhooks per case")
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--orgs", type=int, default=3)
-    ap.add_argument("--claims", default="fair",
-                    help="comma list: fair (the claim as shipped) and/or fifo (the claim before 0111b27, bench copy)")
-    ap.add_argument("--diagnose", action="store_true",
-                    help="instead: Postgres, batch 100: the shipped engine vs durable commits (synchronous_commit on) vs no pool_pre_ping (engine changes made here only)")
-    args = ap.parse_args()
-    if args.diagnose:
-        return diagnose(args)
-
+def legacy(args) -> int:
     results = []
     print(f"{'backend':8} {'claim':5} {'batch':>5} {'rep':>3} {'rows':>6} {'secs':>6} {'webhooks/s':>10} {'items/s':>8} {'claim%':>6} {'stmts/wh':>8}  final")
     try:
@@ -179,7 +181,7 @@ def main() -> int:
                           flush=True)
     finally:
         drop_db(DB_NAME)
-        shutil.rmtree(DATA_DIR, ignore_errors=True)
+        shutil.rmtree(SQLITE_DIR, ignore_errors=True)
 
     summary = []
     print("\nmedian over repetitions:")
@@ -226,6 +228,39 @@ def diagnose(args) -> int:
     path = save_results("processing-diagnose", {"machine": machine_info(), "args": vars(args), "runs": results, "summary": summary})
     print(f"\nresults: {path}")
     return 0 if all(r["ok"] for r in results) else 1
+
+
+from processing_v2 import backlog, compare  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backends", default="postgres,sqlite", help="--legacy only")
+    ap.add_argument("--batches", default="100,1000", help="--legacy only")
+    ap.add_argument("--batch", type=int, default=1000, help="batch size of compare and --backlog")
+    ap.add_argument("--rows", type=int, default=10000, help="pre-landed webhooks per case")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--orgs", type=int, default=3)
+    ap.add_argument("--variants", default="engine,reference,old", help="compare: comma list of engine, reference, old")
+    ap.add_argument("--old-commit", default="8c43a00", help="compare: the commit whose loop is 'old'")
+    ap.add_argument("--backlog", action="store_true", help="instead: the engine at a backlog of 1k against 100k")
+    ap.add_argument("--backlogs", default="1000,100000", help="--backlog: the two backlog sizes")
+    ap.add_argument("--batches-per-case", type=int, default=5, help="--backlog: batches timed per case")
+    ap.add_argument("--legacy", action="store_true", help="instead: the earlier run_processing matrix")
+    ap.add_argument("--claims", default="fair",
+                    help="--legacy: comma list: fair (the claim as shipped) and/or fifo (the claim before 0111b27, bench copy)")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="instead: Postgres, batch 100: the shipped engine vs durable commits (synchronous_commit on) vs no pool_pre_ping (engine changes made here only)")
+    args = ap.parse_args()
+    if args.diagnose:
+        return diagnose(args)
+    if args.legacy:
+        if args.rows == 10000 and args.repeat == 3:
+            args.rows, args.repeat = 5000, 2
+        return legacy(args)
+    if args.backlog:
+        return backlog(args)
+    return compare(args)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     )
 
     # --- processing ----------------------------------------------------------------
-    processing_batch_size: int = Field(default=200, ge=1, le=5000, description="Webhook rows claimed per batch.")
+    processing_batch_size: int = Field(default=1000, ge=1, le=5000, description="Webhook rows claimed and applied set-based per batch.")
     processing_max_attempts: int = Field(default=5, ge=1, description="Attempts before a webhook row is dead.")
     processing_retry_base_seconds: float = Field(default=30.0, gt=0, description="First retry delay; doubles per attempt.")
     processing_retry_max_seconds: float = Field(default=3600.0, gt=0, description="Cap on one retry delay.")

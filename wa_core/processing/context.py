@@ -14,6 +14,16 @@ from sqlalchemy.engine import Connection
 from wa_core.db.schema import whatsapp_configs, whatsapp_connections
 
 from .errors import InvalidPayload, Unroutable
+from .records import Planned, check_key
+
+
+class FirstSeen(dict):
+    """The organizations a webhook's items were routed to, in the order first seen (a webhook
+    row is recorded under the first: deterministic, whatever the set hashing)."""
+
+    def add(self, organization_id: uuid.UUID) -> None:
+        """Note ``organization_id`` (kept at its first position)."""
+        self.setdefault(organization_id, None)
 
 
 @dataclass(frozen=True)
@@ -32,7 +42,10 @@ class ChangeContext:
     """One ``entry[i].changes[j]`` of a landed webhook, with the connection it runs in.
 
     ``entry`` and ``change`` are the parsed JSON objects; ``received_at`` is our arrival time
-    (UTC) and ``webhook_log_id`` the landed row's id.
+    (UTC) and ``webhook_log_id`` the landed row's id. ``routes`` caches look-ups for one
+    batch: a found :class:`Route`, or None for a number no organization has. ``clean`` says
+    the body holds nothing :func:`~wa_core.db.engine.storable` would change
+    (:func:`~wa_core.processing.records.parse_body`).
     """
 
     conn: Connection
@@ -40,8 +53,9 @@ class ChangeContext:
     received_at: datetime
     entry: dict[str, Any]
     change: dict[str, Any]
-    organization_ids: set[uuid.UUID] = field(default_factory=set)
-    routes: dict[str, Route] = field(default_factory=dict)  # found routes, shared by one batch
+    organization_ids: FirstSeen = field(default_factory=FirstSeen)
+    routes: dict[str, Route | None] = field(default_factory=dict)  # shared by one batch
+    clean: bool = False
 
     @property
     def field(self) -> str:
@@ -69,10 +83,13 @@ class ChangeContext:
         if isinstance(phone_number_id, bool) or not isinstance(phone_number_id, (str, int)) or len(str(phone_number_id)) > 64:
             raise InvalidPayload(f"value.metadata.phone_number_id is not an id ({type(phone_number_id).__name__})")
         phone_number_id = str(phone_number_id)
-        cached = self.routes.get(phone_number_id)
-        if cached is not None:
+        if phone_number_id in self.routes:
+            cached = self.routes[phone_number_id]
+            if cached is None:
+                raise Unroutable(f"no organization has phone_number_id {phone_number_id}")
             self.organization_ids.add(cached.organization_id)
             return cached
+        check_key(phone_number_id)
         row = self.conn.execute(
             sa.select(
                 whatsapp_configs.c.organization_id,
@@ -82,6 +99,7 @@ class ChangeContext:
             ).where(whatsapp_configs.c.phone_number_id == phone_number_id)
         ).first()
         if row is None:
+            self.routes[phone_number_id] = None  # for this batch: onboarding binds numbers between batches
             raise Unroutable(f"no organization has phone_number_id {phone_number_id}")
         self.organization_ids.add(row.organization_id)
         route = Route(row.organization_id, row.connection_id, row.waba_id, phone_number_id, row.display_phone_number)
@@ -96,7 +114,8 @@ class ChangeContext:
         return row
 
 
-#: One unit of work inside a change: a label for errors and a function that applies it
-#: and returns ``"processed"`` or ``"ignored"``.
-Unit = tuple[str, Callable[[], str]]
+#: One unit of work inside a change: a label for errors and its work, either a
+#: :class:`~wa_core.processing.records.Planned` item or a function that applies it and
+#: returns ``"processed"`` or ``"ignored"`` (:func:`~wa_core.processing.records.ignored`).
+Unit = tuple[str, "Callable[[], str] | Planned"]
 Handler = Callable[[ChangeContext], Iterable[Unit]]

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from wa_core.alerts import Alert, get_notifier
 from wa_core.settings import Settings
 
 from .claim import ClaimedRow, claim_batch
-from .dispatch import WebhookOutcome, apply_webhook, finish_row
+from .dispatch import WebhookOutcome
+from .engine import apply_batch
 from .wake import TIMEOUT, Waker, make_waker
 
 log = logging.getLogger("wa_core.processing")
@@ -86,44 +86,9 @@ class RunStats:
 
 
 def process_row(engine: Engine, row: ClaimedRow, settings: Settings, routes: dict | None = None) -> WebhookOutcome:
-    """Apply one claimed row and write its outcome (one transaction, with intermediate
-    commits only for very large webhooks, see :data:`~.dispatch.COMMIT_EVERY`)."""
-    if row.lease_expired and row.attempts > settings.processing_max_attempts:
-        # Claimed more often than allowed without ever finishing: every run that took it died
-        # or hit its lease. A poison row must not take every later run down with it.
-        outcome = WebhookOutcome(row.id, items_received=1)
-        outcome.fail("crashed", f"processing never finished in {row.attempts - 1} attempts (run died or lease expired)", False)
-        with engine.begin() as conn:
-            finish_row(conn, outcome, row.attempts, settings)
-    else:
-        with engine.connect() as conn:
-            outcome = apply_webhook(conn, row.id, row.body, row.received_at, routes)
-            finish_row(conn, outcome, row.attempts, settings)
-            conn.commit()
-    if outcome.status == "dead":
-        # a dead letter waits for an operator (replay_dead_letters job or admin API): alert,
-        # grouped per error kind so a burst of one cause is one alert, after the commit above
-        kinds = ", ".join(sorted({kind for kind, _, _ in outcome.errors}))
-        log.error("dead letter: webhook %s after attempt %s (%s); replay it with the replay_dead_letters job", row.id, row.attempts, kinds)
-        get_notifier(settings, engine).notify(
-            Alert(
-                "dead_letter",
-                kinds or "unknown",
-                f"webhook {row.id} is a dead letter after {row.attempts} attempt(s) ({kinds}); "
-                "replay it with the replay_dead_letters job once the cause is fixed",
-                details={"webhook_log_id": row.id, "attempts": row.attempts, "error_kind": kinds},
-                organization_id=outcome.organization_id,
-            )
-        )
-    elif outcome.errors:
-        log.warning(
-            "webhook %s %s after attempt %s: %s",
-            row.id,
-            outcome.status,
-            row.attempts,
-            ", ".join(sorted({kind for kind, _, _ in outcome.errors})),
-        )
-    return outcome
+    """Apply one claimed row and store its outcome (:func:`~.engine.apply_batch` of one row;
+    ``routes`` is accepted for compatibility and unused)."""
+    return apply_batch(engine, [row], settings)[0]
 
 
 class Batch(list):
@@ -137,8 +102,8 @@ def process_batch(
     engine: Engine, settings: Settings, limit: int | None = None, *, shard: int = 0, shards: int | None = None
 ) -> Batch:
     """Claim one batch of shard ``shard`` of ``shards`` (default ``PROCESSING_SHARDS``), fairly
-    over its lanes and within any caps, and process it; returns the outcomes (empty when
-    nothing was claimable or every lane with work is at a cap)."""
+    over its lanes and within any caps, and apply it set-based (:func:`~.engine.apply_batch`);
+    returns the outcomes (empty when nothing was claimable or every lane with work is at a cap)."""
     rows = claim_batch(
         engine,
         limit or settings.processing_batch_size,
@@ -148,8 +113,7 @@ def process_batch(
         shard=shard,
         shards=shards or settings.processing_shards,
     )
-    routes: dict = {}  # phone-number routes found in this batch
-    batch = Batch(process_row(engine, row, settings, routes) for row in rows)
+    batch = Batch(apply_batch(engine, rows, settings))
     batch.held_back = rows.held_back
     return batch
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from wa_core.db.engine import insert_ignore, storable
 from wa_core.db.schema import (
     as_utc,
+    utcnow,
     whatsapp_contacts,
     whatsapp_message_reactions,
     whatsapp_message_revisions,
@@ -24,12 +25,16 @@ from wa_core.db.schema import (
     whatsapp_messages,
 )
 
+from .records import ContactPlan, Plan, StatusPlan
+
 #: Forward-only order of outbound statuses. ``failed`` is terminal. Source: Meta webhooks
 #: reference, "status messages" (sent → delivered → read; played for voice; failed).
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 9}
 
 
-def _clean_id(value: Any) -> str | None:
+def clean_id(value: Any) -> str | None:
+    """A contact id as stored: the text of a string or number, stripped; None for a missing,
+    empty, boolean, object or array value."""
     if value is None or isinstance(value, (dict, list, bool)):
         return None
     text = str(value).strip()
@@ -54,7 +59,7 @@ def find_or_create_contact(
     the insert is ``ON CONFLICT DO NOTHING`` followed by a re-read.
     Source: Meta "business-scoped user IDs" (2026): ``wa_id`` may be empty, ``user_id`` added.
     """
-    wa_id, user_id = _clean_id(wa_id), _clean_id(user_id)
+    wa_id, user_id = clean_id(wa_id), clean_id(user_id)
     if not wa_id and not user_id:
         return None
     c = whatsapp_contacts.c
@@ -155,44 +160,32 @@ def record_status(conn: Connection, values: dict[str, Any]) -> bool:
     return inserted
 
 
-def apply_reaction(
-    conn: Connection,
-    *,
-    organization_id: uuid.UUID,
-    phone_number_id: str,
-    target_wamid: str,
-    reactor: str,
-    emoji: str | None,
-    reaction_wamid: str,
-    provider_timestamp: datetime | None,
-    now: datetime,
-) -> None:
-    """Set (or, with a missing or empty ``emoji``, remove) ``reactor``'s reaction on ``target_wamid``.
+def apply_reaction(conn: Connection, values: dict[str, Any]) -> None:
+    """Set (or, with ``emoji`` None, remove) ``reactor``'s reaction on ``target_wamid``.
 
-    Kept against the target id even when that message is unknown to us. Applied in Meta's
-    order: a reaction older than the one stored is ignored, so late redeliveries cannot undo
-    a newer change. Source: Meta webhooks reference, "messages: reaction" (a removed reaction
-    arrives with ``emoji`` omitted).
+    ``values`` is a ``whatsapp_message_reactions`` row (organization_id, phone_number_id,
+    target_wamid, reactor, emoji, reaction_wamid, provider_timestamp, updated_at). Kept
+    against the target id even when that message is unknown to us. Applied in Meta's order
+    (:func:`reaction_supersedes`), so late redeliveries cannot undo a newer change. Source:
+    Meta webhooks reference, "messages: reaction" (a removed reaction arrives with ``emoji``
+    omitted).
     """
     r = whatsapp_message_reactions.c
-    values = {
-        "organization_id": organization_id,
-        "phone_number_id": phone_number_id,
-        "target_wamid": target_wamid,
-        "reactor": reactor,
-        "emoji": emoji or None,
-        "reaction_wamid": reaction_wamid,
-        "provider_timestamp": provider_timestamp,
-        "updated_at": now,
-    }
     if insert_ignore(conn, whatsapp_message_reactions, values, ["phone_number_id", "target_wamid", "reactor"]):
         return
+    provider_timestamp = values["provider_timestamp"]
     newer = sa.or_(r.provider_timestamp.is_(None), r.provider_timestamp <= provider_timestamp) if provider_timestamp else sa.true()
     conn.execute(
         sa.update(whatsapp_message_reactions)
-        .where(r.phone_number_id == phone_number_id, r.target_wamid == target_wamid, r.reactor == reactor, newer)
-        .values(emoji=values["emoji"], reaction_wamid=reaction_wamid, provider_timestamp=provider_timestamp, updated_at=now)
+        .where(r.phone_number_id == values["phone_number_id"], r.target_wamid == values["target_wamid"], r.reactor == values["reactor"], newer)
+        .values(**storable({k: values[k] for k in ("emoji", "reaction_wamid", "provider_timestamp", "updated_at")}))
     )
+
+
+def reaction_supersedes(stored: datetime | None, arriving: datetime | None) -> bool:
+    """Whether a reaction of Meta time ``arriving`` replaces one of time ``stored``: unless
+    it is strictly older (a missing time on either side never loses)."""
+    return stored is None or arriving is None or stored <= arriving
 
 
 def record_revision(conn: Connection, values: dict[str, Any]) -> None:
@@ -222,6 +215,19 @@ def apply_revisions(conn: Connection, phone_number_id: str, original_wamid: str)
     ).first()
     if original is None:
         return  # parked until the original is stored
+    updates = revision_updates(revisions)
+    if updates:
+        conn.execute(sa.update(whatsapp_messages).where(m.id == original.id).values(**updates))
+    pending = [r.id for r in revisions if r.applied_at is None]
+    if pending:
+        conn.execute(sa.update(whatsapp_message_revisions).where(v.id.in_(pending)).values(applied_at=utcnow()))
+
+
+def revision_updates(revisions: Any) -> dict[str, Any]:
+    """What the revisions of one message (rows with kind, body, provider_timestamp,
+    received_at, in Meta's order: by provider_timestamp, missing last, then id) make of it:
+    the latest edit's ``body`` and ``edited_at``; a revoke clears the body and sets
+    ``revoked_at`` (and no edit after it brings the text back)."""
     updates: dict[str, Any] = {}
     for revision in revisions:
         if revision.kind == "edit" and "revoked_at" not in updates:
@@ -230,10 +236,45 @@ def apply_revisions(conn: Connection, phone_number_id: str, original_wamid: str)
         elif revision.kind == "revoke":
             updates["body"] = None
             updates["revoked_at"] = revision.provider_timestamp or revision.received_at
-    if updates:
-        conn.execute(sa.update(whatsapp_messages).where(m.id == original.id).values(**updates))
-    pending = [r.id for r in revisions if r.applied_at is None]
-    if pending:
-        from wa_core.db.schema import utcnow
+    return updates
 
-        conn.execute(sa.update(whatsapp_message_revisions).where(v.id.in_(pending)).values(applied_at=utcnow()))
+
+def apply_plan(conn: Connection, plan: Plan) -> str:
+    """Write one planned item on ``conn`` with the per-item writes above; returns
+    ``"processed"``. Database errors propagate (the caller runs it in a savepoint)."""
+    if isinstance(plan, StatusPlan):
+        record_status(conn, plan.values)
+        return "processed"
+    contact = plan.contact
+    if contact is not None:
+        contact_id = find_or_create_contact(
+            conn,
+            contact.organization_id,
+            wa_id=contact.wa_id,
+            user_id=contact.user_id,
+            profile_name=contact.profile_name,
+            first_name=contact.first_name,
+            in_address_book=contact.in_address_book,
+            seen_at=contact.seen_at,
+        )
+    if isinstance(plan, ContactPlan):
+        return "processed"
+    values = {**plan.values, "contact_id": contact_id if contact is not None else None}
+    if not insert_message(conn, values) and plan.fill_placeholder:
+        fill_placeholder(conn, values)
+    if plan.reaction is not None:
+        apply_reaction(conn, plan.reaction)
+    if plan.revision is not None:
+        record_revision(conn, plan.revision)
+    return "processed"
+
+
+def fill_placeholder(conn: Connection, values: dict[str, Any]) -> None:
+    """A later history webhook gives the media of an earlier placeholder (same wamid): its
+    type, body and raw replace the ``media_placeholder`` row's."""
+    m = whatsapp_messages.c
+    conn.execute(
+        sa.update(whatsapp_messages)
+        .where(m.phone_number_id == values["phone_number_id"], m.wamid == values["wamid"], m.type == "media_placeholder")
+        .values(**storable({"type": values["type"], "body": values["body"], "raw": values["raw"]}))
+    )

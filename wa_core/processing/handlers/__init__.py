@@ -1,7 +1,10 @@
 """One handler per webhook ``field``; :data:`HANDLERS` maps the field name to it.
 
 A handler takes a :class:`~wa_core.processing.context.ChangeContext` and yields units
-(label, apply function). The dispatcher runs each unit in its own savepoint.
+(label, work). The work is :func:`~wa_core.processing.records.ignored`, a
+:class:`~wa_core.processing.records.Planned` item (rows built in Python, written per item or
+set-based for a whole batch) or, for rare fields, a function that applies the item itself
+with SQL (run in its own savepoint).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..context import ChangeContext, Handler, Unit
+from ..records import ignored
 from .account_update import handle_account_update
 from .coexistence import handle_history, handle_smb_app_state_sync, handle_smb_message_echoes
 from .messages import handle_messages
@@ -17,7 +21,7 @@ from .messages import handle_messages
 def ignore_change(ctx: ChangeContext) -> Iterable[Unit]:
     """Fields we store but do not act on (``message_template_status_update``, ``security``,
     unknown ones…): one unit, marked ignored, never failed."""
-    yield (ctx.field or "unknown_field", lambda: "ignored")
+    yield (ctx.field or "unknown_field", ignored)
 
 
 HANDLERS: dict[str, Handler] = {

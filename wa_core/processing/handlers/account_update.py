@@ -24,6 +24,7 @@ from wa_core.db.schema import as_utc, utcnow, whatsapp_configs, whatsapp_connect
 
 from ..context import ChangeContext, Unit
 from ..errors import InvalidPayload, Unroutable
+from ..records import ignored
 from ..timeparse import meta_time
 
 log = logging.getLogger("wa_core.processing")
@@ -168,7 +169,7 @@ def handle_account_update(ctx: ChangeContext) -> Iterable[Unit]:
     value = ctx.value
     event = value.get("event")
     if event is None or event == "":
-        yield ("event", lambda: "ignored")
+        yield ("event", ignored)
         return
     if not isinstance(event, str):
         raise InvalidPayload(f"account_update event is a {type(event).__name__}, not a string")

@@ -12,17 +12,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from wa_core.db.engine import insert_ignore, storable
-from wa_core.db.schema import whatsapp_configs, whatsapp_history_chunks, whatsapp_messages
+from wa_core.db.engine import insert_ignore
+from wa_core.db.schema import whatsapp_configs, whatsapp_history_chunks
 
 from ..context import ChangeContext, Route, Unit
 from ..errors import InvalidPayload
-from ..store import STATUS_RANK, find_or_create_contact, insert_message
+from ..records import ContactPlan, MessagePlan, Planned, ignored, prepare
+from ..store import STATUS_RANK
 from ..timeparse import meta_time
-from .messages import _raise_invalid, _str, context_wamid, first_error, list_field, render_body
+from .messages import _raise_invalid, _str, contact_plan, context_wamid, first_error, list_field, render_body
 
 
-def _store(
+def stored_plan(
     ctx: ChangeContext,
     route: Route,
     message: dict[str, Any],
@@ -30,11 +31,14 @@ def _store(
     source: str,
     direction: str,
     counterpart: str | None,
-) -> str:
+) -> MessagePlan:
+    """The plan of a history message or an echo: the message (its history status as its
+    current status) and the customer as a contact. A later item with the media of an
+    earlier ``media_placeholder`` (same wamid) fills it."""
     wamid = message.get("id")
     if not isinstance(wamid, str) or not wamid:
         raise InvalidPayload("message has no id (wamid)")
-    contact_id = find_or_create_contact(ctx.conn, route.organization_id, wa_id=counterpart, seen_at=ctx.received_at)
+    contact = contact_plan(ctx, route, wa_id=counterpart)
     code, title = first_error(message)
     history_context = message.get("history_context")
     history_status = history_context.get("status") if isinstance(history_context, dict) else None
@@ -44,7 +48,6 @@ def _store(
         "organization_id": route.organization_id,
         "phone_number_id": route.phone_number_id,
         "wamid": wamid,
-        "contact_id": contact_id,
         "direction": direction,
         "source": source,
         "type": mtype if isinstance(mtype, str) and mtype else "unknown",
@@ -59,15 +62,8 @@ def _store(
         "received_at": ctx.received_at,
         "webhook_log_id": ctx.webhook_log_id,
     }
-    if not insert_message(ctx.conn, values) and values["type"] != "media_placeholder":
-        # A later history webhook gives the media of an earlier placeholder (same wamid).
-        m = whatsapp_messages.c
-        ctx.conn.execute(
-            sa.update(whatsapp_messages)
-            .where(m.phone_number_id == route.phone_number_id, m.wamid == wamid, m.type == "media_placeholder")
-            .values(**storable({"type": values["type"], "body": values["body"], "raw": message}))
-        )
-    return "processed"
+    values = prepare("whatsapp_messages", values, ("wamid",), ctx.clean)
+    return MessagePlan(values, contact, fill_placeholder=values["type"] != "media_placeholder")
 
 
 def handle_smb_message_echoes(ctx: ChangeContext) -> Iterable[Unit]:
@@ -75,7 +71,7 @@ def handle_smb_message_echoes(ctx: ChangeContext) -> Iterable[Unit]:
     route = ctx.route_phone_number()
     echoes = list_field(ctx.value, "message_echoes")
     if not echoes:
-        yield ("message_echoes", lambda: "ignored")
+        yield ("message_echoes", ignored)
         return
     for k, echo in enumerate(echoes):
         if not isinstance(echo, dict):
@@ -83,7 +79,7 @@ def handle_smb_message_echoes(ctx: ChangeContext) -> Iterable[Unit]:
             continue
         yield (
             f"message_echoes[{k}]",
-            lambda e=echo: _store(ctx, route, e, source="business_app_echo", direction="outbound", counterpart=_str(e.get("to"))),
+            Planned(lambda e=echo: stored_plan(ctx, route, e, source="business_app_echo", direction="outbound", counterpart=_str(e.get("to")))),
         )
 
 
@@ -97,7 +93,7 @@ def handle_history(ctx: ChangeContext) -> Iterable[Unit]:
     route = ctx.route_phone_number()
     chunks = list_field(ctx.value, "history")
     if not chunks:
-        yield ("history", lambda: "ignored")
+        yield ("history", ignored)
         return
     def order(chunk: Any) -> int:
         meta = chunk.get("metadata") if isinstance(chunk, dict) else None
@@ -144,7 +140,7 @@ def _history_unit(ctx: ChangeContext, route: Route, label: str, message: Any, *,
     counterpart = thread_id or _str(message.get("to") if outbound else message.get("from"))
     return (
         label,
-        lambda: _store(ctx, route, message, source="history", direction="outbound" if outbound else "inbound", counterpart=counterpart),
+        Planned(lambda: stored_plan(ctx, route, message, source="history", direction="outbound" if outbound else "inbound", counterpart=counterpart)),
     )
 
 
@@ -208,16 +204,18 @@ def handle_smb_app_state_sync(ctx: ChangeContext) -> Iterable[Unit]:
     route = ctx.route_phone_number()
     items = list_field(ctx.value, "state_sync")
     if not items:
-        yield ("state_sync", lambda: "ignored")
+        yield ("state_sync", ignored)
         return
     for k, item in enumerate(items):
         if not isinstance(item, dict) or item.get("type") != "contact" or not isinstance(item.get("contact"), dict):
-            yield (f"state_sync[{k}]", lambda: "ignored")
+            yield (f"state_sync[{k}]", ignored)
             continue
-        yield (f"state_sync[{k}]", lambda i=item: _apply_contact_sync(ctx, route, i))
+        yield (f"state_sync[{k}]", Planned(lambda i=item: contact_sync_plan(ctx, route, i)))
 
 
-def _apply_contact_sync(ctx: ChangeContext, route: Route, item: dict[str, Any]) -> str:
+def contact_sync_plan(ctx: ChangeContext, route: Route, item: dict[str, Any]) -> ContactPlan | None:
+    """The plan of one ``state_sync[]`` contact: ``add`` (also an edit) puts the contact in the
+    address book with its names, ``remove`` takes it out; another action is ignored (None)."""
     contact = item["contact"]
     phone = _str(contact.get("phone_number"))
     if not phone:
@@ -226,17 +224,17 @@ def _apply_contact_sync(ctx: ChangeContext, route: Route, item: dict[str, Any]) 
     metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
     seen_at = meta_time(metadata.get("timestamp")) or ctx.received_at
     if action == "remove":
-        find_or_create_contact(ctx.conn, route.organization_id, wa_id=phone, in_address_book=False, seen_at=seen_at)
-    elif action == "add":
-        find_or_create_contact(
-            ctx.conn,
-            route.organization_id,
-            wa_id=phone,
-            profile_name=_str(contact.get("full_name")),
-            first_name=_str(contact.get("first_name")),
-            in_address_book=True,
-            seen_at=seen_at,
+        return ContactPlan(contact_plan(ctx, route, wa_id=phone, in_address_book=False, seen_at=seen_at))
+    if action == "add":
+        return ContactPlan(
+            contact_plan(
+                ctx,
+                route,
+                wa_id=phone,
+                profile_name=_str(contact.get("full_name")),
+                first_name=_str(contact.get("first_name")),
+                in_address_book=True,
+                seen_at=seen_at,
+            )
         )
-    else:
-        return "ignored"
-    return "processed"
+    return None

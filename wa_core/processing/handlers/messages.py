@@ -7,11 +7,15 @@ Source: Meta webhooks reference, "messages" (value shape, message types, statuse
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
+
+from wa_core.db.engine import storable
 
 from ..context import ChangeContext, Route, Unit
 from ..errors import InvalidPayload
-from ..store import STATUS_RANK, apply_reaction, find_or_create_contact, insert_message, record_revision, record_status
+from ..records import ContactRef, MessagePlan, Planned, StatusPlan, check_key, check_values, ignored, prepare
+from ..store import clean_id
 from ..timeparse import meta_time
 
 
@@ -103,7 +107,11 @@ def _contact_index(value: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return index
 
 
-def _inbound(ctx: ChangeContext, route: Route, message: dict[str, Any], contacts: dict[str, dict[str, Any]]) -> str:
+def inbound_plan(ctx: ChangeContext, route: Route, message: dict[str, Any], contacts: dict[str, dict[str, Any]]) -> MessagePlan:
+    """The plan of one inbound ``messages[]`` item: the message, its sender as a contact, and
+    for a reaction, edit or revoke the reaction or revision row. Raises
+    :class:`~wa_core.processing.errors.InvalidPayload` or
+    :class:`~wa_core.processing.records.InvalidValue` for an item that can never be stored."""
     wamid = message.get("id")
     if not isinstance(wamid, str) or not wamid:
         raise InvalidPayload("message has no id (wamid)")
@@ -111,109 +119,115 @@ def _inbound(ctx: ChangeContext, route: Route, message: dict[str, Any], contacts
     sender_user_id = _str(message.get("from_user_id"))
     contact = contacts.get(sender or "") or contacts.get(sender_user_id or "") or {}
     profile = contact.get("profile") if isinstance(contact.get("profile"), dict) else {}
-    contact_id = find_or_create_contact(
-        ctx.conn,
-        route.organization_id,
+    contact_ref = contact_plan(
+        ctx,
+        route,
         wa_id=contact.get("wa_id") or sender,
         user_id=contact.get("user_id") or sender_user_id,
         profile_name=_str(profile.get("name")),
-        seen_at=ctx.received_at,
     )
     code, title = first_error(message)
     mtype = message.get("type")
     mtype = mtype[:64] if isinstance(mtype, str) and mtype else "unknown"
     provider_time = meta_time(message.get("timestamp"))
     group_id = message.get("group_id")
-    insert_message(
-        ctx.conn,
-        {
-            "organization_id": route.organization_id,
-            "phone_number_id": route.phone_number_id,
-            "wamid": wamid,
-            "contact_id": contact_id,
-            "direction": "inbound",
-            "source": "cloud_api",
-            "type": mtype,
-            "body": render_body(message),
-            "context_wamid": context_wamid(message),
-            "group_id": str(group_id)[:255] if isinstance(group_id, (str, int)) and group_id else None,
-            "raw": message,
-            "error_code": code,
-            "error_title": title,
-            "status_rank": 0,
-            "provider_timestamp": provider_time,
-            "received_at": ctx.received_at,
-            "webhook_log_id": ctx.webhook_log_id,
-        },
-    )
+    values = {
+        "organization_id": route.organization_id,
+        "phone_number_id": route.phone_number_id,
+        "wamid": wamid,
+        "direction": "inbound",
+        "source": "cloud_api",
+        "type": mtype,
+        "body": render_body(message),
+        "context_wamid": context_wamid(message),
+        "group_id": str(group_id)[:255] if isinstance(group_id, (str, int)) and group_id else None,
+        "raw": message,
+        "error_code": code,
+        "error_title": title,
+        "status_rank": 0,
+        "provider_timestamp": provider_time,
+        "received_at": ctx.received_at,
+        "webhook_log_id": ctx.webhook_log_id,
+    }
+    plan = MessagePlan(prepare("whatsapp_messages", values, ("wamid",), ctx.clean), contact_ref)
     reactor = contact.get("wa_id") or sender or contact.get("user_id") or sender_user_id
     if mtype == "reaction" and isinstance(message.get("reaction"), dict) and reactor:
         target = message["reaction"].get("message_id")
         if not isinstance(target, str) or not target:
             raise InvalidPayload("reaction without message_id")
         emoji = message["reaction"].get("emoji")
-        apply_reaction(
-            ctx.conn,
-            organization_id=route.organization_id,
-            phone_number_id=route.phone_number_id,
-            target_wamid=target,
-            reactor=str(reactor),
-            emoji=emoji if isinstance(emoji, str) else None,
-            reaction_wamid=wamid,
-            provider_timestamp=provider_time,
-            now=ctx.received_at,
-        )
+        reaction = {
+            "organization_id": route.organization_id,
+            "phone_number_id": route.phone_number_id,
+            "target_wamid": target,
+            "reactor": str(reactor),
+            "emoji": (emoji if isinstance(emoji, str) else None) or None,
+            "reaction_wamid": wamid,
+            "provider_timestamp": provider_time,
+            "updated_at": ctx.received_at,
+        }
+        plan.reaction = prepare("whatsapp_message_reactions", reaction, ("target_wamid", "reactor"), ctx.clean)
     elif mtype in ("edit", "revoke") and isinstance(message.get(mtype), dict):
         revision = message[mtype]
         original = revision.get("original_message_id")
         if not isinstance(original, str) or not original:
             raise InvalidPayload(f"{mtype} without original_message_id")
         edited = revision.get("message") if isinstance(revision.get("message"), dict) else {}
-        record_revision(
-            ctx.conn,
-            {
-                "organization_id": route.organization_id,
-                "phone_number_id": route.phone_number_id,
-                "original_wamid": original,
-                "revision_wamid": wamid,
-                "kind": mtype,
-                "body": render_body(edited) if mtype == "edit" else None,
-                "raw": message,
-                "provider_timestamp": provider_time,
-                "received_at": ctx.received_at,
-            },
-        )
-    return "processed"
+        values = {
+            "organization_id": route.organization_id,
+            "phone_number_id": route.phone_number_id,
+            "original_wamid": original,
+            "revision_wamid": wamid,
+            "kind": mtype,
+            "body": render_body(edited) if mtype == "edit" else None,
+            "raw": message,
+            "provider_timestamp": provider_time,
+            "received_at": ctx.received_at,
+        }
+        plan.revision = prepare("whatsapp_message_revisions", values, ("original_wamid",), ctx.clean)
+    return plan
 
 
-def _status(ctx: ChangeContext, route: Route, status: dict[str, Any]) -> str:
+def contact_plan(
+    ctx: ChangeContext, route: Route, *, wa_id: Any = None, user_id: Any = None, seen_at: datetime | None = None, **profile: Any
+) -> ContactRef | None:
+    """The contact an item names in the route's organization, seen at ``seen_at`` (default:
+    our arrival time); None when it names no id. Ids as
+    :func:`~wa_core.processing.store.clean_id` reads them, checked like a row."""
+    wa_id, user_id = clean_id(wa_id), clean_id(user_id)
+    if not wa_id and not user_id:
+        return None
+    if not ctx.clean:
+        check_key(wa_id)
+        check_key(user_id)
+        profile = storable(profile)
+    ref = ContactRef(route.organization_id, wa_id, user_id, seen_at or ctx.received_at, **profile)
+    check_values("whatsapp_contacts", {"wa_id": wa_id, "user_id": user_id, **profile})
+    return ref
+
+
+def status_plan(ctx: ChangeContext, route: Route, status: dict[str, Any]) -> StatusPlan:
+    """The plan of one ``statuses[]`` item (a status Meta adds later is kept, unranked)."""
     wamid, name = status.get("id"), status.get("status")
     if not isinstance(wamid, str) or not wamid or not isinstance(name, str) or not name:
         raise InvalidPayload("status has no id or no status")
-    name = name.lower()
-    if name not in STATUS_RANK:
-        # a status we do not know yet (Meta adds some): keep it in the history, no ranking
-        pass
     code, title = first_error(status)
-    record_status(
-        ctx.conn,
-        {
-            "organization_id": route.organization_id,
-            "phone_number_id": route.phone_number_id,
-            "wamid": wamid,
-            "status": name[:16],
-            "recipient_id": _str(status.get("recipient_id")),
-            "recipient_user_id": _str(status.get("recipient_user_id")),
-            "error_code": code,
-            "error_title": title,
-            "pricing": status.get("pricing") if isinstance(status.get("pricing"), dict) else None,
-            "raw": status,
-            "provider_timestamp": meta_time(status.get("timestamp")),
-            "received_at": ctx.received_at,
-            "webhook_log_id": ctx.webhook_log_id,
-        },
-    )
-    return "processed"
+    values = {
+        "organization_id": route.organization_id,
+        "phone_number_id": route.phone_number_id,
+        "wamid": wamid,
+        "status": name.lower()[:16],
+        "recipient_id": _str(status.get("recipient_id")),
+        "recipient_user_id": _str(status.get("recipient_user_id")),
+        "error_code": code,
+        "error_title": title,
+        "pricing": status.get("pricing") if isinstance(status.get("pricing"), dict) else None,
+        "raw": status,
+        "provider_timestamp": meta_time(status.get("timestamp")),
+        "received_at": ctx.received_at,
+        "webhook_log_id": ctx.webhook_log_id,
+    }
+    return StatusPlan(prepare("whatsapp_message_statuses", values, ("wamid",), ctx.clean))
 
 
 def handle_messages(ctx: ChangeContext) -> Iterable[Unit]:
@@ -230,17 +244,17 @@ def handle_messages(ctx: ChangeContext) -> Iterable[Unit]:
         if not isinstance(message, dict):
             yield (f"messages[{k}]", _raise_invalid("message is not an object"))
             continue
-        yield (f"messages[{k}]", lambda m=message: _inbound(ctx, route, m, contacts))
+        yield (f"messages[{k}]", Planned(lambda m=message: inbound_plan(ctx, route, m, contacts)))
     for k, status in enumerate(statuses):
         if not isinstance(status, dict):
             yield (f"statuses[{k}]", _raise_invalid("status is not an object"))
             continue
-        yield (f"statuses[{k}]", lambda s=status: _status(ctx, route, s))
+        yield (f"statuses[{k}]", Planned(lambda s=status: status_plan(ctx, route, s)))
     for k, _error in enumerate(errors):
         # value-level errors (e.g. 130429) carry nothing to apply: kept in the raw body
-        yield (f"errors[{k}]", lambda: "ignored")
+        yield (f"errors[{k}]", ignored)
     if not (messages or statuses or errors):
-        yield ("value", lambda: "ignored")
+        yield ("value", ignored)
 
 
 def list_field(container: dict[str, Any], key: str) -> list[Any]:
@@ -257,8 +271,8 @@ def list_field(container: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
-def _raise_invalid(message: str):
-    def apply() -> str:
+def _raise_invalid(message: str) -> Planned:
+    def build() -> MessagePlan:
         raise InvalidPayload(message)
 
-    return apply
+    return Planned(build)
