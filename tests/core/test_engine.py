@@ -36,7 +36,7 @@ from wa_core.processing import engine as engine_module
 from wa_core.processing.claim import claim_batch
 from wa_core.processing.dispatch import apply_webhook, finish_row
 from wa_core.processing.engine import LEASE_LOST, apply_batch
-from wa_core.processing.runner import process_batch
+from wa_core.processing.runner import process_batch, run_processing
 from wa_core.processing.store import STATUS_RANK
 from wa_core.settings import Settings
 
@@ -356,7 +356,7 @@ import os, pathlib, sys, time
 from wa_core.settings import get_settings
 from wa_core.db.engine import create_processing_engine
 import wa_core.processing.engine as eng
-from wa_core.processing.runner import process_batch
+from wa_core.processing.runner import process_batch, run_processing
 settings = get_settings().model_copy(update={"processing_org_webhooks_per_minute": 10**9, "processing_org_max_in_flight": 10**6})
 marker = pathlib.Path(sys.argv[1])
 if sys.argv[2] == "after_writes":
@@ -465,3 +465,27 @@ def test_two_runs_creating_the_same_contacts_end_with_one_row_each(engine: Engin
     assert [by_wa[r.wa_id] for r in refs] == ids_first
     stored = rows(engine, whatsapp_contacts)
     assert len(stored) == 20 and {c.id for c in stored} == set(ids_first)
+
+
+def test_break_it_huge_integer_timestamps_and_long_echo_types_are_stored_not_dead(engine: Engine, settings: Settings) -> None:
+    # found by a break-it pass: float() of a 400-digit integer raised OverflowError (the item was
+    # dead and nothing stored); an echo's over-long type or history status failed the item
+    from wa_core.processing.timeparse import meta_time
+
+    assert meta_time(10**400) is None and meta_time(-(10**400)) is None
+    bind_fixture_numbers(engine)
+    huge = "1" + "0" * 400
+    inbound = acme_value(messages=[{"from": "15550001111", "id": "wamid.HUGE_TS", "timestamp": "0", "type": "text", "text": {"body": "hi"}}])
+    body = body_with(inbound).replace(b'"timestamp": "0"', b'"timestamp": ' + huge.encode())
+    echo = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550000001", "phone_number_id": ACME_PHONE},
+        "message_echoes": [{"from": "15550000001", "to": "15550001111", "id": "wamid.LONG_TYPE", "timestamp": "1700000000", "type": "x" * 10000}],
+    }
+    echo_body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": ACME_WABA, "changes": [{"field": "smb_message_echoes", "value": echo}]}]}).encode()
+    ids = [land(engine, body), land(engine, echo_body)]
+    run_processing(engine, settings, idle_exit_seconds=0)
+    assert [webhook_row(engine, i).status for i in ids] == ["processed", "processed"]
+    stored = {r.wamid: r for r in rows(engine, whatsapp_messages)}
+    assert stored["wamid.HUGE_TS"].provider_timestamp is None
+    assert stored["wamid.LONG_TYPE"].type == "x" * 64

@@ -17,7 +17,7 @@ def meta_time(value: Any) -> datetime | None:
         return None
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past float's range
         return None
     if not (0 <= seconds < 32503680000):  # before year 3000
         return None

@@ -42,7 +42,8 @@ def stored_plan(
     code, title = first_error(message)
     history_context = message.get("history_context")
     history_status = history_context.get("status") if isinstance(history_context, dict) else None
-    history_status = history_status.lower() if isinstance(history_status, str) else None
+    # a status Meta does not send (or an absurd one) is not a current status: stored as none
+    history_status = history_status.lower() if isinstance(history_status, str) and len(history_status) <= 16 else None
     mtype = message.get("type")
     values: dict[str, Any] = {
         "organization_id": route.organization_id,
@@ -50,7 +51,7 @@ def stored_plan(
         "wamid": wamid,
         "direction": direction,
         "source": source,
-        "type": mtype if isinstance(mtype, str) and mtype else "unknown",
+        "type": mtype[:64] if isinstance(mtype, str) and mtype else "unknown",  # as inbound messages
         "body": render_body(message),
         "context_wamid": context_wamid(message),
         "raw": message,
