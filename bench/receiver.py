@@ -95,16 +95,22 @@ def server_cmd(target: str, port: int, workers: int) -> list[str]:
 
 
 def notify_ratios(results: list[dict]) -> list[dict]:
-    """req/s of ``receiver`` over ``nonotify`` for each (workers, concurrency), paired per repetition."""
+    """``receiver`` over ``nonotify`` for each (workers, concurrency), paired per repetition:
+    req/s, and the server's CPU ms per accepted request (steadier than req/s on a shared
+    machine: it does not move with the CPU other processes take)."""
     out = []
     for w, c in sorted({(r["workers"], r["concurrency"]) for r in results}):
-        ratios = []
+        ratios, cpu = [], {"receiver": [], "nonotify": []}
         for rep in sorted({r["rep"] for r in results}):
-            pair = {r["target"]: r["rps"] for r in results if (r["workers"], r["concurrency"], r["rep"]) == (w, c, rep)}
-            if pair.get("receiver") and pair.get("nonotify"):
-                ratios.append(pair["receiver"] / pair["nonotify"])
+            pair = {r["target"]: r for r in results if (r["workers"], r["concurrency"], r["rep"]) == (w, c, rep)}
+            if "receiver" in pair and "nonotify" in pair and pair["nonotify"]["rps"]:
+                ratios.append(pair["receiver"]["rps"] / pair["nonotify"]["rps"])
+                for t in cpu:
+                    cpu[t].append(1000 * pair[t]["cpu_server_s"] / max(1, pair[t]["ok"]))
         if ratios:
-            out.append({"workers": w, "concurrency": c, "ratios": ratios, "median": statistics.median(ratios)})
+            ms = {t: statistics.median(v) for t, v in cpu.items()}
+            out.append({"workers": w, "concurrency": c, "ratios": ratios, "median": statistics.median(ratios),
+                        "server_cpu_ms_per_request": ms, "cpu_ratio": ms["receiver"] / ms["nonotify"]})
     return out
 
 
@@ -373,7 +379,9 @@ def main() -> int:
     if notify_cost:
         print("\nreceiver (NOTIFY) / nonotify req/s, per repetition (same rep = adjacent runs):")
         for c in notify_cost:
-            print(f"  w={c['workers']} c={c['concurrency']}: {', '.join(f'{r:.3f}' for r in c['ratios'])} (median {c['median']:.3f})")
+            print(f"  w={c['workers']} c={c['concurrency']}: {', '.join(f'{r:.3f}' for r in c['ratios'])} (median {c['median']:.3f}); "
+                  f"server CPU per request {c['server_cpu_ms_per_request']['receiver']:.3f} vs {c['server_cpu_ms_per_request']['nonotify']:.3f} ms "
+                  f"(x{c['cpu_ratio']:.3f})")
 
     path = save_results("receiver", {"machine": machine_info(), "loadavg": os.getloadavg(), "args": vars(args),
                                      "body_sizes": [min(sizes), statistics.median(sizes), max(sizes)],
