@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,9 +17,10 @@ ACME_WABA, ACME_PHONE = "100000000000001", "200000000000001"
 GLOBEX_WABA, GLOBEX_PHONE = "100000000000002", "200000000000002"
 
 
-def land(engine: Engine, body: bytes) -> int:
-    """Insert a webhook row as the receiver would; returns its id."""
-    now = utcnow()
+def land(engine: Engine, body: bytes, received_at: datetime | None = None) -> int:
+    """Insert a webhook row as the receiver would (arrival ``received_at``, default now, UTC);
+    returns its id."""
+    now = received_at or utcnow()
     with engine.begin() as conn:
         return conn.execute(
             sa.insert(whatsapp_webhook_logs)

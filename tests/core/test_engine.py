@@ -5,6 +5,7 @@ kill -9 mid-batch, outcomes that cannot be stored."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 import os
 import random
 import signal
@@ -22,6 +23,7 @@ from tests.conftest import FIXTURES
 from tests.core.test_processing import acme_value, body_with, text
 from tests.core.test_properties import TABLES, arbitrary_body
 from tests.helpers import ACME_PHONE, ACME_WABA, bind_fixture_numbers, land, rows, webhook_row
+from wa_core.db.schema import utcnow
 from wa_core.db.schema import (
     metadata,
     organizations,
@@ -118,11 +120,12 @@ def reset(engine: Engine) -> None:
 def both_ways(engine: Engine, settings: Settings, bodies: list[bytes]) -> tuple[tuple, tuple]:
     """(state after the per-item loop, state after one set-based batch) for the same bodies."""
     results = []
+    arrived = utcnow()  # the same arrival times both ways: values derived from them must agree
     for apply in (per_item_reference, lambda e, s: apply_batch(e, claim(e), s)):
         reset(engine)
         bind_fixture_numbers(engine)
-        for body in bodies:
-            land(engine, body)
+        for i, body in enumerate(bodies):
+            land(engine, body, arrived + timedelta(milliseconds=i))
         apply(engine, settings)
         results.append(state(engine))
     return results[0], results[1]
