@@ -215,7 +215,7 @@ def idle_window(stack: Stack, seconds: float) -> dict:
         time.sleep(min(5.0, max(0.0, seconds - (time.monotonic() - t0))))
     elapsed = time.monotonic() - t0
     cpu1 = {name: cpu_snapshot(pids) for name, pids in roots.items()}
-    own_pg = (pg_backend_cpu(stack.db_prefix) - pg0) / elapsed
+    own_pg = pg_cpu_between(pg0, pg_backend_cpu(stack.db_prefix)) / elapsed
     per_service = {name: round((cpu1[name]["server"] - cpu0[name]["server"]) / elapsed, 4) for name in SERVICES}
     any0, any1 = next(iter(cpu0.values())), next(iter(cpu1.values()))
     stack_cores = sum(per_service.values())
@@ -227,7 +227,7 @@ def idle_window(stack: Stack, seconds: float) -> dict:
         "stack_cores": round(stack_cores, 4),
         "cores_by_service": per_service,
         "postgres_cores": round(postgres, 4),  # every Postgres process on the machine (other users too)
-        "postgres_stack_backends_cores": round(own_pg, 4),  # the stack's own connections
+        "postgres_stack_backends_cores": round(own_pg, 4),  # the stack's own connections (lower bound)
         "other_cores": round(max(0.0, machine - stack_cores - postgres), 3),
         "rss_mb_mean": round(sum(rss) / len(rss), 1),
         "rss_mb_max": round(max(rss), 1),
@@ -328,13 +328,12 @@ def _still_running(pids: list[int], wait: float = 5.0) -> list[int]:
         time.sleep(0.2)
 
 
-def pg_backend_cpu(dbname_prefix: str) -> float:
-    """CPU seconds of the live Postgres backends connected to databases named
-    ``dbname_prefix*`` (from their process titles). Backends that
-    ended meanwhile are not counted: the stack's connections are pooled and persistent."""
+def pg_backend_cpu(dbname_prefix: str) -> dict[int, float]:
+    """CPU seconds per live Postgres backend connected to a database named ``dbname_prefix*``
+    (from the backends' process titles). Compare two snapshots with :func:`pg_cpu_between`."""
     from _common import _proc_stat
 
-    total = 0.0
+    out: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -345,8 +344,15 @@ def pg_backend_cpu(dbname_prefix: str) -> float:
         # "postgres: [cluster:] user database host(port) state"
         if title[:1] == ["postgres:"] and any(t.startswith(dbname_prefix) for t in title[1:4]):
             st = _proc_stat(int(entry.name))
-            total += st[2] if st else 0.0
-    return total
+            if st:
+                out[int(entry.name)] = st[2]
+    return out
+
+
+def pg_cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the stack's backends used between two snapshots: backends alive at the end
+    (new ones counted whole). Backends that ended in between are missed: a lower bound."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def _interrupt(signum: int, _frame: object) -> None:

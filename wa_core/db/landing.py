@@ -85,8 +85,9 @@ class LandingAnnouncer:
 
     Why not ``pg_notify`` inside the landing's own transaction: Postgres serializes the commits
     of notifying transactions (a database-wide lock held through the WAL flush), which cut the
-    landing inserts from ~9.4 k to ~3.8 k rows/s at 32 concurrent connections on the bench
-    machine (``docs/benchmarks.md``, "Latency and idle cost v2"). Here the insert stays a plain
+    landing inserts to 0.33x (7.8 k to 2.6 k rows/s) at 32 concurrent connections on the bench
+    machine, against 1.00x for this design (``docs/benchmarks.md``, "Latency and idle cost
+    v2", ``bench/receiver.py --insert-check``). Here the insert stays a plain
     group-committed insert, and :meth:`announce` (called once the insert has committed, before
     the 200) wakes a single task that sends one notification on a dedicated connection with
     ``synchronous_commit = off`` (a notification is not data: nothing to make durable). At most

@@ -58,8 +58,8 @@ class RunStats:
     by_organization: Counter = field(default_factory=Counter)
     #: time spent claiming and applying batches that had rows (the rest of ``seconds`` is idle)
     busy_seconds: float = 0.0
-    #: why each idle wait ended: ``notified`` (NOTIFY or a database change), ``reconnected``
-    #: (the listener came back), ``timeout`` (the fallback poll)
+    #: why each idle wait ended: ``notified`` (NOTIFY or a database change), ``lost`` (the
+    #: listener's connection dropped), ``reconnected`` (it came back), ``timeout`` (the fallback poll)
     wakes: Counter = field(default_factory=Counter)
     #: why the run ended: ``drained`` (idle exit 0), ``idle``, ``deadline`` (rollover time) or
     #: ``stopped`` (``should_stop``: its successor is up)
