@@ -85,9 +85,8 @@ class RunStats:
             self.by_error[kind] += 1
 
 
-def process_row(engine: Engine, row: ClaimedRow, settings: Settings, routes: dict | None = None) -> WebhookOutcome:
-    """Apply one claimed row and store its outcome (:func:`~.engine.apply_batch` of one row;
-    ``routes`` is accepted for compatibility and unused)."""
+def process_row(engine: Engine, row: ClaimedRow, settings: Settings) -> WebhookOutcome:
+    """Apply one claimed row and store its outcome (:func:`~.engine.apply_batch` of one row)."""
     return apply_batch(engine, [row], settings)[0]
 
 

@@ -131,8 +131,9 @@ def _samples(rows: Iterable[Any], hour_of: str = "later") -> list[tuple[datetime
 
 def compute_backlog(conn: Connection, now: datetime | None = None) -> Backlog:
     """The backlog at ``now`` (UTC, default now); see :class:`Backlog`. Claimable is
-    :func:`wa_core.backlog.claimable_condition`: a row leased by a run in progress is in
-    flight, not claimable (it becomes claimable again if its lease expires)."""
+    :func:`wa_core.backlog.claimable_condition` and not paused (as the claim counts it): a row
+    leased by a run in progress is in flight, not claimable (it becomes claimable again if its
+    lease expires); a paused one is ``waiting_paused``."""
     now = now or utcnow()
     logs = whatsapp_webhook_logs.c
     paused = paused_condition()
