@@ -37,6 +37,15 @@ class Route:
     display_phone_number: str | None
 
 
+@dataclass(frozen=True)
+class WabaRoute:
+    """Where a WABA belongs (its ``whatsapp_connections`` row)."""
+
+    organization_id: uuid.UUID
+    connection_id: uuid.UUID
+    waba_id: str
+
+
 @dataclass
 class ChangeContext:
     """One ``entry[i].changes[j]`` of a landed webhook, with the connection it runs in.
@@ -54,7 +63,7 @@ class ChangeContext:
     entry: dict[str, Any]
     change: dict[str, Any]
     organization_ids: FirstSeen = field(default_factory=FirstSeen)
-    routes: dict[str, Route | None] = field(default_factory=dict)  # shared by one batch
+    routes: dict[str, Any] = field(default_factory=dict)  # shared by one batch: Route | None per number, a row | None per "waba:<id>"
     clean: bool = False
 
     @property
@@ -107,11 +116,29 @@ class ChangeContext:
         return route
 
     def connection_for_waba(self, waba_id: str) -> Any:
-        """The ``whatsapp_connections`` row bound to ``waba_id``, or None."""
+        """The ``whatsapp_connections`` row bound to ``waba_id``, or None (read afresh: the
+        ``account_update`` handler orders events by the row's ``last_event_at``)."""
         row = self.conn.execute(sa.select(whatsapp_connections).where(whatsapp_connections.c.waba_id == waba_id)).first()
         if row is not None:
             self.organization_ids.add(row.organization_id)
         return row
+
+    def route_waba(self, waba_id: str) -> WabaRoute | None:
+        """Where ``waba_id`` (usually ``entry[].id``) belongs, or None when no organization is
+        bound to it; cached for the batch like :meth:`route_phone_number` (the state fields:
+        templates, number health, security… route by WABA). Raises
+        :class:`~wa_core.processing.records.InvalidValue` for an id with a NUL byte."""
+        key = f"waba:{waba_id}"
+        if key not in self.routes:
+            check_key(waba_id)
+            row = self.conn.execute(
+                sa.select(whatsapp_connections.c.organization_id, whatsapp_connections.c.id).where(whatsapp_connections.c.waba_id == waba_id)
+            ).first()
+            self.routes[key] = None if row is None else WabaRoute(row.organization_id, row.id, waba_id)
+        route = self.routes[key]
+        if route is not None:
+            self.organization_ids.add(route.organization_id)
+        return route
 
 
 #: One unit of work inside a change: a label for errors and its work, either a

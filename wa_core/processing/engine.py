@@ -48,7 +48,7 @@ from .claim import ClaimedRow
 from .dispatch import COMMIT_EVERY, ParsedRow, Unit, WebhookOutcome, apply_unit, describe_error, parse_webhook, settle
 from .lease import LeaseKeeper, renew_leases
 from .outcomes import store_one_by_one, store_outcomes
-from .records import MessagePlan, StatusPlan
+from .records import MessagePlan, StatePlan, StatusPlan
 from .writers import settle_messages, write_plans
 
 log = logging.getLogger("wa_core.processing")
@@ -276,7 +276,19 @@ def apply_batch(engine: Engine, rows: Sequence[ClaimedRow], settings: Settings) 
         outcomes = _Batch(engine, conn, settings).finish(entries)
     for entry, outcome in zip(entries, outcomes):
         _report(engine, entry.row, outcome, settings)
+        if outcome.status != LEASE_LOST:
+            _state_alerts(engine, entry, settings)
     return outcomes
+
+
+def _state_alerts(engine: Engine, entry: _Entry, settings: Settings) -> None:
+    """The alerts the state fields' items planned (template paused, PIN reset…), raised once
+    their writes have committed; the notifier deduplicates a redelivered webhook's."""
+    alerts = [a for u in entry.parsed.units if u.result == "processed" and isinstance(u.work, StatePlan) for a in u.work.alerts]
+    if alerts:
+        notifier = get_notifier(settings, engine)
+        for alert in alerts:
+            notifier.notify(alert)
 
 
 __all__ = ["LEASE_LOST", "TRANSACTION_ITEMS", "apply_batch"]

@@ -37,6 +37,7 @@ from wa_core.db.schema import (
 )
 
 from .errors import ItemError
+from .state import StatePlan
 
 
 class InvalidValue(ItemError):
@@ -117,7 +118,7 @@ class ContactPlan:
     contact: ContactRef | None
 
 
-Plan = MessagePlan | StatusPlan | ContactPlan
+Plan = MessagePlan | StatusPlan | ContactPlan | StatePlan
 
 
 # --- what the database would refuse ------------------------------------------------------
@@ -140,13 +141,22 @@ LIMITS = {
     table.name: _limits(table)
     for table in (whatsapp_messages, whatsapp_message_statuses, whatsapp_contacts, whatsapp_message_reactions, whatsapp_message_revisions)
 }
+
+
+def _table_limits(table: str) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int, int], ...]]:
+    limits = LIMITS.get(table)
+    if limits is None:  # any other table of the schema (the state fields), computed once
+        from wa_core.db.schema import metadata
+
+        limits = LIMITS[table] = _limits(metadata.tables[table])
+    return limits
 _INT_NAMES = {2**15 - 1: "smallint", 2**31 - 1: "integer"}
 
 
 def check_values(table: str, values: dict[str, Any]) -> None:
     """Raise :class:`InvalidValue` when Postgres would refuse ``values`` for ``table``
     (a string longer than its ``varchar(n)``, an integer outside its column's range)."""
-    strings, ints = LIMITS[table]
+    strings, ints = _table_limits(table)
     for name, length in strings:
         value = values.get(name)
         if value.__class__ is str and len(value) > length:
@@ -224,6 +234,6 @@ def parse_body(body: bytes) -> tuple[Any, bool]:
 
 
 __all__ = [
-    "ContactPlan", "ContactRef", "InvalidValue", "MessagePlan", "Plan", "Planned", "StatusPlan", "parse_body",
+    "ContactPlan", "ContactRef", "InvalidValue", "MessagePlan", "Plan", "Planned", "StatePlan", "StatusPlan", "parse_body",
     "check_key", "check_values", "ignored", "prepare",
 ]

@@ -25,7 +25,8 @@ from wa_core.db.schema import (
     whatsapp_messages,
 )
 
-from .records import ContactPlan, Plan, StatusPlan
+from .records import ContactPlan, Plan, StatePlan, StatusPlan
+from .state import apply_rows
 
 #: Forward-only order of outbound statuses. ``failed`` is terminal. Source: Meta webhooks
 #: reference, "status messages" (sent → delivered → read; played for voice; failed).
@@ -245,6 +246,8 @@ def apply_plan(conn: Connection, plan: Plan) -> str:
     if isinstance(plan, StatusPlan):
         record_status(conn, plan.values)
         return "processed"
+    if isinstance(plan, StatePlan):
+        return apply_rows(conn, plan)
     contact = plan.contact
     if contact is not None:
         contact_id = find_or_create_contact(

@@ -11,7 +11,9 @@ or two overlapping batches at once, leaves one row per key:
 - statuses on (``phone_number_id``, wamid, status), ``DO NOTHING``;
 - reactions on (``phone_number_id``, target wamid, reactor): the batch's reactions of a key
   are folded in Meta's order first, then one upsert that only replaces an older reaction;
-- revisions on (``phone_number_id``, revision wamid), ``DO NOTHING``.
+- revisions on (``phone_number_id``, revision wamid), ``DO NOTHING``;
+- the other fields' rows (:class:`~.state.StatePlan`) by their own keys and order column
+  (:func:`~.state.write_rows`).
 
 Rows are sorted by key so that concurrent batches take row locks in the same order.
 
@@ -43,7 +45,8 @@ from wa_core.db.schema import (
 
 from .bulk import chunks, is_postgres, keys_source, pg_from, pg_insert, sqlite_insert
 from .contacts import resolve_contacts
-from .records import MessagePlan, Plan, StatusPlan
+from .records import MessagePlan, Plan, StatePlan, StatusPlan
+from .state import write_rows
 from .store import STATUS_RANK, reaction_supersedes, revision_updates
 
 MESSAGE_COLUMNS = tuple(col.name for col in whatsapp_messages.columns if col.name not in ("id", "edited_at", "revoked_at"))
@@ -77,7 +80,7 @@ def write_plans(conn: Connection, plans: Sequence[Plan]) -> None:
     applies the part that failed item by item.
     """
     messages = [p for p in plans if isinstance(p, MessagePlan)]
-    with_contact = [p for p in plans if not isinstance(p, StatusPlan) and p.contact is not None]
+    with_contact = [p for p in plans if not isinstance(p, (StatusPlan, StatePlan)) and p.contact is not None]
     ids = resolve_contacts(conn, [p.contact for p in with_contact])
     contact_of = {id(p): contact_id for p, contact_id in zip(with_contact, ids)}
     now = utcnow()
@@ -102,6 +105,8 @@ def write_plans(conn: Connection, plans: Sequence[Plan]) -> None:
     revisions = [p.revision for p in messages if p.revision is not None]
     _insert(conn, whatsapp_message_revisions, _first_per_key(revisions, ("phone_number_id", "revision_wamid")), REVISION_COLUMNS,
             ("phone_number_id", "revision_wamid"))
+    # the other fields' state (templates, number health, calls…), after the messages it may refer to
+    write_rows(conn, (w for p in plans if isinstance(p, StatePlan) for w in p.rows))
 
 
 def _fill_placeholders(conn: Connection, fills: list[dict[str, Any]]) -> None:
