@@ -391,3 +391,7 @@ processing_waba_controls = sa.Table(
     sa.Column("resumed_at", sa.DateTime(timezone=True), comment="Last resume."),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow),
 )
+
+
+# --- tables of the other concerns, in their own modules on the same metadata ----------------
+# (imported last so that they can use the tables above; one line per module)

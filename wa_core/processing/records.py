@@ -21,7 +21,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -37,7 +37,7 @@ from wa_core.db.schema import (
 )
 
 from .errors import ItemError
-from .state import StatePlan
+from .state import RowWrite, StatePlan
 
 
 class InvalidValue(ItemError):
@@ -94,6 +94,8 @@ class MessagePlan:
 
     ``fill_placeholder``: when the message exists as a coexistence ``media_placeholder``,
     this item's type, body and raw replace the placeholder's (history and echoes only).
+    ``extra``: rows of other tables the message brings (e.g. its media, a call permission
+    reply), written after the messages with :func:`~.state.write_rows`.
     """
 
     values: dict[str, Any]
@@ -101,6 +103,7 @@ class MessagePlan:
     fill_placeholder: bool = False
     reaction: dict[str, Any] | None = None
     revision: dict[str, Any] | None = None
+    extra: list[RowWrite] = field(default_factory=list)
 
 
 @dataclass(slots=True)

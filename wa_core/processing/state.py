@@ -59,13 +59,34 @@ class RowWrite:
 
 
 @dataclass(slots=True)
+class EventSpec:
+    """An event for the SaaS's event feed that an item produces when it is applied (issue
+    "event feed"): written in the same transaction as the item's rows.
+
+    - ``organization_id``: the tenant the event belongs to.
+    - ``type``: e.g. ``template.status_changed``, ``number.health_changed``, ``call.connect``.
+    - ``key``: stable for the change, so a redelivered webhook never makes a second event
+      (e.g. ``f"{template_id}:{event_at.isoformat()}:{status}"``); unique per type.
+    - ``payload``: small JSON with the ids the CRM needs (never the raw body).
+    - ``occurred_at``: Meta's time of the change (UTC), or our arrival time without one.
+    """
+
+    organization_id: Any
+    type: str
+    key: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+
+@dataclass(slots=True)
 class StatePlan:
     """The rows one item of a state field writes, in order (a parent before the rows that
-    refer to it), and the alerts raised after the batch has committed (never for an item
-    whose write was rolled back)."""
+    refer to it), the events it produces for the event feed, and the alerts raised after
+    the batch has committed (never for an item whose write was rolled back)."""
 
     rows: list[RowWrite]
     alerts: list["Alert"] = field(default_factory=list)
+    events: list[EventSpec] = field(default_factory=list)
 
 
 def _shape(write: RowWrite) -> tuple[Any, ...]:
@@ -159,4 +180,4 @@ def rows_by_table(plans: Iterable[StatePlan]) -> dict[str, list[RowWrite]]:
     return dict(out)
 
 
-__all__ = ["RowWrite", "StatePlan", "apply_rows", "fold", "rows_by_table", "write_rows"]
+__all__ = ["EventSpec", "RowWrite", "StatePlan", "apply_rows", "fold", "rows_by_table", "write_rows"]

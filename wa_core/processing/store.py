@@ -269,6 +269,8 @@ def apply_plan(conn: Connection, plan: Plan) -> str:
         apply_reaction(conn, plan.reaction)
     if plan.revision is not None:
         record_revision(conn, plan.revision)
+    if plan.extra:
+        apply_rows(conn, StatePlan(plan.extra))
     return "processed"
 
 

@@ -106,7 +106,13 @@ def write_plans(conn: Connection, plans: Sequence[Plan]) -> None:
     _insert(conn, whatsapp_message_revisions, _first_per_key(revisions, ("phone_number_id", "revision_wamid")), REVISION_COLUMNS,
             ("phone_number_id", "revision_wamid"))
     # the other fields' state (templates, number health, calls…), after the messages it may refer to
-    write_rows(conn, (w for p in plans if isinstance(p, StatePlan) for w in p.rows))
+    write_rows(conn, (w for p in plans for w in _state_rows(p)))
+
+
+def _state_rows(plan: Plan) -> list[Any]:
+    if isinstance(plan, StatePlan):
+        return plan.rows
+    return plan.extra if isinstance(plan, MessagePlan) else []
 
 
 def _fill_placeholders(conn: Connection, fills: list[dict[str, Any]]) -> None:
