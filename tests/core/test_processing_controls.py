@@ -182,3 +182,69 @@ def test_paused_rows_are_waiting_paused_not_claimable_in_the_lag_dashboard_too(e
     views = lanes(engine)
     assert (backlog.claimable, backlog.waiting_paused) == (2, 4) == (claimable, views["acme"].waiting_paused)
     assert views["globex"].claimable == 2 and views["acme"].claimable == 0
+
+
+def _hintless(waba_id: str, phone_number_id: str) -> bytes:
+    """A webhook without ``entry[].id``: the receiver stores no routing hint (unrouted lane)."""
+    import json
+
+    body = json.loads(text_body(waba_id, phone_number_id))
+    del body["entry"][0]["id"]
+    return json.dumps(body).encode()
+
+
+def _row(engine: Engine, row_id: int):
+    return rows(engine, whatsapp_webhook_logs, whatsapp_webhook_logs.c.id == row_id)[0]
+
+
+@pytest.mark.parametrize("target", ["organization", "waba"])
+def test_a_webhook_without_entry_id_waits_for_its_paused_organization_or_waba(engine: Engine, settings: Settings, target: str) -> None:
+    orgs = bind_fixture_numbers(engine)
+    with engine.begin() as conn:
+        if target == "organization":
+            set_paused(conn, organization="acme", paused=True)
+        else:
+            set_paused(conn, waba_id=ACME_WABA, paused=True)
+    [hintless] = land_many(engine, [_hintless(ACME_WABA, ACME_PHONE)])
+    assert _row(engine, hintless).waba_id is None  # no hint: claimed from the unrouted lane
+
+    stats = drain(engine, settings)
+    assert stats.by_status["released"] == 1 and stats.items_received == 0
+    row = _row(engine, hintless)
+    assert (row.status, row.attempts, row.locked_until) == ("pending", 0, None), "handed back unapplied, attempt given back"
+    assert (row.organization_id, row.waba_id) == (orgs["acme"], ACME_WABA), "its real lane from now on"
+    assert rows(engine, whatsapp_messages) == []
+    assert drain(engine, settings).webhooks == 0, "held by the pause like its organization's other webhooks"
+    assert lanes(engine)["acme"].waiting_paused == 1
+
+    with engine.begin() as conn:
+        if target == "organization":
+            set_paused(conn, organization="acme", paused=False)
+        else:
+            set_paused(conn, waba_id=ACME_WABA, paused=False)
+    assert drain(engine, settings).by_status == {"processed": 1}
+    assert _row(engine, hintless).status == "processed" and len(rows(engine, whatsapp_messages)) == 1
+
+
+def test_a_webhook_without_entry_id_is_applied_by_the_shard_that_owns_its_organization(engine: Engine, settings: Settings) -> None:
+    from wa_core.backlog import UNROUTED_SHARD, lane_shard
+    from wa_core.processing.runner import process_batch
+
+    orgs = bind_fixture_numbers(engine)
+    # the organization ids are random: take a shard count that puts acme outside the unrouted lane's shard
+    shards = next(n for n in range(2, 64) if lane_shard(orgs["acme"], n) != UNROUTED_SHARD)
+    [hintless] = land_many(engine, [_hintless(ACME_WABA, ACME_PHONE)])
+
+    first = process_batch(engine, settings, shard=UNROUTED_SHARD, shards=shards)
+    assert [o.status for o in first] == ["released"]
+    assert process_batch(engine, settings, shard=UNROUTED_SHARD, shards=shards) == [], "never claimed again by the wrong shard"
+    second = process_batch(engine, settings, shard=lane_shard(orgs["acme"], shards), shards=shards)
+    assert [o.status for o in second] == ["processed"] and second[0].items_processed == 1
+    assert _row(engine, hintless).organization_id == orgs["acme"] and len(rows(engine, whatsapp_messages)) == 1
+
+
+def test_a_webhook_without_entry_id_of_a_running_organization_is_applied_at_once(engine: Engine, settings: Settings) -> None:
+    bind_fixture_numbers(engine)
+    [hintless] = land_many(engine, [_hintless(ACME_WABA, ACME_PHONE)])
+    stats = drain(engine, settings)
+    assert stats.by_status == {"processed": 1} and _row(engine, hintless).attempts == 1

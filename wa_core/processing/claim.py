@@ -74,6 +74,9 @@ class ClaimedRow:
     received_at: datetime
     attempts: int
     lease_expired: bool = False  # the previous claim never finished: its run died
+    #: claimed from the unrouted lane (no organization known before processing): the engine
+    #: hands it back if its items belong to a paused or another shard's lane (:mod:`.relane`)
+    unrouted: bool = False
 
 
 class Claim(list):
@@ -307,9 +310,10 @@ def claim_batch(
             .returning(logs.c.id, logs.c.body, logs.c.received_at, logs.c.attempts)
         ).all()
     position = {c.id: i for i, c in enumerate(chosen)}
+    unrouted = {c.id for c in chosen if c.lane is None}
     claim.extend(
         sorted(
-            (ClaimedRow(r.id, r.body, as_utc(r.received_at), r.attempts, r.id in expired) for r in rows),
+            (ClaimedRow(r.id, r.body, as_utc(r.received_at), r.attempts, r.id in expired, r.id in unrouted) for r in rows),
             key=lambda r: position[r.id],
         )
     )

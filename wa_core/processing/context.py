@@ -19,11 +19,13 @@ from .records import Planned, check_key
 
 class FirstSeen(dict):
     """The organizations a webhook's items were routed to, in the order first seen (a webhook
-    row is recorded under the first: deterministic, whatever the set hashing)."""
+    row is recorded under the first: deterministic, whatever the set hashing), each with the
+    first WABA seen for it (None when only its organization is known)."""
 
-    def add(self, organization_id: uuid.UUID) -> None:
-        """Note ``organization_id`` (kept at its first position)."""
-        self.setdefault(organization_id, None)
+    def add(self, organization_id: uuid.UUID, waba_id: str | None = None) -> None:
+        """Note ``organization_id`` (kept at its first position) and its first ``waba_id``."""
+        if self.get(organization_id) is None:
+            self[organization_id] = waba_id
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class ChangeContext:
             cached = self.routes[phone_number_id]
             if cached is None:
                 raise Unroutable(f"no organization has phone_number_id {phone_number_id}")
-            self.organization_ids.add(cached.organization_id)
+            self.organization_ids.add(cached.organization_id, cached.waba_id)
             return cached
         check_key(phone_number_id)
         row = self.conn.execute(
@@ -110,7 +112,7 @@ class ChangeContext:
         if row is None:
             self.routes[phone_number_id] = None  # for this batch: onboarding binds numbers between batches
             raise Unroutable(f"no organization has phone_number_id {phone_number_id}")
-        self.organization_ids.add(row.organization_id)
+        self.organization_ids.add(row.organization_id, row.waba_id)
         route = Route(row.organization_id, row.connection_id, row.waba_id, phone_number_id, row.display_phone_number)
         self.routes[phone_number_id] = route
         return route
@@ -120,7 +122,7 @@ class ChangeContext:
         ``account_update`` handler orders events by the row's ``last_event_at``)."""
         row = self.conn.execute(sa.select(whatsapp_connections).where(whatsapp_connections.c.waba_id == waba_id)).first()
         if row is not None:
-            self.organization_ids.add(row.organization_id)
+            self.organization_ids.add(row.organization_id, waba_id)
         return row
 
     def route_waba(self, waba_id: str) -> WabaRoute | None:
@@ -137,7 +139,7 @@ class ChangeContext:
             self.routes[key] = None if row is None else WabaRoute(row.organization_id, row.id, waba_id)
         route = self.routes[key]
         if route is not None:
-            self.organization_ids.add(route.organization_id)
+            self.organization_ids.add(route.organization_id, waba_id)
         return route
 
 

@@ -49,6 +49,7 @@ from .dispatch import COMMIT_EVERY, ParsedRow, Unit, WebhookOutcome, apply_unit,
 from .lease import LeaseKeeper, renew_leases
 from .outcomes import store_one_by_one, store_outcomes
 from .records import MessagePlan, StatePlan, StatusPlan
+from .relane import misrouted, release, released_outcome
 from .writers import settle_messages, write_plans
 
 log = logging.getLogger("wa_core.processing")
@@ -248,12 +249,16 @@ def _report(engine: Engine, row: ClaimedRow, outcome: WebhookOutcome, settings: 
         log.warning("webhook %s %s after attempt %s: %s", row.id, outcome.status, row.attempts, kinds)
 
 
-def apply_batch(engine: Engine, rows: Sequence[ClaimedRow], settings: Settings) -> list[WebhookOutcome]:
+def apply_batch(
+    engine: Engine, rows: Sequence[ClaimedRow], settings: Settings, *, shard: int = 0, shards: int = 1
+) -> list[WebhookOutcome]:
     """Apply claimed ``rows`` set-based and store their outcomes; one outcome per row, in order.
 
     Each outcome's ``status`` is ``processed``, ``failed`` (a retry is scheduled), ``dead``
-    (alerted as a dead letter) or ``lease_lost`` (another claim took the row meanwhile: its
-    outcome is that claim's to store). Item counts and error kinds are those of the per-item
+    (alerted as a dead letter), ``lease_lost`` (another claim took the row meanwhile: its
+    outcome is that claim's to store) or ``released``: a row claimed from the unrouted lane
+    whose items belong to a paused organization or WABA, or to a lane of a shard other than
+    ``shard`` of ``shards``, handed back unapplied to that lane (:mod:`.relane`). Item counts and error kinds are those of the per-item
     path (:func:`~.dispatch.apply_webhook`). Raises only when the database itself fails
     (``OperationalError``): the rows then stay leased and are claimed again after the lease.
     """
@@ -268,6 +273,8 @@ def apply_batch(engine: Engine, rows: Sequence[ClaimedRow], settings: Settings) 
                 entries.append(_Entry(row, _crashed(row)))
             else:
                 entries.append(_Entry(row, parse_webhook(conn, row.id, row.body, row.received_at, routes)))
+        released = _release_misrouted(conn, entries, shard, shards)
+        entries = [e for e in entries if e.row.id not in released]
         for group in _groups(entries):
             batch.write(group)
         if conn.in_transaction():
@@ -278,7 +285,27 @@ def apply_batch(engine: Engine, rows: Sequence[ClaimedRow], settings: Settings) 
         _report(engine, entry.row, outcome, settings)
         if outcome.status != LEASE_LOST:
             _state_alerts(engine, entry, settings)
-    return outcomes
+    if not released:
+        return outcomes
+    by_id = {o.webhook_log_id: o for o in outcomes}
+    return [released[row.id] if row.id in released else by_id[row.id] for row in rows]
+
+
+def _release_misrouted(conn: Connection, entries: list[_Entry], shard: int, shards: int) -> dict[int, WebhookOutcome]:
+    """Hand back the unrouted rows that belong to a held or another shard's lane; their outcomes by id."""
+    lanes = misrouted(conn, [(e.row, e.parsed) for e in entries], shard, shards)
+    if not lanes:
+        return {}
+    rows = [e.row for e in entries if e.row.id in lanes]
+    ids = _retrying(conn, lambda: release(conn, rows, lanes, utcnow()))
+    for row in rows:
+        log.info("webhook %s: claimed unrouted, belongs to organization %s (paused or another shard): handed back", row.id, lanes[row.id][0])
+    # a row the claim no longer owns is left to its new claim, like a lost lease
+    return {row.id: released_outcome(row, lanes[row.id][0]) if row.id in ids else _lost(row) for row in rows}
+
+
+def _lost(row: ClaimedRow) -> WebhookOutcome:
+    return WebhookOutcome(row.id, status=LEASE_LOST, received_at=row.received_at)
 
 
 def _state_alerts(engine: Engine, entry: _Entry, settings: Settings) -> None:

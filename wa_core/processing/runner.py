@@ -112,7 +112,7 @@ def process_batch(
         shard=shard,
         shards=shards or settings.processing_shards,
     )
-    batch = Batch(apply_batch(engine, rows, settings))
+    batch = Batch(apply_batch(engine, rows, settings, shard=shard, shards=shards or settings.processing_shards))
     batch.held_back = rows.held_back
     return batch
 
