@@ -61,8 +61,18 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def use_dagster_compute_logs(home: Path) -> None:
+    """The reference variant: drop the project's ``compute_logs`` block from ``home``'s
+    dagster.yaml, so Dagster's default LocalComputeLogManager (with its tail mirrors) runs."""
+    path = home / "dagster.yaml"
+    text = path.read_text()
+    start = text.index("\ncompute_logs:\n")
+    end = text.index("\n\n", start + 1)
+    path.write_text(text[:start] + text[end:])
+
+
 class Stack:
-    def __init__(self, backend: str, args) -> None:
+    def __init__(self, backend: str, args, compute_logs: str = "file") -> None:
         from wa_core.db.migrate import upgrade
         from wa_dev.feed import bind_demo_numbers
         from wa_dev.stack import Services, init_dagster_storage, prepare_dagster_home
@@ -87,6 +97,8 @@ class Stack:
         self.settings = make_settings(url, self.data_dir)
         upgrade(self.settings)
         prepare_dagster_home(self.settings, env)  # creates <db>_dagster on Postgres
+        if compute_logs == "local":
+            use_dagster_compute_logs(Path(env["DAGSTER_HOME"]))
         init_dagster_storage(env)
         bind_demo_numbers(self.settings, 3)
         self.env = env
@@ -237,11 +249,11 @@ def idle_window(stack: Stack, seconds: float) -> dict:
     }
 
 
-def bench_backend(backend: str, args) -> dict:
+def bench_backend(backend: str, args, compute_logs: str = "file") -> dict:
     from dagster import DagsterRunStatus
 
-    result: dict = {"backend": backend, "problems": []}
-    stack = Stack(backend, args)
+    result: dict = {"backend": backend, "compute_logs": compute_logs, "problems": []}
+    stack = Stack(backend, args, compute_logs)
     try:
         stack.start()
         result["runs_started_after_s"] = round(stack.wait_shards_started(args.shards), 1)
@@ -370,12 +382,16 @@ def main() -> int:
     ap.add_argument("--org-quota", type=int, default=1_000_000,
                     help="PROCESSING_ORG_WEBHOOKS_PER_MINUTE and _MAX_IN_FLIGHT for the stack (0 = the defaults)")
     ap.add_argument("--keep", action="store_true", help="keep the Postgres databases and /tmp folders")
+    ap.add_argument("--compute-logs", default="file",
+                    help="comma-separated stack variants run one after the other per backend: file (the project's "
+                         "FileComputeLogManager, shipped) and/or local (Dagster's default, with tail mirrors: the reference)")
     args = ap.parse_args()
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     out = {"machine": machine_info(), "loadavg_start": os.getloadavg(), "args": vars(args), "backends": []}
     for backend in args.backends.split(","):
-        out["backends"].append(bench_backend(backend, args))
+        for variant in args.compute_logs.split(","):
+            out["backends"].append(bench_backend(backend, args, variant))
     out["loadavg_end"] = os.getloadavg()
     path = save_results("latency", out)
     print(f"\nresults: {path}")

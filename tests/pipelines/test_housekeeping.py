@@ -44,10 +44,11 @@ PROJECT = Path(__file__).resolve().parents[2]
 NOW = datetime.now(timezone.utc)
 
 
-def _instance_home(tmp_path: Path, flavour: str) -> Path:
+def _instance_home(tmp_path: Path, flavour: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
     shutil.copy(PROJECT / "dagster" / flavour, home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # as in every Dagster process (the compute logs live under it)
     return home
 
 
@@ -56,7 +57,7 @@ def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Dagste
     """A Dagster instance in a temporary home configured by the project's dagster.yaml (SQLite)."""
     monkeypatch.setenv("DAGSTER_RUN_RETENTION_DAYS", "30")
     get_settings.cache_clear()
-    with DagsterInstance.from_config(str(_instance_home(tmp_path, "dagster.yaml"))) as inst:
+    with DagsterInstance.from_config(str(_instance_home(tmp_path, "dagster.yaml", monkeypatch))) as inst:
         yield inst
     get_settings.cache_clear()
 
@@ -72,7 +73,7 @@ def pg_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Dag
     monkeypatch.setenv("DAGSTER_RUN_RETENTION_DAYS", "30")
     get_settings.cache_clear()
     try:
-        with DagsterInstance.from_config(str(_instance_home(tmp_path, "dagster.postgres.yaml"))) as inst:
+        with DagsterInstance.from_config(str(_instance_home(tmp_path, "dagster.postgres.yaml", monkeypatch))) as inst:
             yield inst
     finally:
         get_settings.cache_clear()

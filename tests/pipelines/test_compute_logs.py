@@ -1,0 +1,54 @@
+"""The instance's compute log manager (wa_pipelines/compute_logs.py, set in both dagster*.yaml):
+a step's stdout/stderr land in its files and read back for the UI, with no mirror processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+
+from wa_pipelines.compute_logs import FileComputeLogManager
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _children() -> set[int]:
+    me = str(os.getpid())
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[1] == me:
+            found.add(int(pid))
+    return found
+
+
+@pytest.mark.parametrize("config", ["dagster.yaml", "dagster.postgres.yaml"])
+def test_captured_output_reads_back_and_is_deleted_without_mirror_processes(tmp_path, monkeypatch, config) -> None:
+    shutil.copy(ROOT / "dagster" / config, tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    # the Postgres file reads its storage URL from the environment; only the log manager is used here
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    instance = DagsterInstance.from_config(str(tmp_path))
+    manager = instance.compute_log_manager
+    assert isinstance(manager, FileComputeLogManager)
+    key = ["run-1", "compute_logs", "step"]
+    before = _children()
+    with manager.capture_logs(key):
+        print("to stdout", flush=True)
+        print("to stderr", file=sys.stderr, flush=True)
+        during = _children() - before
+    assert during == set(), "no tail -F / watch_orphans processes while capturing"
+    data = manager.get_log_data(key)
+    assert (data.stdout, data.stderr) == (b"to stdout\n", b"to stderr\n")
+    assert manager.is_capture_complete(key)
+    assert Path(manager.get_log_metadata(key).stdout_location).is_relative_to(tmp_path / "storage")
+    manager.delete_logs(prefix=["run-1"])
+    assert manager.get_log_data(key).stdout in (None, b"")
+    instance.dispose()
