@@ -246,6 +246,7 @@ def main() -> int:
     ap.add_argument("--backlog", action="store_true", help="instead: the engine at a backlog of 1k against 100k")
     ap.add_argument("--backlogs", default="1000,100000", help="--backlog: the two backlog sizes")
     ap.add_argument("--batches-per-case", type=int, default=5, help="--backlog: batches timed per case")
+    ap.add_argument("--caps", action="store_true", help="--backlog: with never-binding caps (counted by every claim) instead of the default (none)")
     ap.add_argument("--legacy", action="store_true", help="instead: the earlier run_processing matrix")
     ap.add_argument("--claims", default="fair",
                     help="--legacy: comma list: fair (the claim as shipped) and/or fifo (the claim before 0111b27, bench copy)")
