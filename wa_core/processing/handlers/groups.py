@@ -11,7 +11,8 @@ YCloud's ``settings[{name, text, updateSuccessful}]`` are both read; ``group_sus
 ``group_suspend_cleared`` set the suspended flag.
 
 State: ``whatsapp_groups`` (one row per group, three facets each ordered by its own Meta
-time: lifecycle, settings, suspension), ``whatsapp_group_participants`` (one row per
+time: lifecycle, subject/description, suspension; the invite link and join mode, which
+only the creation brings, are set when given), ``whatsapp_group_participants`` (one row per
 participant, ordered by Meta's time: a late add never undoes a newer removal) and every item
 once in ``whatsapp_group_events``. Group messages already thread by ``group_id``
 (``whatsapp_messages.group_id``).
@@ -49,6 +50,7 @@ SUSPENSION = {"group_suspend": True, "group_suspend_cleared": False}
 _GROUP_KEY = ("phone_number_id", "group_id")
 _PARTICIPANT_KEY = ("phone_number_id", "group_id", "participant_key")
 _SETTINGS = ("subject", "description", "invite_link", "join_approval_mode")
+_ORDERED_SETTINGS = ("subject", "description")
 
 
 def _event_key(kind: str, event_at: Any, request_id: str | None, item: dict[str, Any]) -> str:
@@ -126,9 +128,14 @@ def group_plan(ctx: ChangeContext, route: Route, item: dict[str, Any]) -> StateP
                            ("lifecycle", "lifecycle_at", "request_id", "error_code", "error_title", "updated_at"), "lifecycle_at"))
         payload["lifecycle"] = lifecycle
     settings = _settings(item, kind) if code is None or kind == "group_settings_update" else {}
+    ordered = {k: v for k, v in settings.items() if k in _ORDERED_SETTINGS}
+    if ordered:  # what a settings update changes: ordered by settings_at
+        values = {**group, **ordered, "settings_at": event_at}
+        rows.append(upsert(ctx, whatsapp_groups, values, _GROUP_KEY, (*sorted(ordered), "settings_at", "updated_at"), "settings_at"))
+    link = fill(ctx, whatsapp_groups, group, _GROUP_KEY, {k: v for k, v in settings.items() if k not in _ORDERED_SETTINGS})
+    if link is not None:  # the invite link and join mode only come with the creation: set when given
+        rows.append(link)
     if settings:
-        values = {**group, **settings, "settings_at": event_at}
-        rows.append(upsert(ctx, whatsapp_groups, values, _GROUP_KEY, (*sorted(settings), "settings_at", "updated_at"), "settings_at"))
         payload["settings"] = sorted(settings)
     if kind in SUSPENSION:
         values = {**group, "suspended": SUSPENSION[kind], "status_at": event_at}
