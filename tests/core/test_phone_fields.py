@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from tests.conftest import fixture_bytes
 from tests.helpers import ACME_PHONE, ACME_WABA, bind_fixture_numbers, land, rows, webhook_row
-from wa_core.db.schema import ops_alerts, utcnow, whatsapp_contacts, whatsapp_messages
+from wa_core.db.schema import ops_alerts, utcnow, whatsapp_contacts, whatsapp_messages, whatsapp_webhook_logs
 from wa_core.db.schema_phone import (
     whatsapp_ad_conversions,
     whatsapp_call_events,
@@ -280,3 +280,16 @@ def test_unknown_fields_are_counted_and_alerted_once(engine: Engine, settings: S
     assert [(f.field, f.known, f.webhooks) for f in section.fields] == [("some_future_field", False, 2), ("calls", True, 1)]
     assert summary["unknown_fields"] == {"some_future_field": 2} and summary["calls"] == {"connect": 1}
     assert "some_future_field=2" in format_summary(summary)
+
+
+def test_odd_shapes_around_the_items_never_cost_the_items(engine: Engine, settings: Settings) -> None:
+    bind_fixture_numbers(engine)
+    reply = {"from": "15550000102", "id": "wamid.NORESPONSE", "timestamp": "1767227100", "type": "interactive",
+             "interactive": {"type": "call_permission_reply", "call_permission_reply": {"response_source": "automatic"}}}
+    land(engine, body("messages", phone_value(messages=[reply])))
+    land(engine, body("calls", phone_value(contacts="not a list", calls=[_call("connect", 1767227160)])))
+    drain(engine, settings)
+    assert one(engine, whatsapp_messages).wamid == "wamid.NORESPONSE"  # stored, without a permission
+    assert rows(engine, whatsapp_call_permissions) == []
+    assert one(engine, whatsapp_calls).state == "connect"
+    assert {r.status for r in rows(engine, whatsapp_webhook_logs)} == {"processed"}

@@ -135,7 +135,8 @@ def handle_calls(ctx: ChangeContext) -> Iterable[Unit]:
 # --- call permission replies (a ``messages`` item) -------------------------------------------
 def permission_reply(ctx: ChangeContext, route: Route, message: dict[str, Any], wa_id: Any, user_id: Any) -> tuple[list[RowWrite], list[EventSpec]]:
     """The rows and event of an ``interactive.call_permission_reply`` message, or ``([], [])``
-    for any other message: the sender's (``wa_id``/``user_id``) call permission, ordered by the
+    for any other message and for a reply without a sender or a ``response`` (the message is
+    still stored): the sender's (``wa_id``/``user_id``) call permission, ordered by the
     message's Meta time. Source: §10.5 "Call permission" (``response: accept|reject``,
     ``is_permanent``, ``expiration_timestamp``, ``response_source``; ``context.id`` is the
     request's wamid or a missed call's wacid)."""
@@ -146,7 +147,7 @@ def permission_reply(ctx: ChangeContext, route: Route, message: dict[str, Any], 
     key, wa_id, user_id = contact_key(wa_id, user_id)
     response = text(reply.get("response")) if isinstance(reply, dict) else None
     if key is None or response is None:
-        raise InvalidPayload("call permission reply without a sender or a response")
+        return [], []
     context = message.get("context") if isinstance(message.get("context"), dict) else {}
     replied_at = meta_time(message.get("timestamp"))
     permanent = reply.get("is_permanent")

@@ -82,9 +82,10 @@ def event(route: Route | None, type_: str, key: str, payload: dict[str, Any], oc
 
 def contact_units(ctx: ChangeContext, route: Route, value: dict[str, Any]) -> Iterable[Unit]:
     """One unit per ``value.contacts[]`` entry: the contact found or created, with its profile
-    name (ids as ``messages`` reads them). A ``contacts`` that is not an array raises
-    :class:`InvalidPayload`; an entry that is not an object, or names no id, writes nothing."""
-    for k, contact in enumerate(items(value, "contacts")):
+    name (ids as ``messages`` reads them). A ``contacts`` that is not an array, an entry that
+    is not an object or one that names no id writes nothing (the items still apply)."""
+    contacts = value.get("contacts")
+    for k, contact in enumerate(contacts if isinstance(contacts, list) else ()):
         if not isinstance(contact, dict):
             continue
         profile = contact.get("profile") if isinstance(contact.get("profile"), dict) else {}
