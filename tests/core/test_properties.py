@@ -23,6 +23,18 @@ from wa_core.db.schema import (
     whatsapp_messages,
     whatsapp_webhook_logs,
 )
+from wa_core.db.schema_phone import (
+    whatsapp_ad_conversions,
+    whatsapp_call_events,
+    whatsapp_call_permissions,
+    whatsapp_calls,
+    whatsapp_group_events,
+    whatsapp_group_participants,
+    whatsapp_groups,
+    whatsapp_partner_solutions,
+    whatsapp_user_preferences,
+)
+from wa_core.processing.handlers.groups import GROUP_FIELDS
 from wa_core.settings import Settings
 
 BODIES = [p.read_bytes() for p in sorted(FIXTURES.glob("*.json")) if p.name not in ("signatures.json", "expected.json")]
@@ -54,9 +66,9 @@ def _set(node: Any, path: tuple, value: Any) -> Any:
 
 
 @st.composite
-def mutated_payload(draw) -> bytes:
-    """A fixture with 1–3 subtrees replaced by arbitrary JSON, or removed."""
-    payload = json.loads(json.dumps(draw(st.sampled_from(PAYLOADS))))
+def mutated_payload(draw, payloads: list[Any] = PAYLOADS) -> bytes:
+    """A fixture (of ``payloads``) with 1–3 subtrees replaced by arbitrary JSON, or removed."""
+    payload = json.loads(json.dumps(draw(st.sampled_from(payloads))))
     rng = random.Random(draw(st.integers(0, 2**32)))
     for _ in range(draw(st.integers(1, 3))):
         paths = _paths(payload)
@@ -80,7 +92,9 @@ arbitrary_body = st.one_of(
     mutated_payload(),
 )
 
-TABLES = [whatsapp_messages, whatsapp_message_statuses, whatsapp_contacts, whatsapp_connections, whatsapp_message_reactions, whatsapp_message_revisions]
+TABLES = [whatsapp_messages, whatsapp_message_statuses, whatsapp_contacts, whatsapp_connections, whatsapp_message_reactions, whatsapp_message_revisions,
+          whatsapp_user_preferences, whatsapp_calls, whatsapp_call_events, whatsapp_call_permissions, whatsapp_groups,
+          whatsapp_group_participants, whatsapp_group_events, whatsapp_partner_solutions, whatsapp_ad_conversions]
 VOLATILE = {"id", "updated_at", "created_at", "first_seen_at", "last_seen_at", "applied_at", "webhook_log_id", "contact_id"}
 
 
@@ -102,6 +116,38 @@ def _reset(engine: Engine) -> None:
 @hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(bodies=st.lists(arbitrary_body, min_size=1, max_size=5))
 def test_no_crash_no_loss_and_reprocessing_is_a_no_op(engine: Engine, settings: Settings, bodies: list[bytes]) -> None:
+    _no_crash_no_loss_and_reprocessing_is_a_no_op(engine, settings, bodies)
+
+
+#: the phone-family fields' fixtures (user preferences, calls, call permission, groups, partner and ads records)
+PHONE_FIELDS = ("user_preferences", "calls", "automatic_events", "partner_solutions", *GROUP_FIELDS)
+PHONE_PAYLOADS = [
+    p for p in PAYLOADS
+    if any(c.get("field") in PHONE_FIELDS or "call_permission_reply" in json.dumps(c) for e in p["entry"] for c in e["changes"])
+]
+#: a random value under a phone-family field, routed to a bound number, with the field's arrays of random items
+phone_value_body = st.builds(
+    lambda field, key, items, extra: json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "100000000000001", "time": 1767227700, "changes": [
+        {"field": field, "value": {"messaging_product": "whatsapp", "metadata": {"phone_number_id": "200000000000001"}, key: items, **extra}}]}]}).encode(),
+    st.sampled_from(PHONE_FIELDS),
+    st.sampled_from(["user_preferences", "calls", "statuses", "groups", "automatic_events", "contacts", "solution_id"]),
+    st.lists(st.dictionaries(st.sampled_from(["id", "wa_id", "user_id", "group_id", "type", "event", "status", "value", "timestamp",
+                                              "event_name", "added_participants", "removed_participants", "custom_data", "duration"]),
+                             json_value, max_size=6), max_size=3) | json_value,
+    st.dictionaries(st.sampled_from(["errors", "contacts", "event", "solution_status"]), json_value, max_size=2),
+)
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(bodies=st.lists(st.one_of(mutated_payload(PHONE_PAYLOADS), phone_value_body), min_size=1, max_size=5))
+def test_phone_field_handlers_take_random_and_broken_shapes(engine: Engine, settings: Settings, bodies: list[bytes]) -> None:
+    """The phone-family handlers (preferences, calls, groups, partner/ads records) under random
+    and broken shapes: no crashed run, every item accounted for, redelivery a no-op."""
+    assert len(PHONE_PAYLOADS) == 11
+    _no_crash_no_loss_and_reprocessing_is_a_no_op(engine, settings, bodies)
+
+
+def _no_crash_no_loss_and_reprocessing_is_a_no_op(engine: Engine, settings: Settings, bodies: list[bytes]) -> None:
     _reset(engine)
     bind_fixture_numbers(engine)
     ids = [land(engine, b) for b in bodies]

@@ -57,6 +57,10 @@ def check_stored(settings: Settings, output: str) -> None:
     engine.dispose()
     assert demo_messages == 2  # a customer message reached each newly connected number
     assert messages > 40
+    # the phone-family fields' state is in the report (wa_core.reporting.phone_fields)
+    for line in ("calls           completed=1, connect=1", "group_members   member=1", "ad_conversions  Purchase=1",
+                 "partner_solutions INITIATED=1", "some_future_field=1"):
+        assert line in output, line
     assert dict(connections)["100000000000001"] in {"active", "inactive", "offboarded", "disabled"}
 
 

@@ -272,5 +272,6 @@ def test_status_is_documented_in_the_openapi_schema(admin: TestClient) -> None:
     assert {p["name"] for p in op["parameters"]} == {"org", "limit"}
     ref = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert set(schema["components"]["schemas"][ref]["properties"]) == {
-        "generated_at", "organization", "status", "timeline", "token_health", "connections", "failed_webhooks", "backlog"
+        "generated_at", "organization", "status", "timeline", "token_health", "connections", "failed_webhooks", "backlog",
+        "webhook_fields",
     }

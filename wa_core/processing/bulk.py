@@ -32,6 +32,7 @@ _PG_TYPES: dict[type, str] = {
     sa.BigInteger: "bigint",
     sa.Integer: "integer",
     sa.Boolean: "boolean",
+    sa.Numeric: "numeric",
     sa.DateTime: "timestamptz",
     sa.JSON: "jsonb",
 }

@@ -45,6 +45,7 @@ from wa_core.db.schema import utcnow
 from wa_core.settings import Settings
 
 from .claim import ClaimedRow
+from .field_counts import record_fields
 from .dispatch import COMMIT_EVERY, ParsedRow, Unit, WebhookOutcome, apply_unit, describe_error, parse_webhook, settle
 from .lease import LeaseKeeper, renew_leases
 from .outcomes import store_one_by_one, store_outcomes
@@ -281,6 +282,7 @@ def apply_batch(
             conn.rollback()  # only routing reads were left open
     with engine.connect() as conn:
         outcomes = _Batch(engine, conn, settings).finish(entries)
+    record_fields(engine, settings, [o for o in outcomes if o.status != LEASE_LOST], utcnow())  # per-field counts, new fields alerted
     for entry, outcome in zip(entries, outcomes):
         _report(engine, entry.row, outcome, settings)
         if outcome.status != LEASE_LOST:

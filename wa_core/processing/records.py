@@ -37,7 +37,7 @@ from wa_core.db.schema import (
 )
 
 from .errors import ItemError
-from .state import RowWrite, StatePlan
+from .state import EventSpec, RowWrite, StatePlan
 
 
 class InvalidValue(ItemError):
@@ -95,7 +95,8 @@ class MessagePlan:
     ``fill_placeholder``: when the message exists as a coexistence ``media_placeholder``,
     this item's type, body and raw replace the placeholder's (history and echoes only).
     ``extra``: rows of other tables the message brings (e.g. its media, a call permission
-    reply), written after the messages with :func:`~.state.write_rows`.
+    reply), written after the messages with :func:`~.state.write_rows`; ``events``: the events
+    those rows produce (as :attr:`StatePlan.events`).
     """
 
     values: dict[str, Any]
@@ -104,6 +105,7 @@ class MessagePlan:
     reaction: dict[str, Any] | None = None
     revision: dict[str, Any] | None = None
     extra: list[RowWrite] = field(default_factory=list)
+    events: list[EventSpec] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -43,6 +43,7 @@ from wa_core.db.schema import (
     whatsapp_webhook_logs as logs,
 )
 from wa_core.organizations import InvalidOrganization, OrganizationRef, UnknownOrganization, resolve_organization
+from wa_core.reporting.phone_fields import WebhookFieldsSection, webhook_fields
 from wa_core.reporting.snapshots import load_snapshot
 from wa_core.token_health import current_state
 
@@ -177,6 +178,7 @@ class AdminStatus(BaseModel):
     connections: ConnectionsSection
     failed_webhooks: FailedWebhooksSection
     backlog: BacklogSection
+    webhook_fields: WebhookFieldsSection = Field(description="per-field webhook counts; unknown fields (stored, marked ignored) first")
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -363,4 +365,5 @@ def admin_status(
         connections=live_connections(conn, org, now, timedelta(days=expiring_soon_days)),
         failed_webhooks=live_failed_webhooks(conn, org, limit),
         backlog=live_backlog(conn, org, now),
+        webhook_fields=webhook_fields(conn),
     )

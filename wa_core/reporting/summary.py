@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 from wa_core.token_health import TOKEN_STATES, current_state, state_label
 
+from wa_core.reporting.phone_fields import phone_fields_summary
 from wa_core.backlog import UNROUTED_LANE, backlog_by_organization, lane_expression, lane_join, lane_label
 from wa_core.db.schema import (
     organizations,
@@ -64,6 +65,7 @@ def stored_summary(conn: Connection, *, expiring_soon_days: float = 7.0) -> dict
         "connections": grouped(whatsapp_connections, whatsapp_connections.c.status),
         "phone_numbers": grouped(whatsapp_configs, cfg.status),
         "tokens": {state: tokens[state] for state in TOKEN_STATES if tokens[state]},
+        **phone_fields_summary(conn),  # calls, groups, preferences, conversions, unknown fields
         # a list, not a dict by name: an organization may well be called "unrouted"
         "backlog": [b.as_dict() for b in backlog_by_organization(conn, now)],
     }

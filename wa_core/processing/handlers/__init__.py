@@ -14,8 +14,12 @@ from collections.abc import Iterable
 from ..context import ChangeContext, Handler, Unit
 from ..records import ignored
 from .account_update import handle_account_update
+from .calls import handle_calls
 from .coexistence import handle_history, handle_smb_app_state_sync, handle_smb_message_echoes
+from .groups import GROUP_FIELDS, handle_groups
 from .messages import handle_messages
+from .partner_ads import handle_automatic_events, handle_partner_solutions
+from .preferences import handle_user_preferences
 
 
 def ignore_change(ctx: ChangeContext) -> Iterable[Unit]:
@@ -30,4 +34,9 @@ HANDLERS: dict[str, Handler] = {
     "history": handle_history,
     "smb_message_echoes": handle_smb_message_echoes,
     "smb_app_state_sync": handle_smb_app_state_sync,
+    "user_preferences": handle_user_preferences,
+    "calls": handle_calls,
+    "partner_solutions": handle_partner_solutions,
+    "automatic_events": handle_automatic_events,
+    **dict.fromkeys(GROUP_FIELDS, handle_groups),
 }

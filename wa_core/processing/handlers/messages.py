@@ -185,6 +185,10 @@ def inbound_plan(ctx: ChangeContext, route: Route, message: dict[str, Any], cont
             "received_at": ctx.received_at,
         }
         plan.revision = prepare("whatsapp_message_revisions", values, ("original_wamid",), ctx.clean)
+    elif mtype == "interactive" and contact_ref is not None:  # a call permission reply also sets the contact's permission
+        from .calls import permission_reply
+
+        plan.extra, plan.events = permission_reply(ctx, route, message, contact_ref.wa_id, contact_ref.user_id)
     return plan
 
 
