@@ -60,6 +60,7 @@ ALERT_KINDS = (
     "redis_down",
     "run_failed",
     "asset_check_failed",
+    "history_sync_stalled",
 )
 #: accepted severities (the ``ops_alerts`` check constraint); anything else is sent as "error"
 SEVERITIES = ALERT_SEVERITIES
