@@ -139,6 +139,12 @@ def request_gate(row: Any, deadline: datetime | None, now: datetime) -> SyncRequ
     return None
 
 
+def _before_window(requested_at: datetime, deadline: datetime | None) -> bool:
+    """Whether a request was sent before the number's current sync window opened (a new
+    onboarding since: Meta accepts the syncs again)."""
+    return deadline is not None and as_utc(requested_at) < as_utc(deadline) - SYNC_WINDOW
+
+
 def _iso(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else "unknown"
 
@@ -147,7 +153,8 @@ def send_request(engine: Engine, graph: Any, token: str, number: Any, sync_type:
     """Send one ``smb_app_data`` request for ``number`` (a ``whatsapp_configs`` row) and record
     it. The request is claimed in the database before it is sent, so it is never sent twice
     at once: the onboarding (``operator=False``) sends a type only if it was never
-    requested; an operator (``operator=True``) only past :func:`request_gate`. Meta's refusal
+    requested in the current sync window; an operator (``operator=True``) only past
+    :func:`request_gate`. Meta's refusal
     (a :class:`GraphError` with a code) restores the previous ``requested_at``; a call whose
     answer was lost keeps it (Meta may have accepted it)."""
     if sync_type not in SYNC_TYPES:
@@ -159,7 +166,7 @@ def send_request(engine: Engine, graph: Any, token: str, number: Any, sync_type:
             refusal = request_gate(row, number.sync_deadline_at, now)
             if refusal is not None:
                 return refusal
-        elif row.requested_at is not None:
+        elif row.requested_at is not None and not _before_window(row.requested_at, number.sync_deadline_at):
             return SyncRequest("refused", f"{sync_type} already requested at {_iso(as_utc(row.requested_at))}")
         conn.execute(sa.update(syncs).where(syncs.c.id == row.id).values(
             requested_at=now, request_count=syncs.c.request_count + 1, updated_at=now))

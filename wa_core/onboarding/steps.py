@@ -146,9 +146,10 @@ def _sync_numbers(engine: Engine, graph: Any, onboarding: Any, connection: Any, 
             conn.execute(sa.update(whatsapp_configs).where(whatsapp_configs.c.connection_id == connection.id).values(status="connected"))
         if onboarding.is_coexistence:
             deadline = (onboarding.token_exchanged_at or utcnow()) + SYNC_WINDOW
+            cfg = whatsapp_configs.c  # a new onboarding (offboarded, then ES again) opens a new window
             conn.execute(
                 sa.update(whatsapp_configs)
-                .where(whatsapp_configs.c.connection_id == connection.id, whatsapp_configs.c.sync_deadline_at.is_(None))
+                .where(cfg.connection_id == connection.id, sa.or_(cfg.sync_deadline_at.is_(None), cfg.sync_deadline_at < deadline))
                 .values(sync_deadline_at=deadline)
             )
         rows = conn.execute(sa.select(whatsapp_configs).where(whatsapp_configs.c.connection_id == connection.id)).all()
