@@ -211,3 +211,17 @@ def test_the_admin_api_lists_the_syncs_and_applies_the_rules(engine: Engine, set
         listed = api.get(f"/api/admin/whatsapp/numbers/{ACME_PHONE}/syncs", headers=auth).json()["syncs"]
         assert [(r["sync_type"], r["status"], r["request_count"]) for r in listed] == [("history", "requested", 1)]
     assert len(emulator.calls_to(f"/{ACME_PHONE}/smb_app_data$")) == 1
+
+
+def test_the_command_line_refuses_with_the_next_allowed_time(engine: Engine, settings: Settings, meta, capsys) -> None:
+    from wa_webhook.cli import main
+
+    coexistence_number(engine, settings, meta[0], None)
+    last = datetime.now(timezone.utc) - timedelta(hours=2)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(syncs).values(organization_id=history_org(engine), phone_number_id=ACME_PHONE, sync_type="history",
+                                             status="requested", request_id="r1", requested_at=last, request_count=1, updated_at=last))
+    assert main(["request-sync", ACME_PHONE, "--type", "history"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("refused:") and f"next allowed: {(last + REQUEST_GAP).isoformat()}" in err
+    assert main(["request-sync", "299999999999999"]) == 2
