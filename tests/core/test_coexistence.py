@@ -133,3 +133,42 @@ def test_a_declined_history_and_contact_syncs(engine: Engine, settings: Settings
     assert h.declined_reason == "2593109: History sync is turned off by the business"
     contacts = sync_row(engine, "smb_app_state_sync")
     assert contacts.status == "receiving" and contacts.last_data_at is not None and contacts.requested_at is None
+
+
+# --- migration 0009 moves the sync state out of whatsapp_configs, and back -------------------
+def test_the_migration_moves_the_sync_state_and_back(tmp_path) -> None:
+    import uuid
+
+    import sqlalchemy as sa
+
+    from wa_core.db.engine import create_sync_engine
+    from wa_core.db.migrate import downgrade, upgrade
+
+    settings = Settings(data_dir=tmp_path, database_url=None)
+    upgrade(settings, "0009-1")  # the revision before ours, whatever the lead re-chains it to
+    engine = create_sync_engine(settings)
+    org, con, now = uuid.uuid4(), uuid.uuid4(), datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO organizations (id, external_id, name, created_at, updated_at) VALUES (:id, 'o', 'O', :t, :t)"),
+                     {"id": org.hex, "t": now})
+        conn.execute(sa.text("INSERT INTO whatsapp_connections (id, organization_id, waba_id, status, created_at, updated_at)"
+                             " VALUES (:id, :org, 'w1', 'active', :t, :t)"), {"id": con.hex, "org": org.hex, "t": now})
+        conn.execute(sa.text(
+            "INSERT INTO whatsapp_configs (id, organization_id, connection_id, waba_id, phone_number_id, is_coexistence, status,"
+            " contact_sync_request_id, contact_sync_requested_at, history_sync_requested_at, history_progress, sync_error,"
+            " created_at, updated_at) VALUES (:id, :org, :con, 'w1', 'p1', 1, 'connected', 'c-req', :t, :t, 40,"
+            " 'history: Graph error 2593108', :t, :t)"), {"id": uuid.uuid4().hex, "org": org.hex, "con": con.hex, "t": now})
+    engine.dispose()
+    upgrade(settings)
+    engine = create_sync_engine(settings)
+    with engine.connect() as conn:
+        moved = {r.sync_type: r for r in conn.execute(sa.select(syncs))}
+    assert (moved["smb_app_state_sync"].status, moved["smb_app_state_sync"].request_id) == ("requested", "c-req")
+    assert (moved["history"].status, moved["history"].progress, moved["history"].request_error) == ("receiving", 40, "history: Graph error 2593108")
+    engine.dispose()
+    downgrade(settings, "0009-1")
+    engine = create_sync_engine(settings)
+    with engine.connect() as conn:
+        back = conn.execute(sa.text("SELECT contact_sync_request_id, history_progress, sync_error FROM whatsapp_configs")).one()
+    engine.dispose()
+    assert tuple(back) == ("c-req", 40, "history: Graph error 2593108")
