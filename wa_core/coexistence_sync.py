@@ -243,7 +243,7 @@ def check_stalled_syncs(engine: Engine, settings: Any, now: datetime | None = No
             sa.update(syncs)
             .where(c.sync_type == HISTORY, c.status == "requested", c.request_id.is_not(None), c.requested_at <= cutoff)
             .values(status="stalled", stalled_at=now, updated_at=now)
-            .returning(c.organization_id, c.phone_number_id, c.request_id, c.requested_at)
+            .returning(c.organization_id, c.phone_number_id, c.sync_type, c.status, c.request_id, c.requested_at)
         ).all()
         deadlines = dict(conn.execute(sa.select(cfg.phone_number_id, cfg.sync_deadline_at).where(
             cfg.phone_number_id.in_([r.phone_number_id for r in stalled]))).all()) if stalled else {}
@@ -251,7 +251,7 @@ def check_stalled_syncs(engine: Engine, settings: Any, now: datetime | None = No
             c.sync_type == HISTORY, c.stalled_at.is_not(None), c.status.in_(("receiving", "complete", "declined")))).scalars().all()
     notifier = get_notifier(settings, engine)
     for row in stalled:
-        gate = request_gate(row_like(row), deadlines.get(row.phone_number_id), now)
+        gate = request_gate(row, deadlines.get(row.phone_number_id), now)
         when = f"next re-request allowed at {_iso(gate.next_allowed_at)}" if gate and gate.next_allowed_at else (
             gate.message if gate else "a re-request is allowed now")
         notifier.notify(Alert(
@@ -266,18 +266,6 @@ def check_stalled_syncs(engine: Engine, settings: Any, now: datetime | None = No
         ))
     resolved = sum(1 for phone in recovered if notifier.resolve(STALL_ALERT, phone))
     return {"stalled": len(stalled), "recovered": resolved}
-
-
-@dataclass
-class _RowLike:
-    sync_type: str
-    status: str
-    requested_at: datetime | None
-
-
-def row_like(row: Any) -> _RowLike:
-    """A stalled history row as :func:`request_gate` reads it."""
-    return _RowLike(HISTORY, "stalled", row.requested_at)
 
 
 __all__ = [
