@@ -201,6 +201,11 @@ class Settings(BaseSettings):
         default="facebook.com",
         description="Comma-separated host suffixes whose WA_EMBEDDED_SIGNUP messages the page accepts.",
     )
+    history_stall_hours: float = Field(
+        default=6.0,
+        gt=0,
+        description="A coexistence history request Meta accepted with no history webhook after this many hours is stalled (alert).",
+    )
     token_expiring_soon_days: float = Field(
         default=7.0, gt=0, description="A business token expiring within this many days is reported expiring_soon."
     )

@@ -1,7 +1,7 @@
 """``wa-onboarding``: the operator's console script.
 
 Commands: ``migrate``, ``serve``, ``bind-waba``, ``process``, ``pause``, ``resume``, ``caps``,
-``rotate-token-key`` and ``status``. ``wa-onboarding COMMAND --help`` describes each. The developer's commands (``up``,
+``rotate-token-key``, ``request-sync`` and ``status``. ``wa-onboarding COMMAND --help`` describes each. The developer's commands (``up``,
 the main job, and ``simulate``) are in ``wa-dev`` (:mod:`wa_dev.cli`), which has these too.
 """
 
@@ -201,6 +201,30 @@ def cmd_rotate_token_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_request_sync(args: argparse.Namespace) -> int:
+    """Re-request a coexistence number's history or contact sync (exit 1 when refused or failed)."""
+    from wa_core.coexistence_sync import UnknownNumber, rerequest
+    from wa_core.db.engine import create_sync_engine
+    from wa_core.meta.crypto import TokenCryptoError, TokenCipher
+    from wa_core.meta.graph.client import GraphClient
+
+    settings = _migrated_settings()
+    try:
+        cipher = TokenCipher.from_hex(settings.token_encryption_key, settings.token_encryption_previous_keys)
+    except TokenCryptoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with GraphClient.from_settings(settings) as graph:
+            result = rerequest(create_sync_engine(settings), graph, cipher, args.phone_number_id, args.type)
+    except UnknownNumber as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    next_at = result.next_allowed_at.isoformat() if result.next_allowed_at else "not before a new onboarding"
+    print(f"{result.outcome}: {result.message} (next allowed: {next_at})", file=sys.stdout if result.outcome == "sent" else sys.stderr)
+    return 0 if result.outcome == "sent" else 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from wa_core.db.engine import create_sync_engine
     from wa_core.reporting.summary import format_summary, stored_summary
@@ -276,6 +300,11 @@ def build_parser(
 
     p = sub.add_parser("rotate-token-key", help="re-encrypt every business token under the current TOKEN_ENCRYPTION_KEY")
     p.set_defaults(func=cmd_rotate_token_key)
+
+    p = sub.add_parser("request-sync", help="re-request a coexistence number's history or contact sync (24 h rules apply)")
+    p.add_argument("phone_number_id")
+    p.add_argument("--type", choices=("history", "smb_app_state_sync"), default="history")
+    p.set_defaults(func=cmd_request_sync)
 
     p = sub.add_parser("status", help="what is stored: webhooks by state, messages, statuses, connections, token states, backlog")
     p.add_argument("--json", action="store_true")

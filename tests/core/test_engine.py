@@ -34,6 +34,7 @@ from wa_core.db.schema import (
     whatsapp_messages,
     whatsapp_webhook_logs,
 )
+from wa_core.db.schema_coexistence import whatsapp_coexistence_syncs
 from wa_core.processing import engine as engine_module
 from wa_core.processing.claim import claim_batch
 from wa_core.processing.dispatch import apply_webhook, finish_row
@@ -100,9 +101,9 @@ def state(engine: Engine) -> tuple:
 
     volatile = {"id", "connection_id", "contact_id", "webhook_log_id", "received_at", "created_at", "updated_at", "first_seen_at",
                 "last_seen_at", "applied_at", "processed_at", "claimed_at", "next_attempt_at", "locked_until", "token_checked_at",
-                "history_completed_at", "history_declined_at"}
+                "completed_at", "declined_at"}
     tables = {}
-    for table in (*TABLES, whatsapp_history_chunks, whatsapp_configs):
+    for table in (*TABLES, whatsapp_history_chunks, whatsapp_configs, whatsapp_coexistence_syncs):
         cols = [c.name for c in table.columns if c.name not in volatile]
         tables[table.name] = sorted(tuple(named(getattr(r, c)) for c in cols) for r in rows(engine, table))
     return [tuple(named(v) for v in row) for row in outcomes(engine)], tables, linked

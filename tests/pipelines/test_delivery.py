@@ -20,13 +20,13 @@ from wa_pipelines.definitions import defs
 from wa_webhook.app import create_app
 from wa_core.db.schema import (
     utcnow,
-    whatsapp_configs,
     whatsapp_history_chunks,
     whatsapp_message_reactions,
     whatsapp_message_revisions,
     whatsapp_messages,
     whatsapp_webhook_logs,
 )
+from wa_core.db.schema_coexistence import whatsapp_coexistence_syncs
 from wa_core.dead_letters import DeadLetterSelection, EmptySelection, purge_processed_bodies, replay_dead_letters
 from wa_core.meta.signature import sign
 from wa_core.settings import Settings
@@ -93,8 +93,9 @@ def test_group_messages_thread_by_group_and_keep_the_participant(engine: Engine,
 
 
 # --- history sync state ----------------------------------------------------------------
-def config(engine: Engine):
-    [c] = rows(engine, whatsapp_configs, whatsapp_configs.c.phone_number_id == ACME_PHONE)
+def history_sync(engine: Engine):
+    [c] = rows(engine, whatsapp_coexistence_syncs, whatsapp_coexistence_syncs.c.phone_number_id == ACME_PHONE,
+               whatsapp_coexistence_syncs.c.sync_type == "history")
     return c
 
 
@@ -104,15 +105,15 @@ def test_history_progress_completion_and_decline(engine: Engine, settings: Setti
     land(engine, fixture_bytes("history.json"))  # progress 55 arrives late: progress stays 100
     land(engine, fixture_bytes("history.json"))  # duplicate chunk
     drain(engine, settings)
-    c = config(engine)
-    assert c.history_progress == 100 and c.history_completed_at is not None
+    c = history_sync(engine)
+    assert (c.status, c.progress) == ("complete", 100) and c.completed_at is not None and c.last_data_at is not None
     chunks = rows(engine, whatsapp_history_chunks)
     assert sorted((r.phase, r.chunk_order) for r in chunks) == sorted({(r.phase, r.chunk_order) for r in chunks})
     assert len(chunks) == 2 and {r.progress for r in chunks} == {55, 100}
     land(engine, fixture_bytes("history_declined.json"))
     drain(engine, settings)
-    c = config(engine)
-    assert c.history_declined_at is not None and "2593109" in c.history_declined_reason
+    c = history_sync(engine)  # a decline after completion records why, the history stays complete
+    assert c.status == "complete" and c.declined_at is not None and "2593109" in c.declined_reason
 
 
 # --- dead letters ----------------------------------------------------------------------

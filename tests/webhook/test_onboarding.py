@@ -17,6 +17,7 @@ from tests.conftest import JWT_SECRET
 from tests.helpers import rows
 from wa_webhook.app import create_app
 from wa_core.db.schema import whatsapp_connections, whatsapp_onboarding
+from wa_core.db.schema_coexistence import whatsapp_coexistence_syncs
 from wa_core.settings import Settings
 
 
@@ -305,7 +306,10 @@ def test_coexistence_number_is_never_registered_and_synced_exactly_once(es, engi
     syncs = [c.body.get("sync_type") for c in emulator.calls_to(f"/{PHONE}/smb_app_data$")]
     assert syncs == ["smb_app_state_sync", "history"]  # contacts first, then history
     [cfg] = rows(engine, whatsapp_configs)
-    assert cfg.is_coexistence and cfg.contact_sync_request_id and cfg.history_sync_request_id and cfg.registered_at is None
+    assert cfg.is_coexistence and cfg.registered_at is None
+    state = {r.sync_type: r for r in rows(engine, whatsapp_coexistence_syncs)}
+    assert {t: (r.status, r.request_count, bool(r.request_id)) for t, r in state.items()} == {
+        "smb_app_state_sync": ("requested", 1, True), "history": ("requested", 1, True)}
     assert cfg.sync_deadline_at is not None
     # an operator reruns the follow-up: nothing is requested again
     with engine.begin() as c:

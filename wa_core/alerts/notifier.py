@@ -61,6 +61,7 @@ ALERT_KINDS = (
     "run_failed",
     "asset_check_failed",
     "new_webhook_field",
+    "history_sync_stalled",
 )
 #: accepted severities (the ``ops_alerts`` check constraint); anything else is sent as "error"
 SEVERITIES = ALERT_SEVERITIES

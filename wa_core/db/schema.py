@@ -143,17 +143,9 @@ whatsapp_configs = sa.Table(
     sa.Column("verified_name", sa.String(255)),
     sa.Column("is_coexistence", sa.Boolean(), nullable=False, default=False),
     sa.Column("status", sa.String(32), nullable=False, default="pending"),
-    sa.Column("history_progress", sa.SmallInteger(), comment="Coexistence history sync: highest progress seen (0–100)."),
-    sa.Column("history_completed_at", sa.DateTime(timezone=True), comment="When a history chunk reported progress 100."),
-    sa.Column("history_declined_at", sa.DateTime(timezone=True), comment="When the business declined to share history."),
-    sa.Column("history_declined_reason", sa.Text()),
     sa.Column("registered_at", sa.DateTime(timezone=True), comment="POST /register done (never for coexistence numbers)."),
-    sa.Column("contact_sync_request_id", sa.String(255)),
-    sa.Column("contact_sync_requested_at", sa.DateTime(timezone=True)),
-    sa.Column("history_sync_request_id", sa.String(255)),
-    sa.Column("history_sync_requested_at", sa.DateTime(timezone=True)),
     sa.Column("sync_deadline_at", sa.DateTime(timezone=True), comment="Coexistence: syncs are accepted only until 24 h after onboarding."),
-    sa.Column("sync_error", sa.Text()),
+    # the contact and history syncs' state is in whatsapp_coexistence_syncs (schema_coexistence)
     sa.Column("token_health", sa.String(32), comment="valid, expiring_soon, expired, invalid, missing_permission, unknown."),
     sa.Column("token_health_reason", sa.Text()),
     sa.Column("token_checked_at", sa.DateTime(timezone=True)),
@@ -250,6 +242,7 @@ whatsapp_messages = sa.Table(
     sa.Column("raw", JsonDoc, nullable=False, comment="The message item exactly as Meta sent it (parsed)."),
     sa.Column("error_code", sa.Integer()),
     sa.Column("error_title", sa.Text()),
+    sa.Column("errors", JsonDoc, comment="Every errors[] object of the message and of its value (each with scope message|value)."),
     sa.Column("current_status", sa.String(16), comment="Outbound: highest status seen (forward only)."),
     sa.Column("status_rank", sa.SmallInteger(), nullable=False, default=0),
     sa.Column("provider_timestamp", sa.DateTime(timezone=True), comment="Meta's timestamp (UTC)."),
@@ -396,3 +389,4 @@ processing_waba_controls = sa.Table(
 # --- tables of the other concerns, in their own modules on the same metadata ----------------
 # (imported last so that they can use the tables above; one line per module)
 from . import schema_phone  # noqa: E402,F401  (H2: phone-family fields, webhook field counts)
+from . import schema_coexistence  # noqa: E402,F401  whatsapp_coexistence_syncs

@@ -22,14 +22,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from wa_core.bindings import PhoneNumber, bind_waba
+from wa_core.coexistence_sync import CONTACTS, HISTORY, SYNC_WINDOW, send_request
 from wa_core.db.schema import as_utc, utcnow, whatsapp_configs, whatsapp_connections, whatsapp_onboarding
 from wa_core.meta.graph.errors import GraphError
 from wa_core.onboarding.service import fail_onboarding
 
 log = logging.getLogger("wa_core.onboarding")
 
-#: Meta accepts the coexistence sync calls only within 24 h of onboarding (error 2593108)
-SYNC_WINDOW = timedelta(hours=24)
 MAX_FOLLOW_UP_ATTEMPTS = 6
 
 
@@ -147,9 +146,10 @@ def _sync_numbers(engine: Engine, graph: Any, onboarding: Any, connection: Any, 
             conn.execute(sa.update(whatsapp_configs).where(whatsapp_configs.c.connection_id == connection.id).values(status="connected"))
         if onboarding.is_coexistence:
             deadline = (onboarding.token_exchanged_at or utcnow()) + SYNC_WINDOW
+            cfg = whatsapp_configs.c  # a new onboarding (offboarded, then ES again) opens a new window
             conn.execute(
                 sa.update(whatsapp_configs)
-                .where(whatsapp_configs.c.connection_id == connection.id, whatsapp_configs.c.sync_deadline_at.is_(None))
+                .where(cfg.connection_id == connection.id, sa.or_(cfg.sync_deadline_at.is_(None), cfg.sync_deadline_at < deadline))
                 .values(sync_deadline_at=deadline)
             )
         rows = conn.execute(sa.select(whatsapp_configs).where(whatsapp_configs.c.connection_id == connection.id)).all()
@@ -174,35 +174,23 @@ class _ConfigMissing(GraphError):
 
 
 def _request_syncs(engine: Engine, graph: Any, number: Any, token: str, report: FollowUpReport) -> None:
-    """Contact sync, then history sync: each sent at most once, never retried automatically."""
-    cfg = whatsapp_configs.c
-    for sync_type, at_col, id_col in (
-        ("smb_app_state_sync", "contact_sync_requested_at", "contact_sync_request_id"),
-        ("history", "history_sync_requested_at", "history_sync_request_id"),
-    ):
+    """Contact sync, then history sync: each sent at most once, never retried automatically
+    (:func:`~wa_core.coexistence_sync.send_request`; an operator can re-request later)."""
+    for sync_type in (CONTACTS, HISTORY):
         now = utcnow()
         if number.sync_deadline_at is not None and as_utc(number.sync_deadline_at) < now:
             report.steps.append(f"{sync_type} not requested: the 24 h window closed")
             continue
-        with engine.begin() as conn:  # claim the one request, before sending it
-            claimed = conn.execute(
-                sa.update(whatsapp_configs).where(cfg.id == number.id, getattr(cfg, at_col).is_(None)).values({at_col: now})
-            ).rowcount
-        if not claimed:
+        result = send_request(engine, graph, token, number, sync_type, now)
+        if result.outcome == "refused":
             report.steps.append(f"{sync_type} already requested")
             continue
-        try:
-            request_id = graph.request_sync(number.phone_number_id, token, sync_type)
-        except GraphError as exc:
-            with engine.begin() as conn:
-                conn.execute(sa.update(whatsapp_configs).where(cfg.id == number.id).values(sync_error=f"{sync_type}: {exc}"[:1000]))
-            report.steps.append(f"{sync_type} request failed (not retried): {exc}")
-            if sync_type == "smb_app_state_sync":
+        if result.outcome == "failed":
+            report.steps.append(f"{sync_type} request failed (not retried): {result.message}")
+            if sync_type == CONTACTS:
                 return  # history only after the contacts
             continue
-        with engine.begin() as conn:
-            conn.execute(sa.update(whatsapp_configs).where(cfg.id == number.id).values({id_col: str(request_id)[:255]}))
-        report.steps.append(f"{sync_type} requested ({request_id})")
+        report.steps.append(f"{sync_type} requested ({result.request_id})")
 
 
 def _graph_failure(engine: Engine, onboarding: Any, exc: GraphError, report: FollowUpReport) -> FollowUpReport:

@@ -49,7 +49,7 @@ from .field_counts import record_fields
 from .dispatch import COMMIT_EVERY, ParsedRow, Unit, WebhookOutcome, apply_unit, describe_error, parse_webhook, settle
 from .lease import LeaseKeeper, renew_leases
 from .outcomes import store_one_by_one, store_outcomes
-from .records import MessagePlan, StatePlan, StatusPlan
+from .records import MessagePlan, RevisionPlan, StatePlan, StatusPlan
 from .relane import misrouted, release, released_outcome
 from .writers import settle_messages, write_plans
 
@@ -188,7 +188,12 @@ class _Batch:
         for entry in entries:
             for unit in entry.parsed.units:
                 work = unit.work
-                if unit.result != "processed" or not isinstance(work, (MessagePlan, StatusPlan)):
+                if unit.result != "processed":
+                    continue
+                if isinstance(work, RevisionPlan):
+                    revision_keys.add((work.revision["phone_number_id"], work.revision["original_wamid"]))
+                    continue
+                if not isinstance(work, (MessagePlan, StatusPlan)):
                     continue
                 key = (work.values["phone_number_id"], work.values["wamid"])
                 if isinstance(work, StatusPlan):
@@ -197,8 +202,6 @@ class _Batch:
                 if work.values["direction"] == "outbound":  # only outbound messages get statuses
                     status_keys.add(key)
                 revision_keys.add(key)
-                if work.revision is not None:
-                    revision_keys.add((key[0], work.revision["original_wamid"]))
         pairs = [(e.row, settle(e.parsed)) for e in entries]
         now = utcnow()
 

@@ -89,8 +89,8 @@ class ContactRef:
 @dataclass(slots=True)
 class MessagePlan:
     """One message item: the ``whatsapp_messages`` row (``contact_id`` is filled once the
-    contact is resolved), its contact, and for a reaction, edit or revoke the row of
-    ``whatsapp_message_reactions`` or ``whatsapp_message_revisions`` it also writes.
+    contact is resolved), its contact, and for a reaction the ``whatsapp_message_reactions``
+    row it also writes (an edit or revoke is a :class:`RevisionPlan`, never a message).
 
     ``fill_placeholder``: when the message exists as a coexistence ``media_placeholder``,
     this item's type, body and raw replace the placeholder's (history and echoes only).
@@ -103,9 +103,19 @@ class MessagePlan:
     contact: ContactRef | None = None
     fill_placeholder: bool = False
     reaction: dict[str, Any] | None = None
-    revision: dict[str, Any] | None = None
     extra: list[RowWrite] = field(default_factory=list)
     events: list[EventSpec] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RevisionPlan:
+    """An ``edit`` or ``revoke`` (inbound, or an echo of one made in the WhatsApp Business
+    app): the ``whatsapp_message_revisions`` row, applied to the original message once both
+    are stored, and the contact it names. It is not a message of its own: no
+    ``whatsapp_messages`` row (Meta §2.2 "edit / revoke", §4 echoes)."""
+
+    revision: dict[str, Any]
+    contact: ContactRef | None = None
 
 
 @dataclass(slots=True)
@@ -117,13 +127,14 @@ class StatusPlan:
 
 @dataclass(slots=True)
 class ContactPlan:
-    """One coexistence contact sync (``smb_app_state_sync``): only a contact (None when the
-    item names no usable id: processed, nothing written)."""
+    """One coexistence contact sync (``smb_app_state_sync``): a contact (None when the item
+    names no usable id) and ``extra`` rows (the number's contact sync state)."""
 
     contact: ContactRef | None
+    extra: list[RowWrite] = field(default_factory=list)
 
 
-Plan = MessagePlan | StatusPlan | ContactPlan | StatePlan
+Plan = MessagePlan | RevisionPlan | StatusPlan | ContactPlan | StatePlan
 
 
 # --- what the database would refuse ------------------------------------------------------
@@ -239,6 +250,7 @@ def parse_body(body: bytes) -> tuple[Any, bool]:
 
 
 __all__ = [
-    "ContactPlan", "ContactRef", "InvalidValue", "MessagePlan", "Plan", "Planned", "StatePlan", "StatusPlan", "parse_body",
+    "ContactPlan", "ContactRef", "InvalidValue", "MessagePlan", "Plan", "Planned", "RevisionPlan", "StatePlan", "StatusPlan",
+    "parse_body",
     "check_key", "check_values", "ignored", "prepare",
 ]

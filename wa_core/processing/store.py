@@ -25,7 +25,7 @@ from wa_core.db.schema import (
     whatsapp_messages,
 )
 
-from .records import ContactPlan, Plan, StatePlan, StatusPlan
+from .records import ContactPlan, Plan, RevisionPlan, StatePlan, StatusPlan
 from .state import apply_rows
 
 #: Forward-only order of outbound statuses. ``failed`` is terminal. Source: Meta webhooks
@@ -260,15 +260,15 @@ def apply_plan(conn: Connection, plan: Plan) -> str:
             in_address_book=contact.in_address_book,
             seen_at=contact.seen_at,
         )
-    if isinstance(plan, ContactPlan):
-        return "processed"
-    values = {**plan.values, "contact_id": contact_id if contact is not None else None}
-    if not insert_message(conn, values) and plan.fill_placeholder:
-        fill_placeholder(conn, values)
-    if plan.reaction is not None:
-        apply_reaction(conn, plan.reaction)
-    if plan.revision is not None:
+    if isinstance(plan, RevisionPlan):
         record_revision(conn, plan.revision)
+        return "processed"
+    if not isinstance(plan, ContactPlan):
+        values = {**plan.values, "contact_id": contact_id if contact is not None else None}
+        if not insert_message(conn, values) and plan.fill_placeholder:
+            fill_placeholder(conn, values)
+        if plan.reaction is not None:
+            apply_reaction(conn, plan.reaction)
     if plan.extra:
         apply_rows(conn, StatePlan(plan.extra))
     return "processed"

@@ -45,7 +45,7 @@ from wa_core.db.schema import (
 
 from .bulk import chunks, is_postgres, keys_source, pg_from, pg_insert, sqlite_insert
 from .contacts import resolve_contacts
-from .records import MessagePlan, Plan, StatePlan, StatusPlan
+from .records import ContactPlan, MessagePlan, Plan, RevisionPlan, StatePlan, StatusPlan
 from .state import write_rows
 from .store import STATUS_RANK, reaction_supersedes, revision_updates
 
@@ -102,7 +102,7 @@ def write_plans(conn: Connection, plans: Sequence[Plan]) -> None:
     reactions = _fold_reactions(p.reaction for p in messages if p.reaction is not None)
     if reactions:
         _upsert_reactions(conn, reactions)
-    revisions = [p.revision for p in messages if p.revision is not None]
+    revisions = [p.revision for p in plans if isinstance(p, RevisionPlan)]
     _insert(conn, whatsapp_message_revisions, _first_per_key(revisions, ("phone_number_id", "revision_wamid")), REVISION_COLUMNS,
             ("phone_number_id", "revision_wamid"))
     # the other fields' state (templates, number health, calls…), after the messages it may refer to
@@ -112,7 +112,7 @@ def write_plans(conn: Connection, plans: Sequence[Plan]) -> None:
 def _state_rows(plan: Plan) -> list[Any]:
     if isinstance(plan, StatePlan):
         return plan.rows
-    return plan.extra if isinstance(plan, MessagePlan) else []
+    return plan.extra if isinstance(plan, (MessagePlan, ContactPlan)) else []
 
 
 def _fill_placeholders(conn: Connection, fills: list[dict[str, Any]]) -> None:

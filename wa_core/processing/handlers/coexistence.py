@@ -10,17 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import sqlalchemy as sa
-
+from wa_core.coexistence_sync import contacts_received, record_history_chunk, record_history_declined
 from wa_core.db.engine import insert_ignore
-from wa_core.db.schema import whatsapp_configs, whatsapp_history_chunks
+from wa_core.db.schema import whatsapp_history_chunks
 
 from ..context import ChangeContext, Route, Unit
 from ..errors import InvalidPayload
-from ..records import ContactPlan, MessagePlan, Planned, ignored, prepare
+from ..records import ContactPlan, MessagePlan, Planned, RevisionPlan, ignored, prepare
 from ..store import STATUS_RANK
 from ..timeparse import meta_time
-from .messages import _raise_invalid, _str, contact_plan, context_wamid, first_error, list_field, render_body
+from .messages import _raise_invalid, _str, contact_plan, context_wamid, list_field, message_errors, render_body, revision_plan
 
 
 def stored_plan(
@@ -31,15 +30,21 @@ def stored_plan(
     source: str,
     direction: str,
     counterpart: str | None,
-) -> MessagePlan:
+    counterpart_user_id: str | None = None,
+) -> MessagePlan | RevisionPlan:
     """The plan of a history message or an echo: the message (its history status as its
-    current status) and the customer as a contact. A later item with the media of an
-    earlier ``media_placeholder`` (same wamid) fills it."""
+    current status, its ``errors[]`` kept) and the customer as a contact (``counterpart``
+    phone, else its business-scoped ``counterpart_user_id``, §2.5). A later item with the
+    media of an earlier ``media_placeholder`` (same wamid) fills it. An echoed ``edit`` or
+    ``revoke`` (made in the WhatsApp Business app) is a :class:`RevisionPlan` of the
+    original, as an inbound one is."""
     wamid = message.get("id")
     if not isinstance(wamid, str) or not wamid:
         raise InvalidPayload("message has no id (wamid)")
-    contact = contact_plan(ctx, route, wa_id=counterpart)
-    code, title = first_error(message)
+    contact = contact_plan(ctx, route, wa_id=counterpart, user_id=counterpart_user_id)
+    if message.get("type") in ("edit", "revoke"):
+        return revision_plan(ctx, route, message, contact)
+    code, title, errors = message_errors(message)
     history_context = message.get("history_context")
     history_status = history_context.get("status") if isinstance(history_context, dict) else None
     # a status Meta does not send (or an absurd one) is not a current status: stored as none
@@ -57,6 +62,7 @@ def stored_plan(
         "raw": message,
         "error_code": code,
         "error_title": title,
+        "errors": errors,
         "current_status": history_status,
         "status_rank": STATUS_RANK.get(history_status or "", 0),
         "provider_timestamp": meta_time(message.get("timestamp")),
@@ -68,7 +74,8 @@ def stored_plan(
 
 
 def handle_smb_message_echoes(ctx: ChangeContext) -> Iterable[Unit]:
-    """One unit per ``message_echoes[]`` item: an outbound message, contact taken from ``to``."""
+    """One unit per ``message_echoes[]`` item: an outbound message (an edit or revoke: a
+    revision of the original), the contact taken from ``to``, else ``to_user_id``."""
     route = ctx.route_phone_number()
     echoes = list_field(ctx.value, "message_echoes")
     if not echoes:
@@ -80,7 +87,8 @@ def handle_smb_message_echoes(ctx: ChangeContext) -> Iterable[Unit]:
             continue
         yield (
             f"message_echoes[{k}]",
-            Planned(lambda e=echo: stored_plan(ctx, route, e, source="business_app_echo", direction="outbound", counterpart=_str(e.get("to")))),
+            Planned(lambda e=echo: stored_plan(ctx, route, e, source="business_app_echo", direction="outbound",
+                                               counterpart=_str(e.get("to")), counterpart_user_id=_str(e.get("to_user_id")))),
         )
 
 
@@ -147,7 +155,8 @@ def _history_unit(ctx: ChangeContext, route: Route, label: str, message: Any, *,
 
 def _history_chunk(ctx: ChangeContext, route: Route, chunk: dict[str, Any]) -> str:
     """Record a chunk (idempotency key: phone number, phase, ``chunk_order``) and the number's
-    progress; ``progress == 100`` marks the history sync complete."""
+    history sync state (:func:`~wa_core.coexistence_sync.record_history_chunk`: receiving;
+    ``progress == 100`` marks it complete)."""
     meta = chunk["metadata"]
     phase, order, progress = meta.get("phase"), meta.get("chunk_order"), meta.get("progress")
     if not isinstance(phase, int) or not isinstance(order, int):
@@ -170,33 +179,17 @@ def _history_chunk(ctx: ChangeContext, route: Route, chunk: dict[str, Any]) -> s
         },
         ["phone_number_id", "phase", "chunk_order"],
     )
-    if progress is not None:
-        cfg = whatsapp_configs.c
-        ctx.conn.execute(
-            sa.update(whatsapp_configs)
-            .where(cfg.phone_number_id == route.phone_number_id)
-            .values(history_progress=sa.func.coalesce(sa.case((cfg.history_progress > progress, cfg.history_progress), else_=progress), progress))
-        )
-        if progress == 100:
-            ctx.conn.execute(
-                sa.update(whatsapp_configs)
-                .where(cfg.phone_number_id == route.phone_number_id, cfg.history_completed_at.is_(None))
-                .values(history_completed_at=ctx.received_at)
-            )
+    record_history_chunk(ctx.conn, route.organization_id, route.phone_number_id, progress, ctx.received_at)
     return "processed"
 
 
 def _history_declined(ctx: ChangeContext, route: Route, chunk: dict[str, Any]) -> str:
-    """The business declined to share its chat history (error 2593109): recorded on the number."""
+    """The business declined to share its chat history (error 2593109): the number's history
+    sync is declined (:func:`~wa_core.coexistence_sync.record_history_declined`)."""
     errors = chunk.get("errors")
     first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
     reason = f"{first.get('code', '?')}: {first.get('title') or first.get('message') or 'history not shared'}"
-    cfg = whatsapp_configs.c
-    ctx.conn.execute(
-        sa.update(whatsapp_configs)
-        .where(cfg.phone_number_id == route.phone_number_id, cfg.history_declined_at.is_(None))
-        .values(history_declined_at=ctx.received_at, history_declined_reason=reason[:500])
-    )
+    record_history_declined(ctx.conn, route.organization_id, route.phone_number_id, reason, ctx.received_at)
     return "processed"
 
 
@@ -216,7 +209,9 @@ def handle_smb_app_state_sync(ctx: ChangeContext) -> Iterable[Unit]:
 
 def contact_sync_plan(ctx: ChangeContext, route: Route, item: dict[str, Any]) -> ContactPlan | None:
     """The plan of one ``state_sync[]`` contact: ``add`` (also an edit) puts the contact in the
-    address book with its names, ``remove`` takes it out; another action is ignored (None)."""
+    address book with its names, ``remove`` takes it out; another action is ignored (None).
+    Either way the number's contact sync is ``receiving``
+    (:func:`~wa_core.coexistence_sync.contacts_received`)."""
     contact = item["contact"]
     phone = _str(contact.get("phone_number"))
     if not phone:
@@ -224,8 +219,9 @@ def contact_sync_plan(ctx: ChangeContext, route: Route, item: dict[str, Any]) ->
     action = item.get("action")
     metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
     seen_at = meta_time(metadata.get("timestamp")) or ctx.received_at
+    state = [contacts_received(route.organization_id, route.phone_number_id, ctx.received_at)]
     if action == "remove":
-        return ContactPlan(contact_plan(ctx, route, wa_id=phone, in_address_book=False, seen_at=seen_at))
+        return ContactPlan(contact_plan(ctx, route, wa_id=phone, in_address_book=False, seen_at=seen_at), state)
     if action == "add":
         return ContactPlan(
             contact_plan(
@@ -236,6 +232,7 @@ def contact_sync_plan(ctx: ChangeContext, route: Route, item: dict[str, Any]) ->
                 first_name=_str(contact.get("first_name")),
                 in_address_book=True,
                 seen_at=seen_at,
-            )
+            ),
+            state,
         )
     return None

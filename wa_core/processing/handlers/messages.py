@@ -14,7 +14,7 @@ from wa_core.db.engine import storable
 
 from ..context import ChangeContext, Route, Unit
 from ..errors import InvalidPayload
-from ..records import ContactRef, MessagePlan, Planned, StatusPlan, check_key, check_values, ignored, prepare
+from ..records import ContactRef, MessagePlan, Planned, RevisionPlan, StatusPlan, check_key, check_values, ignored, prepare
 from ..store import clean_id
 from ..timeparse import meta_time
 
@@ -83,6 +83,21 @@ def first_error(item: dict[str, Any]) -> tuple[int | None, str | None]:
     return None, None
 
 
+def message_errors(message: dict[str, Any], value_errors: list[Any] = ()) -> tuple[int | None, str | None, list[dict[str, Any]] | None]:
+    """(code, title, errors) kept on a message: every ``errors[]`` object of the message
+    (``scope: "message"``, Meta §2.4 case 2) and of the ``value`` beside it (``scope:
+    "value"``, §2.4 case 1, e.g. 130429), each as Meta sent it plus its scope; None when
+    there are none. ``code``/``title`` come from the message's first error, else from the
+    value's first error."""
+    own = message.get("errors") if isinstance(message.get("errors"), list) else []
+    kept = [{"scope": "message", **e} for e in own if isinstance(e, dict)]
+    kept += [{"scope": "value", **e} for e in value_errors if isinstance(e, dict)]
+    code, title = first_error(message)
+    if code is None and title is None and value_errors:
+        code, title = first_error({"errors": value_errors})
+    return code, title, kept or None
+
+
 def _error_code(code: Any) -> int | None:
     """Meta's error code as an int (fits a 32-bit column), None when absent or not a code."""
     if isinstance(code, bool):
@@ -107,9 +122,13 @@ def _contact_index(value: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return index
 
 
-def inbound_plan(ctx: ChangeContext, route: Route, message: dict[str, Any], contacts: dict[str, dict[str, Any]]) -> MessagePlan:
-    """The plan of one inbound ``messages[]`` item: the message, its sender as a contact, and
-    for a reaction, edit or revoke the reaction or revision row. Raises
+def inbound_plan(
+    ctx: ChangeContext, route: Route, message: dict[str, Any], contacts: dict[str, dict[str, Any]], value_errors: list[Any] = ()
+) -> MessagePlan | RevisionPlan:
+    """The plan of one inbound ``messages[]`` item: the message and its sender as a contact
+    (a reaction also writes its reaction row); an ``edit`` or ``revoke`` is a
+    :class:`RevisionPlan` of the original, not a message. ``value_errors``: the value's
+    ``errors[]`` beside the messages, kept on each (:func:`message_errors`). Raises
     :class:`~wa_core.processing.errors.InvalidPayload` or
     :class:`~wa_core.processing.records.InvalidValue` for an item that can never be stored."""
     wamid = message.get("id")
@@ -126,10 +145,12 @@ def inbound_plan(ctx: ChangeContext, route: Route, message: dict[str, Any], cont
         user_id=contact.get("user_id") or sender_user_id,
         profile_name=_str(profile.get("name")),
     )
-    code, title = first_error(message)
     mtype = message.get("type")
     mtype = mtype[:64] if isinstance(mtype, str) and mtype else "unknown"
     provider_time = meta_time(message.get("timestamp"))
+    if mtype in ("edit", "revoke"):
+        return revision_plan(ctx, route, message, contact_ref)
+    code, title, errors = message_errors(message, value_errors)
     group_id = message.get("group_id")
     values = {
         "organization_id": route.organization_id,
@@ -144,6 +165,7 @@ def inbound_plan(ctx: ChangeContext, route: Route, message: dict[str, Any], cont
         "raw": message,
         "error_code": code,
         "error_title": title,
+        "errors": errors,
         "status_rank": 0,
         "provider_timestamp": provider_time,
         "received_at": ctx.received_at,
@@ -167,29 +189,41 @@ def inbound_plan(ctx: ChangeContext, route: Route, message: dict[str, Any], cont
             "updated_at": ctx.received_at,
         }
         plan.reaction = prepare("whatsapp_message_reactions", reaction, ("target_wamid", "reactor"), ctx.clean)
-    elif mtype in ("edit", "revoke") and isinstance(message.get(mtype), dict):
-        revision = message[mtype]
-        original = revision.get("original_message_id")
-        if not isinstance(original, str) or not original:
-            raise InvalidPayload(f"{mtype} without original_message_id")
-        edited = revision.get("message") if isinstance(revision.get("message"), dict) else {}
-        values = {
-            "organization_id": route.organization_id,
-            "phone_number_id": route.phone_number_id,
-            "original_wamid": original,
-            "revision_wamid": wamid,
-            "kind": mtype,
-            "body": render_body(edited) if mtype == "edit" else None,
-            "raw": message,
-            "provider_timestamp": provider_time,
-            "received_at": ctx.received_at,
-        }
-        plan.revision = prepare("whatsapp_message_revisions", values, ("original_wamid",), ctx.clean)
     elif mtype == "interactive" and contact_ref is not None:  # a call permission reply also sets the contact's permission
         from .calls import permission_reply
 
         plan.extra, plan.events = permission_reply(ctx, route, message, contact_ref.wa_id, contact_ref.user_id)
     return plan
+
+
+def revision_plan(ctx: ChangeContext, route: Route, message: dict[str, Any], contact: ContactRef | None) -> RevisionPlan:
+    """The plan of an ``edit`` (``edit{original_message_id, message{…}}``) or ``revoke``
+    (``revoke{original_message_id}``) item, inbound or echoed (Meta §2.2, §4): the revision
+    row keyed by the item's own wamid, applied to ``original_message_id`` once both are
+    stored (:func:`~wa_core.processing.store.revision_updates`). Raises
+    :class:`~wa_core.processing.errors.InvalidPayload` without an id or original id."""
+    wamid, kind = message.get("id"), message.get("type")
+    if not isinstance(wamid, str) or not wamid:
+        raise InvalidPayload("message has no id (wamid)")
+    revision = message.get(kind)
+    if not isinstance(revision, dict):
+        raise InvalidPayload(f"{kind} without an {kind} object")
+    original = revision.get("original_message_id")
+    if not isinstance(original, str) or not original:
+        raise InvalidPayload(f"{kind} without original_message_id")
+    edited = revision.get("message") if isinstance(revision.get("message"), dict) else {}
+    values = {
+        "organization_id": route.organization_id,
+        "phone_number_id": route.phone_number_id,
+        "original_wamid": original,
+        "revision_wamid": wamid,
+        "kind": kind,
+        "body": render_body(edited) if kind == "edit" else None,
+        "raw": message,
+        "provider_timestamp": meta_time(message.get("timestamp")),
+        "received_at": ctx.received_at,
+    }
+    return RevisionPlan(prepare("whatsapp_message_revisions", values, ("original_wamid", "revision_wamid"), ctx.clean), contact)
 
 
 def contact_plan(
@@ -248,14 +282,14 @@ def handle_messages(ctx: ChangeContext) -> Iterable[Unit]:
         if not isinstance(message, dict):
             yield (f"messages[{k}]", _raise_invalid("message is not an object"))
             continue
-        yield (f"messages[{k}]", Planned(lambda m=message: inbound_plan(ctx, route, m, contacts)))
+        yield (f"messages[{k}]", Planned(lambda m=message: inbound_plan(ctx, route, m, contacts, errors)))
     for k, status in enumerate(statuses):
         if not isinstance(status, dict):
             yield (f"statuses[{k}]", _raise_invalid("status is not an object"))
             continue
         yield (f"statuses[{k}]", Planned(lambda s=status: status_plan(ctx, route, s)))
     for k, _error in enumerate(errors):
-        # value-level errors (e.g. 130429) carry nothing to apply: kept in the raw body
+        # value-level errors (e.g. 130429): kept on the messages beside them (message_errors)
         yield (f"errors[{k}]", ignored)
     if not (messages or statuses or errors):
         yield ("value", ignored)
