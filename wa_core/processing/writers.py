@@ -191,13 +191,13 @@ _PG_STATUSES = f"""
 UPDATE whatsapp_messages AS m SET current_status = b.status, status_rank = b.rank
 FROM (
   SELECT DISTINCT ON (s.phone_number_id, s.wamid) s.phone_number_id, s.wamid, s.status, r.rank,
-    coalesce(s.provider_timestamp, s.received_at) AS at
+    coalesce(s.provider_timestamp, s.received_at) AS at, s.webhook_log_id
   FROM {{keys}} JOIN whatsapp_message_statuses s ON s.phone_number_id = k.a AND s.wamid = k.b
   JOIN (VALUES {_RANKS}) AS r(status, rank) ON r.status = s.status
   ORDER BY s.phone_number_id, s.wamid, r.rank DESC
 ) AS b
 WHERE m.phone_number_id = b.phone_number_id AND m.wamid = b.wamid AND m.status_rank < b.rank
-RETURNING m.organization_id, m.id, m.phone_number_id, m.wamid, b.status, b.at
+RETURNING m.organization_id, m.id, m.phone_number_id, m.wamid, b.status, b.at, b.webhook_log_id
 """
 _PG_REVISIONS = """
 SELECT m.id AS message_id, r.id, r.kind, r.body, r.provider_timestamp, r.received_at, r.applied_at,
@@ -228,14 +228,14 @@ def _recompute_statuses(conn: Connection, keys: list[tuple[str, str]]) -> None:
     best: dict[tuple[str, str], str] = {}
     at: dict[tuple[str, str], Any] = {}
     for part in chunks(keys):
-        for phone, wamid, status, provider_timestamp, received_at in conn.execute(
-            sa.select(st.phone_number_id, st.wamid, st.status, st.provider_timestamp, st.received_at)
+        for phone, wamid, status, provider_timestamp, received_at, webhook_log_id in conn.execute(
+            sa.select(st.phone_number_id, st.wamid, st.status, st.provider_timestamp, st.received_at, st.webhook_log_id)
             .where(sa.tuple_(st.phone_number_id, st.wamid).in_(list(part)))
         ):
             rank = STATUS_RANK.get(status, 0)
             if rank and rank > STATUS_RANK.get(best.get((phone, wamid), ""), 0):
                 best[(phone, wamid)] = status
-                at[(phone, wamid)] = provider_timestamp or received_at
+                at[(phone, wamid)] = (provider_timestamp or received_at, webhook_log_id)
     if best:
         # one writer on SQLite: what moves is what is below its best status now
         moved = []
@@ -245,7 +245,7 @@ def _recompute_statuses(conn: Connection, keys: list[tuple[str, str]]) -> None:
                 .where(sa.tuple_(m.phone_number_id, m.wamid).in_(list(part)))
             ):
                 if rank < STATUS_RANK[best[(phone, wamid)]]:
-                    moved.append((org, message_id, phone, wamid, best[(phone, wamid)], at[(phone, wamid)]))
+                    moved.append((org, message_id, phone, wamid, best[(phone, wamid)], *at[(phone, wamid)]))
         _status_events(conn, moved)
         stmt = (
             sa.update(whatsapp_messages)
@@ -256,10 +256,10 @@ def _recompute_statuses(conn: Connection, keys: list[tuple[str, str]]) -> None:
 
 
 def _status_events(conn: Connection, moved: Sequence[Any]) -> None:
-    """``message.status_updated`` for each (organization, message id, phone, wamid, status, time)
-    whose current status moved, in time order."""
-    ordered = sorted(moved, key=lambda r: (r[5] is None, r[5] or 0, r[2], r[3]))
-    add_events(conn, (status_event(org, mid, phone, wamid, status, when) for org, mid, phone, wamid, status, when in ordered))
+    """``message.status_updated`` for each (organization, message id, phone, wamid, status, time,
+    webhook) whose current status moved, in time order."""
+    for org, mid, phone, wamid, status, when, webhook_log_id in sorted(moved, key=lambda r: (r[5] is None, r[5] or 0, r[2], r[3])):
+        add_events(conn, [status_event(org, mid, phone, wamid, status, when)], webhook_log_id)
 
 
 def _apply_revisions(conn: Connection, keys: list[tuple[str, str]]) -> None:
