@@ -97,8 +97,7 @@ class EventWaiter:
             finally:
                 self.listening = False
                 if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+                    conn.terminate()  # immediate: no round trip while being cancelled
             await asyncio.sleep(RECONNECT_SECONDS)
 
     async def _poll_sqlite(self) -> None:
