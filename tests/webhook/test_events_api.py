@@ -91,3 +91,20 @@ def test_admin_sets_rotates_disables_and_replays_an_endpoint(settings: Settings,
         assert c.post(f"{base}/endpoint/disable", headers=admin).json() == {"enabled": False}
         assert c.get("/api/admin/whatsapp/events/nobody/endpoint", headers=admin).status_code == 404
         assert c.put(f"{base}/endpoint", json={"url": "ftp://crm.example/x"}, headers=admin).status_code == 422
+
+
+def test_the_command_sets_rotates_and_disables_an_endpoint(settings: Settings, engine: Engine, capsys) -> None:
+    import json
+
+    from wa_webhook.cli import main
+
+    bind_fixture_numbers(engine)
+    assert main(["events-endpoint", "set", "--org", "acme", "--url", "https://crm.example/hooks"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["secret"].startswith("whsec_") and first["enabled"]
+    assert main(["events-endpoint", "rotate", "--org", "acme"]) == 0
+    assert json.loads(capsys.readouterr().out)["secret"] != first["secret"]
+    assert main(["events-endpoint", "disable", "--org", "acme"]) == 0
+    assert json.loads(capsys.readouterr().out)["enabled"] is False
+    assert main(["events-endpoint", "set", "--org", "acme"]) == 2  # no URL
+    assert main(["events-endpoint", "show", "--org", "nobody"]) == 1
