@@ -241,7 +241,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=10000, help="pre-landed webhooks per case")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--orgs", type=int, default=3)
-    ap.add_argument("--variants", default="engine,reference,old", help="compare: comma list of engine, reference, old")
+    ap.add_argument("--variants", default="engine,reference,old", help="compare: comma list of engine, no_events (the engine without the event outbox), reference, old")
     ap.add_argument("--old-commit", default="8c43a00", help="compare: the commit whose loop is 'old'")
     ap.add_argument("--backlog", action="store_true", help="instead: the engine at a backlog of 1k against 100k")
     ap.add_argument("--backlogs", default="1000,100000", help="--backlog: the two backlog sizes")

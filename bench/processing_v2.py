@@ -40,6 +40,14 @@ from wa_core.processing import runner
 settings = Settings(_env_file=None, database_url=a["url"], WA_DATA_DIR=a["dir"], meta_app_secret="bench",
                     processing_org_webhooks_per_minute=10**9, processing_org_max_in_flight=a["batch"], processing_batch_size=a["batch"])
 #TIMED_CLAIM
+if a.get("no_events"):  # the 'no_events' variant: the outbox drops what it is given (nothing built lazily, nothing written)
+    from wa_core.events import outbox
+
+    class _Drop(list):
+        def extend(self, items):
+            pass
+
+    outbox._pending = lambda conn: _Drop()
 engine = create_processing_engine(settings, pool_size=2, max_overflow=2)
 statements = [0]
 sa.event.listen(engine, "before_cursor_execute", lambda *_a, **_k: statements.__setitem__(0, statements[0] + 1))
@@ -89,9 +97,9 @@ def old_tree(commit: str) -> Path:
 
 
 def run_child(variant: str, url: str, batch: int, old_root: Path | None) -> dict:
-    args = json.dumps({"url": url, "dir": str(DATA_DIR), "batch": batch})
+    args = json.dumps({"url": url, "dir": str(DATA_DIR), "batch": batch, "no_events": variant == "no_events"})
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "PROCESSING_", "WA_"))}
-    if variant == "engine":
+    if variant in ("engine", "no_events"):
         cmd, env["PYTHONPATH"], cwd = [sys.executable, "-c", ENGINE_CHILD, args], str(PROJECT_ROOT), PROJECT_ROOT
     elif variant == "reference":
         cmd, cwd = [sys.executable, str(PROJECT_ROOT / "bench" / "reference_writer.py"), url, str(batch)], PROJECT_ROOT

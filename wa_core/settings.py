@@ -163,6 +163,22 @@ class Settings(BaseSettings):
     retention_days: float = Field(
         default=30.0, gt=0, description="Bodies of processed webhooks older than this many days are removed."
     )
+    event_retention_days: float = Field(
+        default=30.0, gt=0, description="Events of the event feed (and push delivery attempts) older than this many days are purged daily."
+    )
+
+    # --- event push (Standard Webhooks) ---------------------------------------------------
+    event_push_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="Timeout of one push request to an organization's endpoint.")
+    event_push_batch_size: int = Field(default=100, ge=1, le=1000, description="Events per push request at most (one when caught up, more when behind).")
+    event_push_retry_base_seconds: float = Field(default=5.0, gt=0, description="First retry delay after a failed push; doubles per failure.")
+    event_push_retry_max_seconds: float = Field(default=21600.0, gt=0, description="Longest delay between two push attempts (6 h).")
+    event_push_retry_window_hours: float = Field(default=72.0, gt=0, description="An endpoint failing for this long (3 days) is disabled.")
+    event_push_disable_after_failures: int = Field(
+        default=30, ge=1, description="An endpoint is disabled (with an alert) after this many consecutive failed attempts."
+    )
+    event_push_concurrency: int = Field(default=8, ge=1, le=64, description="Endpoints delivered to in parallel by the delivery run.")
+    event_push_run_max_seconds: float = Field(default=3600.0, gt=0, description="A delivery run hands over to the next one after this long.")
+    event_push_idle_poll_seconds: float = Field(default=5.0, gt=0, description="An idle delivery run looks for due retries this often.")
     admin_api_token: SecretStr | None = Field(
         default=None, description="Bearer token of the admin API (/api/admin/...); unset = admin API disabled (503)."
     )

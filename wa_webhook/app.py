@@ -13,7 +13,8 @@ from wa_core.db.engine import create_sync_engine
 from wa_core.db.landing import create_landing_store
 from wa_core.logs import configure_logging
 from wa_core.ratelimit import RateLimiter
-from wa_webhook.routes import admin, coexistence_admin, health, onboarding, page, processing_admin, webhook
+from wa_webhook.events_wait import EventWaiter
+from wa_webhook.routes import admin, coexistence_admin, events, events_admin, health, onboarding, page, processing_admin, webhook
 from wa_webhook.routes.webhook import BodyReads
 from wa_core.meta.crypto import TokenCipher
 from wa_core.settings import Settings, get_settings
@@ -51,9 +52,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return engines[0]
 
         app.state.api_engine = api_engine
+        app.state.event_waiter = EventWaiter(settings)
         try:
             yield
         finally:
+            await app.state.event_waiter.close()
             await app.state.landing.close()
             for engine in engines:
                 engine.dispose()
@@ -79,4 +82,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(processing_admin.router)
     app.include_router(coexistence_admin.router)
+    app.include_router(events.router)
+    app.include_router(events_admin.router)
     return app

@@ -171,6 +171,33 @@ def cmd_caps(args: argparse.Namespace) -> int:
     return _control(lambda conn: set_caps(conn, args.org, **given))
 
 
+def cmd_events_endpoint(args: argparse.Namespace) -> int:
+    """Set, rotate or disable an organization's event push endpoint (prints the state and,
+    for set/rotate, the new secret once)."""
+    from types import SimpleNamespace
+
+    from wa_core.events import push
+    from wa_core.meta.crypto import TokenCipher
+    from wa_core.organizations import resolve_organization
+
+    settings = _migrated_settings()
+    cipher = TokenCipher.from_hex(settings.token_encryption_key, settings.token_encryption_previous_keys)
+
+    def change(conn):
+        org = resolve_organization(conn, args.org).id
+        out = {}
+        if args.action == "set":
+            out["secret"] = push.set_endpoint(conn, cipher, org, args.url or "")
+        elif args.action == "rotate":
+            out["secret"] = push.rotate_secret(conn, cipher, org)
+        elif args.action == "disable":
+            push.disable_endpoint(conn, org)
+        state = {**push.endpoint_status(conn, org), **out}
+        return SimpleNamespace(as_dict=lambda: state)
+
+    return _control(change)
+
+
 def cmd_rotate_token_key(args: argparse.Namespace) -> int:
     """Re-encrypt every stored business token under the current TOKEN_ENCRYPTION_KEY."""
     import sqlalchemy as sa
@@ -297,6 +324,12 @@ def build_parser(
     p.add_argument("--max-in-flight", type=cap_value, help="rows leased at once: a number, 0 = no cap, or 'default'")
     p.add_argument("--per-minute", type=cap_value, help="claims per rolling minute: a number, 0 = no cap, or 'default'")
     p.set_defaults(func=cmd_caps)
+
+    p = sub.add_parser("events-endpoint", help="an organization's event push endpoint: set URL, rotate secret, disable, show")
+    p.add_argument("action", choices=("set", "rotate", "disable", "show"))
+    p.add_argument("--org", required=True, help="the organization's id or external id")
+    p.add_argument("--url", help="set: the endpoint URL (https://…)")
+    p.set_defaults(func=cmd_events_endpoint)
 
     p = sub.add_parser("rotate-token-key", help="re-encrypt every business token under the current TOKEN_ENCRYPTION_KEY")
     p.set_defaults(func=cmd_rotate_token_key)

@@ -390,3 +390,4 @@ processing_waba_controls = sa.Table(
 # (imported last so that they can use the tables above; one line per module)
 from . import schema_phone  # noqa: E402,F401  (H2: phone-family fields, webhook field counts)
 from . import schema_coexistence  # noqa: E402,F401  whatsapp_coexistence_syncs
+from . import schema_events  # noqa: E402,F401  (event feed: wa_core.events)

@@ -24,6 +24,8 @@ from sqlalchemy.engine import Connection
 
 from wa_core.bindings import BindingConflict, bind_waba
 from wa_core.db.schema import as_utc, utcnow, whatsapp_configs, whatsapp_connections, whatsapp_onboarding
+from wa_core.events.outbox import write_events
+from wa_core.events.produce import onboarding_event
 from wa_core.settings import Settings
 
 FINISH_EVENTS = ("FINISH", "FINISH_ONLY_WABA", "FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING")
@@ -158,9 +160,11 @@ def expire_due(conn: Connection, *, now=None, organization_id: uuid.UUID | None 
     condition = sa.and_(o.status == "pending", o.expires_at <= now)
     if organization_id is not None:
         condition = sa.and_(condition, o.organization_id == organization_id)
-    return list(
-        conn.execute(sa.update(whatsapp_onboarding).where(condition).values(status="expired", updated_at=now).returning(o.tracking_code)).scalars()
-    )
+    expired = conn.execute(
+        sa.update(whatsapp_onboarding).where(condition).values(status="expired", updated_at=now).returning(o.tracking_code, o.id, o.organization_id)
+    ).all()
+    write_events(conn, (onboarding_event(org, oid, "expired", now) for _, oid, org in expired))
+    return [code for code, _, _ in expired]
 
 
 def token_can_manage(debug: dict[str, Any], waba_id: str) -> bool:
@@ -180,11 +184,15 @@ def token_can_manage(debug: dict[str, Any], waba_id: str) -> bool:
 
 def fail_onboarding(conn: Connection, onboarding_id: uuid.UUID, code: str | int | None, message: str) -> None:
     """Mark an onboarding failed with Meta's (or our) error code and message."""
-    conn.execute(
+    now = utcnow()
+    failed = conn.execute(
         sa.update(whatsapp_onboarding)
         .where(whatsapp_onboarding.c.id == onboarding_id)
-        .values(status="failed", error_code=str(code)[:32] if code is not None else None, error_message=message[:1000], updated_at=utcnow())
-    )
+        .values(status="failed", error_code=str(code)[:32] if code is not None else None, error_message=message[:1000], updated_at=now)
+        .returning(whatsapp_onboarding.c.organization_id)
+    ).scalars().all()
+    error_code = str(code)[:32] if code is not None else None
+    write_events(conn, (onboarding_event(org, onboarding_id, "failed", now, error_code=error_code) for org in failed))
 
 
 def store_exchange(conn: Connection, onboarding: Any, token: dict[str, Any], encrypt) -> uuid.UUID:

@@ -24,6 +24,8 @@ from sqlalchemy.engine import Engine
 from wa_core.bindings import PhoneNumber, bind_waba
 from wa_core.coexistence_sync import CONTACTS, HISTORY, SYNC_WINDOW, send_request
 from wa_core.db.schema import as_utc, utcnow, whatsapp_configs, whatsapp_connections, whatsapp_onboarding
+from wa_core.events.outbox import write_events
+from wa_core.events.produce import onboarding_event
 from wa_core.meta.graph.errors import GraphError
 from wa_core.onboarding.service import fail_onboarding
 
@@ -105,6 +107,9 @@ def _finish(engine: Engine, graph: Any, cipher: Any, onboarding_id: uuid.UUID, *
         if current.confirmed_at is not None and current.status == "token_exchanged":
             values.update(status="completed", completed_at=now)
         conn.execute(sa.update(whatsapp_onboarding).where(o.id == onboarding_id).values(**values))
+        if values.get("status") == "completed":
+            org = conn.execute(sa.select(o.organization_id, o.connection_id).where(o.id == onboarding_id)).one()
+            write_events(conn, [onboarding_event(org.organization_id, onboarding_id, "completed", now, connection_id=org.connection_id)])
     report.steps.append("follow-up done" + (" and confirmed: completed" if values.get("status") == "completed" else "; waiting for PARTNER_ADDED"))
     return report
 

@@ -27,6 +27,9 @@ from sqlalchemy.engine import Connection
 
 from wa_core.db.schema import as_utc, whatsapp_contacts
 
+from wa_core.events.outbox import add_events
+from wa_core.events.produce import contact_event
+
 from .bulk import chunks, is_postgres, pg_from, pg_insert, sqlite_insert
 from .records import ContactRef
 
@@ -43,7 +46,7 @@ class ContactConflict(Exception):
 
 
 class _Contact:
-    __slots__ = (*_FIELDS, "first_seen_at", "updated_at", "new", "dirty", "given")
+    __slots__ = (*_FIELDS, "first_seen_at", "updated_at", "new", "dirty", "given", "changed")
 
     def __init__(self, values: dict[str, Any], new: bool) -> None:
         for name in _FIELDS:
@@ -52,6 +55,7 @@ class _Contact:
         self.first_seen_at = self.updated_at = self.last_seen_at
         self.new, self.dirty = new, False
         self.given: dict[str, Any] = {}  # names this batch gave (None = keep what is stored)
+        self.changed: set[str] = set()  # ids and names this batch changed (contact.updated)
 
     def row(self, names: Sequence[str]) -> dict[str, Any]:
         values = {name: getattr(self, name) for name in names if name not in ("profile_name", "first_name", "in_address_book", "created_at")}
@@ -67,20 +71,24 @@ def _apply(contact: _Contact, ref: ContactRef, by_user: dict) -> None:
     changed = False
     if ref.wa_id and not contact.wa_id:  # found by user_id: nobody else has this wa_id
         contact.wa_id, changed = ref.wa_id, True
+        contact.changed.add("wa_id")
     if ref.user_id and not contact.user_id:
         other = by_user.get((ref.organization_id, ref.user_id))
         if other is not None and other is not contact:
             raise ContactConflict("UniqueViolation: uq_whatsapp_contacts_org_user_id")
         contact.user_id, changed = ref.user_id, True
+        contact.changed.add("user_id")
         by_user[(ref.organization_id, ref.user_id)] = contact
     for name in ("profile_name", "first_name"):
         value = getattr(ref, name)
         if value and value != getattr(contact, name):
             setattr(contact, name, value)
             contact.given[name], changed = value, True
+            contact.changed.add(name)
     if ref.in_address_book is not None and ref.in_address_book != contact.in_address_book:
         contact.in_address_book = contact.given["in_address_book"] = ref.in_address_book
         changed = True
+        contact.changed.add("in_address_book")
     if contact.last_seen_at < ref.seen_at:
         contact.last_seen_at, changed = ref.seen_at, True
     if changed:
@@ -175,6 +183,19 @@ def _sqlite_update(conn: Connection, rows: list[dict[str, Any]]) -> None:
     conn.execute(stmt, [{f"b_{k}": v for k, v in row.items() if k != "created_at"} for row in rows])
 
 
+def _contact_events(conn: Connection, contacts: Sequence[_Contact]) -> None:
+    """``contact.updated`` for each contact created, or whose ids or names changed (not for
+    ``last_seen_at`` alone), once per contact, in item order."""
+    seen: dict[int, _Contact] = {}
+    for x in contacts:
+        if x.new or x.changed:
+            seen.setdefault(id(x), x)
+    add_events(conn, (
+        contact_event(x.organization_id, x.id, x.wa_id, x.user_id, x.new, [] if x.new else list(x.changed), x.updated_at)
+        for x in seen.values()
+    ))
+
+
 def resolve_contacts(conn: Connection, refs: Sequence[ContactRef]) -> list[uuid.UUID]:
     """The contact id of each of ``refs`` (in order), creating and updating contacts with at
     most three statements a pass. Raises :class:`ContactConflict` (see the module docstring)
@@ -199,6 +220,7 @@ def resolve_contacts(conn: Connection, refs: Sequence[ContactRef]) -> list[uuid.
                 pg_from(conn, _PG_UPDATE, whatsapp_contacts, rows, _UPDATE)
             else:
                 _sqlite_update(conn, rows)
+        _contact_events(conn, contacts)
         return [x.id for x in contacts]
     raise ContactConflict(f"contacts still changing after {MAX_PASSES} passes")
 

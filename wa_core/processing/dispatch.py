@@ -21,6 +21,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from wa_core.db.schema import utcnow, whatsapp_webhook_logs
+from wa_core.events.outbox import discard as discard_events
+from wa_core.events.outbox import flush_events
+from wa_core.events.outbox import mark as events_mark
+from wa_core.events.outbox import stamp as stamp_events
 from wa_core.settings import Settings
 
 from .context import ChangeContext, FirstSeen, Route
@@ -222,19 +226,24 @@ def apply_unit(conn: Connection, unit: Unit, webhook_log_id: int) -> None:
     its result. A failure rolls back only this item; database trouble
     (``OperationalError``) propagates so the whole row is retried."""
     savepoint = conn.begin_nested()
+    since = events_mark(conn)  # the item's events go with its savepoint
     try:
         result = unit.work() if callable(unit.work) else apply_plan(conn, unit.work)
         savepoint.commit()
     except ItemError as exc:
         savepoint.rollback()
+        discard_events(conn, since)
         unit.fail(exc.kind, str(exc), exc.retryable)
     except sa.exc.OperationalError:
         savepoint.rollback()
+        discard_events(conn, since)
         raise  # the database itself is in trouble: let the whole row retry
     except Exception as exc:  # a handler bug or an unexpected shape: keep the siblings going
         savepoint.rollback()
+        discard_events(conn, since)
         _handler_error(unit, exc, webhook_log_id)
     else:
+        stamp_events(conn, since, webhook_log_id)
         unit.result = "ignored" if result == "ignored" else "processed"
 
 
@@ -279,7 +288,9 @@ def apply_webhook(
         if unit.result is None:
             apply_unit(conn, unit, webhook_log_id)
         if n % COMMIT_EVERY == 0:
+            flush_events(conn)
             conn.commit()  # every applied item is idempotent: a crash after this re-applies safely
+    flush_events(conn)
     return settle(parsed)
 
 

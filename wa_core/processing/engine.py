@@ -42,6 +42,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from wa_core.alerts import Alert, get_notifier
 from wa_core.db.schema import utcnow
+from wa_core.events.outbox import add_events, flush_events
 from wa_core.settings import Settings
 
 from .claim import ClaimedRow
@@ -150,7 +151,10 @@ class _Batch:
             for entry, unit in group.units:
                 if callable(unit.work):  # a rare field: its own SQL, in a savepoint
                     apply_unit(conn, unit, entry.row.id)
+                elif isinstance(unit.work, (StatePlan, MessagePlan)) and unit.work.events:
+                    add_events(conn, unit.work.events, entry.row.id)
             self._renew(group)
+            flush_events(conn)  # last: it takes the organizations' cursor locks until the commit
 
         try:
             _retrying(conn, set_based)
@@ -178,6 +182,7 @@ class _Batch:
             for entry, unit in group.units:
                 apply_unit(self.conn, unit, entry.row.id)
             self._renew(group)
+            flush_events(self.conn)
 
         _retrying(self.conn, per_item)
 
@@ -207,7 +212,9 @@ class _Batch:
 
         def together() -> set[int]:
             settle_messages(self.conn, status_keys, revision_keys)
-            return store_outcomes(self.conn, pairs, self.settings, now)
+            stored = store_outcomes(self.conn, pairs, self.settings, now)
+            flush_events(self.conn)  # the status and revision events, with the moves they announce
+            return stored
 
         def one_by_one() -> set[int]:
             settle_messages(self.conn, status_keys, revision_keys)
@@ -215,6 +222,7 @@ class _Batch:
             for i, (row, _) in enumerate(pairs):
                 if row.id in replaced:
                     pairs[i] = (row, replaced[row.id])
+            flush_events(self.conn)
             return stored
 
         try:

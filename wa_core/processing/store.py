@@ -25,6 +25,9 @@ from wa_core.db.schema import (
     whatsapp_messages,
 )
 
+from wa_core.events.outbox import add_events
+from wa_core.events.produce import contact_event, message_event, revision_event, status_event
+
 from .records import ContactPlan, Plan, RevisionPlan, StatePlan, StatusPlan
 from .state import apply_rows
 
@@ -78,7 +81,7 @@ def find_or_create_contact(
 
     row = lookup()
     if row is None:
-        insert_ignore(
+        created = insert_ignore(
             conn,
             whatsapp_contacts,
             {
@@ -99,6 +102,9 @@ def find_or_create_contact(
         row = lookup()
         if row is None:  # pragma: no cover - only if a concurrent delete won
             raise RuntimeError("contact vanished after insert")
+        if created:
+            add_events(conn, [contact_event(organization_id, row.id, wa_id, user_id, True, [], seen_at)])
+            return row.id
     updates: dict[str, Any] = {}
     if wa_id and not row.wa_id:
         updates["wa_id"] = wa_id
@@ -112,9 +118,12 @@ def find_or_create_contact(
         updates["in_address_book"] = in_address_book
     if as_utc(row.last_seen_at) < seen_at:
         updates["last_seen_at"] = seen_at
+    changed = [k for k in updates if k != "last_seen_at"]
     if updates:
         updates["updated_at"] = seen_at
         conn.execute(sa.update(whatsapp_contacts).where(c.id == row.id).values(**storable(updates)))
+    if changed:
+        add_events(conn, [contact_event(organization_id, row.id, updates.get("wa_id", row.wa_id), updates.get("user_id", row.user_id), False, changed, seen_at)])
     return row.id
 
 
@@ -126,26 +135,35 @@ def insert_message(conn: Connection, values: dict[str, Any]) -> bool:
     """
     inserted = insert_ignore(conn, whatsapp_messages, values, ["phone_number_id", "wamid"])
     if inserted:
+        m = whatsapp_messages.c
+        message_id = conn.execute(sa.select(m.id).where(m.phone_number_id == values["phone_number_id"], m.wamid == values["wamid"])).scalar()
+        event = message_event(values, message_id)
+        if event is not None:
+            add_events(conn, [event])
         apply_revisions(conn, values["phone_number_id"], values["wamid"])
     if inserted and values["direction"] == "outbound":  # only outbound messages get statuses
         st = whatsapp_message_statuses.c
-        ranks = conn.execute(
-            sa.select(st.status).where(st.phone_number_id == values["phone_number_id"], st.wamid == values["wamid"])
-        ).scalars()
-        best = max(ranks, key=lambda s: STATUS_RANK.get(s, 0), default=None)
+        parked = conn.execute(
+            sa.select(st.status, st.provider_timestamp, st.received_at).where(st.phone_number_id == values["phone_number_id"], st.wamid == values["wamid"])
+        ).all()
+        best = max(parked, key=lambda r: STATUS_RANK.get(r.status, 0), default=None)
         if best is not None:
-            _advance_status(conn, values["phone_number_id"], values["wamid"], best)
+            _advance_status(conn, values["phone_number_id"], values["wamid"], best.status, best.provider_timestamp or best.received_at)
     return inserted
 
 
-def _advance_status(conn: Connection, phone_number_id: str, wamid: str, status: str) -> int:
+def _advance_status(conn: Connection, phone_number_id: str, wamid: str, status: str, at: datetime | None) -> int:
+    """Move the message's status forward to ``status``; a move is a ``message.status_updated`` event."""
     rank = STATUS_RANK.get(status, 0)
     m = whatsapp_messages.c
-    return conn.execute(
+    moved = conn.execute(
         sa.update(whatsapp_messages)
         .where(m.phone_number_id == phone_number_id, m.wamid == wamid, m.status_rank < rank)
         .values(current_status=status, status_rank=rank)
-    ).rowcount
+        .returning(m.organization_id, m.id)
+    ).all()
+    add_events(conn, (status_event(org, mid, phone_number_id, wamid, status, at) for org, mid in moved))
+    return len(moved)
 
 
 def record_status(conn: Connection, values: dict[str, Any]) -> bool:
@@ -157,7 +175,8 @@ def record_status(conn: Connection, values: dict[str, Any]) -> bool:
     """
     inserted = insert_ignore(conn, whatsapp_message_statuses, values, ["phone_number_id", "wamid", "status"])
     if inserted:  # an existing row was applied when it arrived, or when its message did
-        _advance_status(conn, values["phone_number_id"], values["wamid"], values["status"])
+        at = values.get("provider_timestamp") or values.get("received_at")
+        _advance_status(conn, values["phone_number_id"], values["wamid"], values["status"], at)
     return inserted
 
 
@@ -212,7 +231,7 @@ def apply_revisions(conn: Connection, phone_number_id: str, original_wamid: str)
     if not revisions:
         return
     original = conn.execute(
-        sa.select(m.id).where(m.phone_number_id == phone_number_id, m.wamid == original_wamid)
+        sa.select(m.id, m.organization_id).where(m.phone_number_id == phone_number_id, m.wamid == original_wamid)
     ).first()
     if original is None:
         return  # parked until the original is stored
@@ -220,6 +239,10 @@ def apply_revisions(conn: Connection, phone_number_id: str, original_wamid: str)
     if updates:
         conn.execute(sa.update(whatsapp_messages).where(m.id == original.id).values(**updates))
     pending = [r.id for r in revisions if r.applied_at is None]
+    add_events(conn, (
+        revision_event(original.organization_id, original.id, phone_number_id, original_wamid, r.revision_wamid, r.kind, r.provider_timestamp or r.received_at)
+        for r in revisions if r.applied_at is None and r.kind in ("edit", "revoke")
+    ))
     if pending:
         conn.execute(sa.update(whatsapp_message_revisions).where(v.id.in_(pending)).values(applied_at=utcnow()))
 
@@ -247,6 +270,7 @@ def apply_plan(conn: Connection, plan: Plan) -> str:
         record_status(conn, plan.values)
         return "processed"
     if isinstance(plan, StatePlan):
+        add_events(conn, plan.events)
         return apply_rows(conn, plan)
     contact = plan.contact
     if contact is not None:
@@ -271,6 +295,8 @@ def apply_plan(conn: Connection, plan: Plan) -> str:
             apply_reaction(conn, plan.reaction)
     if plan.extra:
         apply_rows(conn, StatePlan(plan.extra))
+    if plan.events:
+        add_events(conn, plan.events)
     return "processed"
 
 

@@ -93,10 +93,13 @@ class LandingListener(Waker):
     ignored; an empty payload wakes every shard. Connection errors never raise: the listener
     falls back to polling and reconnects."""
 
-    def __init__(self, dsn: str, *, shard: int = 0, poll_seconds: float = 0.2, listen_poll_seconds: float = 5.0) -> None:
+    def __init__(
+        self, dsn: str, *, shard: int | None = 0, poll_seconds: float = 0.2, listen_poll_seconds: float = 5.0, channel: str = LANDED_CHANNEL
+    ) -> None:
         super().__init__(poll_seconds, listen_poll_seconds)
         self._dsn = dsn
-        self._shard = str(shard)
+        self._shard = None if shard is None else str(shard)  # None: every payload wakes
+        self._channel = channel
         self._retry_at = 0.0
         self._lost = False
 
@@ -120,7 +123,7 @@ class LandingListener(Waker):
                 keepalives_count=3,
                 application_name="wa_processing_listener",
             )
-            conn.execute(f"LISTEN {LANDED_CHANNEL}")
+            conn.execute(f"LISTEN {self._channel}")
         except Exception as exc:  # noqa: BLE001 - any driver or network error: poll instead
             self._retry_at = time.monotonic() + RECONNECT_SECONDS
             if not self._lost:
@@ -142,7 +145,7 @@ class LandingListener(Waker):
         self._retry_at = time.monotonic() + RECONNECT_SECONDS
 
     def _mine(self, payload: str) -> bool:
-        return payload == "" or payload == self._shard
+        return self._shard is None or payload == "" or payload == self._shard
 
     def ready(self) -> None:
         if self._conn is None:

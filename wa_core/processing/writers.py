@@ -43,6 +43,9 @@ from wa_core.db.schema import (
     whatsapp_messages,
 )
 
+from wa_core.events.outbox import add_events
+from wa_core.events.produce import message_event, revision_event, status_event
+
 from .bulk import chunks, is_postgres, keys_source, pg_from, pg_insert, sqlite_insert
 from .contacts import resolve_contacts
 from .records import ContactPlan, MessagePlan, Plan, RevisionPlan, StatePlan, StatusPlan
@@ -86,14 +89,22 @@ def write_plans(conn: Connection, plans: Sequence[Plan]) -> None:
     now = utcnow()
     rows = _first_per_key(({**p.values, "contact_id": contact_of.get(id(p)), "created_at": now} for p in messages), ("phone_number_id", "wamid"))
     fills = _first_per_key((p.values for p in messages if p.fill_placeholder), ("phone_number_id", "wamid"))
+    inserted: dict[tuple[str, str], Any] = {}
     if rows and is_postgres(conn):
-        inserted = {tuple(r) for r in pg_insert(conn, whatsapp_messages, rows, MESSAGE_COLUMNS,
-                                                "ON CONFLICT (phone_number_id, wamid) DO NOTHING RETURNING phone_number_id, wamid")}
+        inserted = {(p, w): i for i, p, w in pg_insert(conn, whatsapp_messages, rows, MESSAGE_COLUMNS,
+                                                       "ON CONFLICT (phone_number_id, wamid) DO NOTHING RETURNING id, phone_number_id, wamid")}
         first = {(r["phone_number_id"], r["wamid"]): r for r in rows}
         # a fill matters for a message stored before, or inserted by this batch as a placeholder
         fills = [f for f in fills if (key := (f["phone_number_id"], f["wamid"])) not in inserted or first[key]["type"] == "media_placeholder"]
-    else:
+    elif rows:
+        before = _message_ids(conn, [(r["phone_number_id"], r["wamid"]) for r in rows])
         _insert(conn, whatsapp_messages, rows, MESSAGE_COLUMNS, ("phone_number_id", "wamid"))
+        new_keys = [(r["phone_number_id"], r["wamid"]) for r in rows if (r["phone_number_id"], r["wamid"]) not in before]
+        inserted = _message_ids(conn, new_keys)
+    if inserted:
+        by_key = {(r["phone_number_id"], r["wamid"]): r for r in rows}
+        order = dict.fromkeys((p.values["phone_number_id"], p.values["wamid"]) for p in messages)  # item order
+        add_events(conn, (e for key in order if key in inserted and (e := message_event(by_key[key], inserted[key])) is not None))
     if fills:
         _fill_placeholders(conn, fills)
     statuses = [p.values for p in plans if isinstance(p, StatusPlan)]
@@ -107,6 +118,16 @@ def write_plans(conn: Connection, plans: Sequence[Plan]) -> None:
             ("phone_number_id", "revision_wamid"))
     # the other fields' state (templates, number health, calls…), after the messages it may refer to
     write_rows(conn, (w for p in plans for w in _state_rows(p)))
+
+
+def _message_ids(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """SQLite: the ids of the stored messages among ``keys`` (phone_number_id, wamid)."""
+    m = whatsapp_messages.c
+    found: dict[tuple[str, str], Any] = {}
+    for part in chunks(list(keys)):
+        for i, p, w in conn.execute(sa.select(m.id, m.phone_number_id, m.wamid).where(sa.tuple_(m.phone_number_id, m.wamid).in_(list(part)))):
+            found[(p, w)] = i
+    return found
 
 
 def _state_rows(plan: Plan) -> list[Any]:
@@ -169,15 +190,18 @@ _RANKS = ", ".join(f"('{name}', {rank})" for name, rank in STATUS_RANK.items())
 _PG_STATUSES = f"""
 UPDATE whatsapp_messages AS m SET current_status = b.status, status_rank = b.rank
 FROM (
-  SELECT DISTINCT ON (s.phone_number_id, s.wamid) s.phone_number_id, s.wamid, s.status, r.rank
+  SELECT DISTINCT ON (s.phone_number_id, s.wamid) s.phone_number_id, s.wamid, s.status, r.rank,
+    coalesce(s.provider_timestamp, s.received_at) AS at, s.webhook_log_id
   FROM {{keys}} JOIN whatsapp_message_statuses s ON s.phone_number_id = k.a AND s.wamid = k.b
   JOIN (VALUES {_RANKS}) AS r(status, rank) ON r.status = s.status
   ORDER BY s.phone_number_id, s.wamid, r.rank DESC
 ) AS b
 WHERE m.phone_number_id = b.phone_number_id AND m.wamid = b.wamid AND m.status_rank < b.rank
+RETURNING m.organization_id, m.id, m.phone_number_id, m.wamid, b.status, b.at, b.webhook_log_id
 """
 _PG_REVISIONS = """
-SELECT m.id AS message_id, r.id, r.kind, r.body, r.provider_timestamp, r.received_at, r.applied_at
+SELECT m.id AS message_id, r.id, r.kind, r.body, r.provider_timestamp, r.received_at, r.applied_at,
+  m.organization_id, m.phone_number_id, m.wamid, r.revision_wamid
 FROM {keys} JOIN whatsapp_message_revisions r ON r.phone_number_id = k.a AND r.original_wamid = k.b
 JOIN whatsapp_messages m ON m.phone_number_id = k.a AND m.wamid = k.b
 ORDER BY m.id, r.provider_timestamp IS NULL, r.provider_timestamp, r.id
@@ -197,24 +221,45 @@ def settle_messages(conn: Connection, status_keys: set[tuple[str, str]], revisio
 def _recompute_statuses(conn: Connection, keys: list[tuple[str, str]]) -> None:
     if is_postgres(conn):
         source, params = keys_source(conn, keys)
-        conn.exec_driver_sql(_PG_STATUSES.replace("{keys}", source), params)
+        moved = conn.exec_driver_sql(_PG_STATUSES.replace("{keys}", source), params).all()
+        _status_events(conn, moved)
         return
     st, m = whatsapp_message_statuses.c, whatsapp_messages.c
     best: dict[tuple[str, str], str] = {}
+    at: dict[tuple[str, str], Any] = {}
     for part in chunks(keys):
-        for phone, wamid, status in conn.execute(
-            sa.select(st.phone_number_id, st.wamid, st.status).where(sa.tuple_(st.phone_number_id, st.wamid).in_(list(part)))
+        for phone, wamid, status, provider_timestamp, received_at, webhook_log_id in conn.execute(
+            sa.select(st.phone_number_id, st.wamid, st.status, st.provider_timestamp, st.received_at, st.webhook_log_id)
+            .where(sa.tuple_(st.phone_number_id, st.wamid).in_(list(part)))
         ):
             rank = STATUS_RANK.get(status, 0)
             if rank and rank > STATUS_RANK.get(best.get((phone, wamid), ""), 0):
                 best[(phone, wamid)] = status
+                at[(phone, wamid)] = (provider_timestamp or received_at, webhook_log_id)
     if best:
+        # one writer on SQLite: what moves is what is below its best status now
+        moved = []
+        for part in chunks(list(best)):
+            for org, message_id, phone, wamid, rank in conn.execute(
+                sa.select(m.organization_id, m.id, m.phone_number_id, m.wamid, m.status_rank)
+                .where(sa.tuple_(m.phone_number_id, m.wamid).in_(list(part)))
+            ):
+                if rank < STATUS_RANK[best[(phone, wamid)]]:
+                    moved.append((org, message_id, phone, wamid, best[(phone, wamid)], *at[(phone, wamid)]))
+        _status_events(conn, moved)
         stmt = (
             sa.update(whatsapp_messages)
             .where(m.phone_number_id == sa.bindparam("b_phone"), m.wamid == sa.bindparam("b_wamid"), m.status_rank < sa.bindparam("b_rank"))
             .values(current_status=sa.bindparam("b_status"), status_rank=sa.bindparam("b_rank"))
         )
         conn.execute(stmt, [{"b_phone": p, "b_wamid": w, "b_status": s, "b_rank": STATUS_RANK[s]} for (p, w), s in best.items()])
+
+
+def _status_events(conn: Connection, moved: Sequence[Any]) -> None:
+    """``message.status_updated`` for each (organization, message id, phone, wamid, status, time,
+    webhook) whose current status moved, in time order."""
+    for org, mid, phone, wamid, status, when, webhook_log_id in sorted(moved, key=lambda r: (r[5] is None, r[5] or 0, r[2], r[3])):
+        add_events(conn, [status_event(org, mid, phone, wamid, status, when)], webhook_log_id)
 
 
 def _apply_revisions(conn: Connection, keys: list[tuple[str, str]]) -> None:
@@ -226,7 +271,8 @@ def _apply_revisions(conn: Connection, keys: list[tuple[str, str]]) -> None:
         found = []
         for part in chunks(keys):
             found += conn.execute(
-                sa.select(m.id.label("message_id"), v.id, v.kind, v.body, v.provider_timestamp, v.received_at, v.applied_at)
+                sa.select(m.id.label("message_id"), v.id, v.kind, v.body, v.provider_timestamp, v.received_at, v.applied_at,
+                          m.organization_id, m.phone_number_id, m.wamid, v.revision_wamid)
                 .join(whatsapp_messages, sa.and_(m.phone_number_id == v.phone_number_id, m.wamid == v.original_wamid))
                 .where(sa.tuple_(v.phone_number_id, v.original_wamid).in_(list(part)))
                 .order_by(m.id, v.provider_timestamp.is_(None), v.provider_timestamp, v.id)
@@ -246,6 +292,10 @@ def _apply_revisions(conn: Connection, keys: list[tuple[str, str]]) -> None:
         stmt = sa.update(whatsapp_messages).where(m.id == sa.bindparam("b_id")).values({k: sa.bindparam(f"b_{k}", type_=m[k].type) for k in shape})
         conn.execute(stmt, params)
     pending = sorted(row.id for row in found if row.applied_at is None)
+    add_events(conn, (
+        revision_event(r.organization_id, r.message_id, r.phone_number_id, r.wamid, r.revision_wamid, r.kind, r.provider_timestamp or r.received_at)
+        for r in found if r.applied_at is None and r.kind in ("edit", "revoke")
+    ))
     if pending:
         applied: datetime = utcnow()
         v = whatsapp_message_revisions.c

@@ -22,6 +22,9 @@ import sqlalchemy as sa
 from wa_core.bindings import bind_waba
 from wa_core.db.schema import as_utc, utcnow, whatsapp_configs, whatsapp_connections, whatsapp_onboarding
 
+from wa_core.events.outbox import add_events
+from wa_core.events.produce import connection_event, onboarding_event
+
 from ..context import ChangeContext, Unit
 from ..errors import InvalidPayload, Unroutable
 from ..records import ignored
@@ -120,6 +123,10 @@ def _apply(ctx: ChangeContext, event: str, transition: tuple[str, str | None, st
             .where(whatsapp_configs.c.connection_id == connection.id)
             .values(status=config_status, updated_at=now)
         )
+    if status != connection.status:  # a move, not a repeat of the state it is in
+        spec = connection_event(connection.organization_id, connection.id, waba_id, status, event, event_at)
+        if spec is not None:
+            add_events(ctx.conn, [spec])
     if event == "PARTNER_ADDED":
         _confirm_onboardings(ctx, connection.id, event_at, now)
     return "processed"
@@ -134,11 +141,13 @@ def _confirm_onboardings(ctx: ChangeContext, connection_id: Any, event_at: Any, 
         .where(o.connection_id == connection_id, o.status.in_(("token_exchanged", "completed")), o.confirmed_at.is_(None))
         .values(confirmed_at=event_at, updated_at=now)
     )
-    ctx.conn.execute(
+    completed = ctx.conn.execute(
         sa.update(whatsapp_onboarding)
         .where(o.connection_id == connection_id, o.status == "token_exchanged", o.follow_up_status == "done")
         .values(status="completed", completed_at=now, updated_at=now)
-    )
+        .returning(o.id, o.organization_id)
+    ).all()
+    add_events(ctx.conn, (onboarding_event(org, oid, "completed", now, connection_id=connection_id) for oid, org in completed))
 
 
 def _bind_by_owner_business(ctx: ChangeContext, waba_id: str) -> Any:

@@ -14,6 +14,9 @@ from wa_core.coexistence_sync import contacts_received, record_history_chunk, re
 from wa_core.db.engine import insert_ignore
 from wa_core.db.schema import whatsapp_history_chunks
 
+from wa_core.events.outbox import add_events
+from wa_core.events.produce import history_event
+
 from ..context import ChangeContext, Route, Unit
 from ..errors import InvalidPayload
 from ..records import ContactPlan, MessagePlan, Planned, RevisionPlan, ignored, prepare
@@ -164,7 +167,7 @@ def _history_chunk(ctx: ChangeContext, route: Route, chunk: dict[str, Any]) -> s
     progress = progress if isinstance(progress, int) and 0 <= progress <= 100 else None
     threads = chunk.get("threads") if isinstance(chunk.get("threads"), list) else []
     count = sum(len(t.get("messages") or []) for t in threads if isinstance(t, dict) and isinstance(t.get("messages"), list))
-    insert_ignore(
+    recorded = insert_ignore(
         ctx.conn,
         whatsapp_history_chunks,
         {
@@ -179,6 +182,8 @@ def _history_chunk(ctx: ChangeContext, route: Route, chunk: dict[str, Any]) -> s
         },
         ["phone_number_id", "phase", "chunk_order"],
     )
+    if recorded:
+        add_events(ctx.conn, [history_event(route.organization_id, route.phone_number_id, phase, order, progress, count, ctx.received_at)])
     record_history_chunk(ctx.conn, route.organization_id, route.phone_number_id, progress, ctx.received_at)
     return "processed"
 

@@ -1,0 +1,153 @@
+"""Push delivery against a local receiver that fails, times out and recovers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from standardwebhooks.webhooks import Webhook
+
+from tests.helpers import bind_fixture_numbers
+from wa_core.db.schema import utcnow
+from wa_core.db.schema_events import whatsapp_event_deliveries, whatsapp_event_endpoints
+from wa_core.events.delivery import run_delivery
+from wa_core.events.outbox import write_events
+from wa_core.events.push import deliver_endpoint, enqueue_replay, rotate_secret, set_endpoint
+from wa_core.meta.crypto import TokenCipher
+from wa_core.processing.state import EventSpec
+from wa_core.settings import Settings
+
+
+class Receiver:
+    """A local endpoint: ``mode`` is ``ok``, ``fail`` (500) or ``slow`` (answers after the timeout)."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self.requests: list[tuple[dict, bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                if receiver.mode == "slow":
+                    time.sleep(0.6)
+                self.send_response(500 if receiver.mode == "fail" else 204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture()
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.fixture()
+def push_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"event_push_retry_base_seconds": 0.01, "event_push_retry_max_seconds": 0.02,
+                                       "event_push_disable_after_failures": 4, "event_push_timeout_seconds": 0.3})
+
+
+def cipher(settings: Settings) -> TokenCipher:
+    return TokenCipher.from_hex(settings.token_encryption_key, settings.token_encryption_previous_keys)
+
+
+def emit(engine: Engine, org, *keys: str) -> None:
+    with engine.begin() as conn:
+        write_events(conn, [EventSpec(org, "message.received", k, {"wamid": k}, utcnow()) for k in keys])
+
+
+def deliver(engine: Engine, settings: Settings) -> None:
+    run_delivery(engine, settings, cipher(settings), idle_exit_seconds=0)
+
+
+def verified(secret: str, request: tuple[dict, bytes]) -> list[str]:
+    headers, body = request
+    return [e["data"]["wamid"] for e in Webhook(secret).verify(body, headers)["events"]]
+
+
+def endpoint(engine: Engine):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(whatsapp_event_endpoints)).one()
+
+
+def attempts(engine: Engine) -> list:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(whatsapp_event_deliveries).order_by(whatsapp_event_deliveries.c.id)).all()
+
+
+def test_signed_in_order_batched_when_behind_retried_disabled_and_replayed(engine: Engine, push_settings: Settings, receiver: Receiver, caplog) -> None:
+    s = push_settings
+    org = bind_fixture_numbers(engine)["acme"]
+    emit(engine, org, "before")  # older than the endpoint: not pushed unless replayed
+    with engine.begin() as conn:
+        secret = set_endpoint(conn, cipher(s), org, receiver.url)
+    emit(engine, org, "a")
+    deliver(engine, s)
+    assert [verified(secret, r) for r in receiver.requests] == [["a"]]
+    # the receiver fails: retried with backoff, every attempt logged, disabled after 4 with an alert
+    receiver.mode = "fail"
+    emit(engine, org, "b", "c")
+    deadline = time.monotonic() + 30
+    while endpoint(engine).enabled and time.monotonic() < deadline:
+        deliver(engine, s)
+    row = endpoint(engine)
+    assert not row.enabled and row.failures == 4 and "4 consecutive failed deliveries" in row.disabled_reason
+    failed = [a for a in attempts(engine) if not a.ok]
+    assert [(a.status_code, a.error, a.events) for a in failed] == [(500, "HTTP 500", 2)] * 4
+    assert len({a.webhook_id for a in failed}) == 1  # the same events keep their webhook-id
+    assert any("ALERT event_endpoint_disabled" in r.getMessage() for r in caplog.records)
+    # timeouts are failures too
+    receiver.mode = "slow"
+    with engine.begin() as conn:
+        set_endpoint(conn, cipher(s), org, receiver.url, secret)
+    with httpx.Client() as client:
+        assert deliver_endpoint(engine, s, cipher(s), client, org).failed == 1  # one attempt
+    assert attempts(engine)[-1].error == "timeout" and attempts(engine)[-1].status_code is None
+    # it recovers: b and c arrive in order, batched with what came meanwhile
+    receiver.mode = "ok"
+    emit(engine, org, "d")
+    deadline = time.monotonic() + 30
+    while endpoint(engine).delivered_cursor < 5 and time.monotonic() < deadline:
+        deliver(engine, s)
+    assert verified(secret, receiver.requests[-1]) == ["b", "c", "d"]
+    assert endpoint(engine).failures == 0
+    # replay: one event, then a filter by type
+    with engine.begin() as conn:
+        new = rotate_secret(conn, cipher(s), org)
+        assert enqueue_replay(conn, org, types=["message.received"]) == 5
+    deliver(engine, s)
+    last = receiver.requests[-1]
+    assert verified(new, last) == ["before", "a", "b", "c", "d"] == verified(secret, last)  # both signatures during the grace period
+    assert attempts(engine)[-1].replay and attempts(engine)[-1].ok
+
+
+def test_a_forged_signature_is_refused_by_the_librarys_verifier(engine: Engine, push_settings: Settings, receiver: Receiver) -> None:
+    org = bind_fixture_numbers(engine)["acme"]
+    with engine.begin() as conn:
+        secret = set_endpoint(conn, cipher(push_settings), org, receiver.url)
+    emit(engine, org, "x")
+    deliver(engine, push_settings)
+    headers, body = receiver.requests[0]
+    tampered = json.loads(body)
+    tampered["events"][0]["data"]["wamid"] = "y"
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(json.dumps(tampered), headers)
+    assert verified(secret, (headers, body)) == ["x"]

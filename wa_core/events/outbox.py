@@ -1,0 +1,197 @@
+"""The outbox: events written in the same transaction as the change that produced them.
+
+**Exactly once.** An event's id is ``uuid5(organization, type, key)``: a redelivered webhook,
+a re-applied batch or two runs applying the same item plan the same id, and the insert is
+``ON CONFLICT (id) DO NOTHING``. So an event exists if and only if its change committed.
+
+**Cursors in commit order.** A ``bigserial`` given at insert is not a safe cursor: a
+transaction holding cursor 7 can commit after another one holding cursor 8 was read by a
+consumer, who then never sees 7. Here each organization has a counter row
+(``whatsapp_event_cursors``); :func:`flush_events`, the last statement of the writing
+transaction, adds the organization's count of new events to it with an upsert that takes the
+row's lock, and the events get the cursors ``old + 1 … new``. The lock is held until the
+transaction ends, so a second transaction of the same organization only gets its (higher)
+cursors once the first has committed or rolled back: cursors become visible in increasing
+order, and a consumer reading ``cursor > n`` never misses one. Cursors are increasing, not
+dense (an event skipped by ``ON CONFLICT`` leaves a gap). Locks are taken in organization
+order (no deadlock between two batches); since it is the last step before the commit, the
+lock is held for milliseconds. SQLite has one writer: the same statements, trivially ordered.
+
+**Set-based.** Handlers and writers *add* events to the connection's pending list while the
+transaction runs (:func:`add_events`, no SQL); :func:`flush_events` writes them all: one
+counter upsert, one ``INSERT … SELECT FROM unnest`` and one ``pg_notify`` per transaction.
+A savepoint that rolls back drops the events added since :func:`mark` (:func:`discard`); a
+rolled-back transaction drops them all (:func:`discard` with mark 0, also done on every
+``rollback`` of the connection).
+
+On Postgres the flush also sends ``NOTIFY wa_events, '<organization id>'`` (delivered at
+commit) so long-polling consumers and the push delivery run wake at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection
+
+from wa_core.db.schema import utcnow
+from wa_core.db.schema_events import whatsapp_event_cursors, whatsapp_events
+from wa_core.processing.bulk import chunks, is_postgres, pg_insert, sqlite_insert
+from wa_core.processing.state import EventSpec
+
+log = logging.getLogger("wa_core.events")
+#: Postgres channel notified (payload: the organization id) when events commit
+EVENTS_CHANNEL = "wa_events"
+#: uuid5 namespace of event ids
+EVENT_NAMESPACE = uuid.UUID("6f1d2c3e-8a4b-5c6d-9e0f-1a2b3c4d5e6f")
+_PENDING = "wa_events_pending"
+_COLUMNS = ("id", "organization_id", "cursor", "type", "key", "occurred_at", "created_at", "payload", "webhook_log_id")
+
+
+def event_id(organization_id: Any, type_: str, key: str) -> uuid.UUID:
+    """The stable id of an event: ``uuid5(EVENT_NAMESPACE, "<organization>|<type>|<key>")``."""
+    return uuid.uuid5(EVENT_NAMESPACE, f"{organization_id}|{type_}|{key}")
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with UUIDs as text and datetimes as ISO 8601 (UTC), recursively."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _pending(conn: Connection) -> list[tuple[EventSpec, int | None]]:
+    return conn.info.setdefault(_PENDING, [])
+
+
+def add_events(conn: Connection, specs: Iterable[EventSpec], webhook_log_id: int | None = None) -> None:
+    """Queue ``specs`` to be written by :func:`flush_events` in ``conn``'s transaction (no SQL)."""
+    pending = _pending(conn)
+    pending.extend((spec, webhook_log_id) for spec in specs if spec.organization_id is not None)
+
+
+def mark(conn: Connection) -> int:
+    """How many events are pending (a savepoint's starting point for :func:`discard`)."""
+    return len(_pending(conn))
+
+
+def discard(conn: Connection, since: int = 0) -> None:
+    """Drop the events added after :func:`mark` returned ``since`` (their savepoint or
+    transaction rolled back)."""
+    del _pending(conn)[since:]
+
+
+def stamp(conn: Connection, since: int, webhook_log_id: int) -> None:
+    """Attribute the events added after ``since`` without a webhook to ``webhook_log_id``."""
+    pending = _pending(conn)
+    for i in range(since, len(pending)):
+        if pending[i][1] is None:
+            pending[i] = (pending[i][0], webhook_log_id)
+
+
+@sa_event.listens_for(sa.engine.Engine, "rollback")
+def _on_rollback(conn: Connection) -> None:
+    conn.info.pop(_PENDING, None)
+
+
+@sa_event.listens_for(sa.engine.Engine, "commit")
+def _on_commit(conn: Connection) -> None:
+    # events still pending at a commit were never flushed: a bug, never carried into the
+    # next transaction of this pooled connection
+    if conn.info.pop(_PENDING, None):
+        log.error("events added but not flushed before a commit were dropped")
+
+
+def flush_events(conn: Connection) -> int:
+    """Write the pending events of ``conn``'s transaction and clear them; call it as the last
+    step before the commit (it takes the organizations' cursor locks). Returns how many
+    events were planned (some may have existed already). Database errors propagate."""
+    pending = conn.info.pop(_PENDING, None)
+    if not pending:
+        return 0
+    now = utcnow()
+    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    for spec, webhook_log_id in pending:
+        eid = event_id(spec.organization_id, spec.type, spec.key)
+        if eid not in rows:
+            rows[eid] = {
+                "id": eid,
+                "organization_id": spec.organization_id,
+                "type": spec.type[:64],
+                "key": spec.key,
+                "occurred_at": spec.occurred_at or now,
+                "created_at": now,
+                "payload": jsonable(spec.payload),
+                "webhook_log_id": webhook_log_id,
+            }
+    per_org: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows.values():
+        per_org.setdefault(row["organization_id"], []).append(row)
+    orgs = sorted(per_org, key=str)  # lock order
+    tops = _take_cursors(conn, [(org, len(per_org[org])) for org in orgs])
+    for org in orgs:
+        first = tops[org] - len(per_org[org]) + 1
+        for offset, row in enumerate(per_org[org]):
+            row["cursor"] = first + offset
+    ordered = [row for org in orgs for row in per_org[org]]
+    if is_postgres(conn):
+        pg_insert(conn, whatsapp_events, ordered, _COLUMNS, "ON CONFLICT (id) DO NOTHING")
+        conn.exec_driver_sql(
+            "SELECT pg_notify(%(channel)s, o) FROM unnest(%(orgs)s::text[]) AS o",
+            {"channel": EVENTS_CHANNEL, "orgs": [str(org) for org in orgs]},
+        )
+    else:
+        for part in chunks(ordered):
+            sqlite_insert(conn, whatsapp_events, part, _COLUMNS, ["id"])
+    return len(ordered)
+
+
+def _take_cursors(conn: Connection, counts: list[tuple[Any, int]]) -> dict[Any, int]:
+    """Add ``count`` to each organization's counter (creating it), in the given order, and
+    return the new top cursor of each; the rows stay locked until the transaction ends."""
+    if is_postgres(conn):
+        found = conn.exec_driver_sql(
+            "INSERT INTO whatsapp_event_cursors (organization_id, last_cursor, updated_at)"
+            " SELECT o, n, now() FROM unnest(%(o)b::uuid[], %(n)b::bigint[]) WITH ORDINALITY AS v(o, n, i) ORDER BY i"
+            " ON CONFLICT (organization_id) DO UPDATE SET last_cursor = whatsapp_event_cursors.last_cursor + excluded.last_cursor,"
+            " updated_at = excluded.updated_at RETURNING organization_id, last_cursor",
+            {"o": [org for org, _ in counts], "n": [n for _, n in counts]},
+        ).all()
+        return {org: top for org, top in found}
+    from sqlalchemy.dialects.sqlite import insert
+
+    tops = {}
+    now = utcnow()
+    for org, n in counts:
+        stmt = insert(whatsapp_event_cursors).values(organization_id=org, last_cursor=n, updated_at=now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["organization_id"],
+            set_={"last_cursor": whatsapp_event_cursors.c.last_cursor + stmt.excluded.last_cursor, "updated_at": now},
+        ).returning(whatsapp_event_cursors.c.last_cursor)
+        tops[org] = conn.execute(stmt).scalar_one()
+    return tops
+
+
+def write_events(conn: Connection, specs: Iterable[EventSpec], webhook_log_id: int | None = None) -> int:
+    """Add ``specs`` and flush at once: for code outside the processing engine (onboarding,
+    operator actions). Call it last in the transaction, just before the commit."""
+    add_events(conn, specs, webhook_log_id)
+    return flush_events(conn)
+
+
+__all__ = [
+    "EVENTS_CHANNEL", "EVENT_NAMESPACE", "add_events", "discard", "event_id", "flush_events", "jsonable", "mark", "stamp",
+    "write_events",
+]
