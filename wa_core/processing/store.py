@@ -293,10 +293,10 @@ def apply_plan(conn: Connection, plan: Plan) -> str:
             fill_placeholder(conn, values)
         if plan.reaction is not None:
             apply_reaction(conn, plan.reaction)
-    if plan.extra:
+        if plan.events:
+            add_events(conn, plan.events)
+    if plan.extra:  # messages and contact syncs
         apply_rows(conn, StatePlan(plan.extra))
-    if plan.events:
-        add_events(conn, plan.events)
     return "processed"
 
 
