@@ -13,14 +13,18 @@ from collections.abc import Iterable
 
 from ..context import ChangeContext, Handler, Unit
 from ..records import ignored
+from .account_health import ACCOUNT_FIELDS, handle_account_health
 from .account_update import handle_account_update
 from .coexistence import handle_history, handle_smb_app_state_sync, handle_smb_message_echoes
 from .messages import handle_messages
+from .number_health import NUMBER_FIELDS, handle_number_health
+from .security import handle_security
+from .templates import TEMPLATE_FIELDS, handle_template
 
 
 def ignore_change(ctx: ChangeContext) -> Iterable[Unit]:
-    """Fields we store but do not act on (``message_template_status_update``, ``security``,
-    unknown ones…): one unit, marked ignored, never failed."""
+    """Fields we store but do not act on (``partner_solutions``, unknown ones…): one unit,
+    marked ignored, never failed."""
     yield (ctx.field or "unknown_field", ignored)
 
 
@@ -30,4 +34,9 @@ HANDLERS: dict[str, Handler] = {
     "history": handle_history,
     "smb_message_echoes": handle_smb_message_echoes,
     "smb_app_state_sync": handle_smb_app_state_sync,
+    # WABA-family state fields (meta-platform.md §10.1, §10.2): routed by entry.id
+    **{name: handle_template for name in TEMPLATE_FIELDS},
+    **{name: handle_number_health for name in NUMBER_FIELDS},
+    **{name: handle_account_health for name in ACCOUNT_FIELDS},
+    "security": handle_security,
 }
