@@ -24,6 +24,16 @@ from wa_core.db.schema import (
     whatsapp_webhook_logs,
 )
 from wa_core.settings import Settings
+from wa_core.db.schema_waba_state import (
+    whatsapp_account_alerts,
+    whatsapp_number_health,
+    whatsapp_template_events,
+    whatsapp_templates,
+    whatsapp_waba_events,
+    whatsapp_waba_health,
+)
+
+WABA_STATE_TABLES = [whatsapp_templates, whatsapp_template_events, whatsapp_number_health, whatsapp_waba_events, whatsapp_waba_health, whatsapp_account_alerts]
 
 BODIES = [p.read_bytes() for p in sorted(FIXTURES.glob("*.json")) if p.name not in ("signatures.json", "expected.json")]
 PAYLOADS = [json.loads(b) for b in BODIES]
@@ -80,7 +90,7 @@ arbitrary_body = st.one_of(
     mutated_payload(),
 )
 
-TABLES = [whatsapp_messages, whatsapp_message_statuses, whatsapp_contacts, whatsapp_connections, whatsapp_message_reactions, whatsapp_message_revisions]
+TABLES = [whatsapp_messages, whatsapp_message_statuses, whatsapp_contacts, whatsapp_connections, whatsapp_message_reactions, whatsapp_message_revisions, *WABA_STATE_TABLES]
 VOLATILE = {"id", "updated_at", "created_at", "first_seen_at", "last_seen_at", "applied_at", "webhook_log_id", "contact_id"}
 
 
