@@ -11,9 +11,21 @@ of the change's value: a redelivered webhook adds nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from .schema import BigId, JsonDoc, metadata
+
+
+def display_digits(value: Any) -> str | None:
+    """The key of a number in ``whatsapp_number_health``: the digits of a display phone
+    number (``"+1 555-000-0001"`` → ``"15550000001"``; a JSON number's digits too); None for
+    a missing, boolean, object or array value or one without digits."""
+    if value is None or isinstance(value, (bool, dict, list)):
+        return None
+    out = "".join(ch for ch in str(value) if ch.isascii() and ch.isdigit())
+    return out or None
 
 
 def _org() -> sa.Column:
@@ -138,6 +150,7 @@ whatsapp_waba_events = sa.Table(
 )
 
 __all__ = [
+    "display_digits",
     "whatsapp_account_alerts",
     "whatsapp_number_health",
     "whatsapp_template_events",

@@ -18,13 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from wa_core.db.schema_waba_state import whatsapp_number_health
+from wa_core.db.schema_waba_state import display_digits, whatsapp_number_health
 
 from ..context import ChangeContext, Unit
 from ..errors import InvalidPayload
 from ..records import Planned
 from ..state import StatePlan
-from .waba_state import WabaChange, alert, digits, event, event_key, history, number_id, text, upsert, waba_change
+from .waba_state import WabaChange, alert, event, event_key, history, number_id, text, upsert, waba_change
 
 NUMBER_FIELDS = ("phone_number_quality_update", "phone_number_name_update", "phone_number_username_update")
 #: phone_number_quality_update events that alert (quality drop or flag)
@@ -35,7 +35,7 @@ def number_key(change: WabaChange, value: dict[str, Any]) -> tuple[dict[str, Any
     """(row key, extra columns) of the number a WABA-family item names: the key is (WABA,
     display digits); the extra holds ``phone_number_id`` when one of ours has the digits.
     Raises :class:`InvalidPayload` without a usable ``display_phone_number``."""
-    display = digits(value.get("display_phone_number"))
+    display = display_digits(value.get("display_phone_number"))
     if display is None or len(display) > 32:
         raise InvalidPayload(f"{change.ctx.field} without display_phone_number")
     found = number_id(change, display)

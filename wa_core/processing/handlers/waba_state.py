@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from wa_core.alerts import Alert
 from wa_core.db.schema import whatsapp_configs
-from wa_core.db.schema_waba_state import whatsapp_waba_events
+from wa_core.db.schema_waba_state import display_digits, whatsapp_waba_events
 
 from ..context import ChangeContext, WabaRoute
 from ..errors import InvalidPayload, Unroutable
@@ -32,14 +32,6 @@ def text(value: Any) -> str | None:
     """A Meta enum or id as text (a string or a number), None for a missing, empty, boolean,
     object or array value (:func:`~wa_core.processing.store.clean_id`)."""
     return clean_id(value)
-
-
-def digits(value: Any) -> str | None:
-    """The digits of a display phone number (``"+1 555-000-0001"`` → ``"15550000001"``);
-    None when it holds none."""
-    raw = text(value)
-    out = "".join(ch for ch in raw if ch.isdigit() and ch.isascii()) if raw else ""
-    return out or None
 
 
 @dataclass(frozen=True)
@@ -110,7 +102,7 @@ def number_id(change: WabaChange, display: str) -> str | None:
                 whatsapp_configs.c.waba_id == change.waba_id
             )
         ).all()
-        numbers = ctx.routes[key] = {digits(r.display_phone_number): r.phone_number_id for r in rows if digits(r.display_phone_number)}
+        numbers = ctx.routes[key] = {display_digits(r.display_phone_number): r.phone_number_id for r in rows if display_digits(r.display_phone_number)}
     return numbers.get(display)
 
 
@@ -161,4 +153,4 @@ def alert(change: WabaChange, kind: str, key: str, summary: str, severity: str =
     )
 
 
-__all__ = ["WabaChange", "alert", "digest", "digits", "event", "event_key", "history", "number_id", "text", "upsert", "waba_change"]
+__all__ = ["WabaChange", "alert", "digest", "event", "event_key", "history", "number_id", "text", "upsert", "waba_change"]
