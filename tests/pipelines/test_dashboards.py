@@ -546,7 +546,7 @@ def test_refresh_dashboards_job_records_metadata_snapshots_and_checks(
     for a in DASHBOARD_ASSETS:
         [mat] = result.asset_materializations_for_node(a.key.to_user_string())
         mats[a.key.to_user_string()] = mat.metadata
-    assert set(mats) == {"org_whatsapp_status", "onboarding_timeline", "failed_webhooks", "token_health", "webhook_lag"}
+    assert set(mats) == {"org_whatsapp_status", "onboarding_timeline", "failed_webhooks", "token_health", "webhook_lag", "number_health"}
     status = mats["org_whatsapp_status"]
     assert status["messages_in_24h"].value == 3 and status["webhooks_dead_24h"].value == 2 and status["tokens_unhealthy"].value == 1
     assert "| Acme Store | 1 | 1 | 2 / 2 | 2 | 1 | 2 | 1 | 0 | 0 / 1 |" in status["by_organization"].value
