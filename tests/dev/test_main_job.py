@@ -58,6 +58,8 @@ def check_stored(settings: Settings, output: str) -> None:
     assert demo_messages == 2  # a customer message reached each newly connected number
     assert messages > 40
     assert dict(connections)["100000000000001"] in {"active", "inactive", "offboarded", "disabled"}
+    # the WABA-family fixtures' state is stored and reported
+    assert "templates       APPROVED=1, None=2, REJECTED=1" in output and "waba_events" in output
 
 
 def test_main_job_on_the_embedded_default(tmp_path: Path) -> None:
