@@ -305,7 +305,7 @@ def test_unroutable_succeeds_once_the_number_is_bound(engine: Engine, settings: 
 
 def test_unknown_fields_and_value_errors_are_ignored_not_failed(engine: Engine, settings: Settings) -> None:
     bind_fixture_numbers(engine)
-    ids = [land(engine, fixture_bytes(n)) for n in ("unknown_field.json", "security.json", "messages_value_errors.json", "message_template_status_update.json")]
+    ids = [land(engine, fixture_bytes(n)) for n in ("unknown_field.json", "messages_value_errors.json")]
     ids.append(land(engine, body_with(acme_value(messages=[]))))
     drain(engine, settings)
     for row_id in ids:

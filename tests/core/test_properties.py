@@ -36,6 +36,16 @@ from wa_core.db.schema_phone import (
 )
 from wa_core.processing.handlers.groups import GROUP_FIELDS
 from wa_core.settings import Settings
+from wa_core.db.schema_waba_state import (
+    whatsapp_account_alerts,
+    whatsapp_number_health,
+    whatsapp_template_events,
+    whatsapp_templates,
+    whatsapp_waba_events,
+    whatsapp_waba_health,
+)
+
+WABA_STATE_TABLES = [whatsapp_templates, whatsapp_template_events, whatsapp_number_health, whatsapp_waba_events, whatsapp_waba_health, whatsapp_account_alerts]
 
 BODIES = [p.read_bytes() for p in sorted(FIXTURES.glob("*.json")) if p.name not in ("signatures.json", "expected.json")]
 PAYLOADS = [json.loads(b) for b in BODIES]
@@ -94,7 +104,8 @@ arbitrary_body = st.one_of(
 
 TABLES = [whatsapp_messages, whatsapp_message_statuses, whatsapp_contacts, whatsapp_connections, whatsapp_message_reactions, whatsapp_message_revisions,
           whatsapp_user_preferences, whatsapp_calls, whatsapp_call_events, whatsapp_call_permissions, whatsapp_groups,
-          whatsapp_group_participants, whatsapp_group_events, whatsapp_partner_solutions, whatsapp_ad_conversions]
+          whatsapp_group_participants, whatsapp_group_events, whatsapp_partner_solutions, whatsapp_ad_conversions,
+          *WABA_STATE_TABLES]
 VOLATILE = {"id", "updated_at", "created_at", "first_seen_at", "last_seen_at", "applied_at", "webhook_log_id", "contact_id"}
 
 

@@ -62,6 +62,8 @@ def check_stored(settings: Settings, output: str) -> None:
                  "partner_solutions INITIATED=1", "some_future_field=1"):
         assert line in output, line
     assert dict(connections)["100000000000001"] in {"active", "inactive", "offboarded", "disabled"}
+    # the WABA-family fixtures' state is stored and reported
+    assert "templates       APPROVED=1, None=2, REJECTED=1" in output and "waba_events" in output
 
 
 def test_main_job_on_the_embedded_default(tmp_path: Path) -> None:
@@ -87,8 +89,8 @@ def test_main_job_on_the_embedded_default(tmp_path: Path) -> None:
             # refreshed after the first processing run (then at most every 5 minutes): it counts
             # what was processed by then
             assert dashboard.asset_materialization.metadata["messages_in_24h"].value > 0
-            # all five dashboards materialised; the checks caught the deliberate operator cases
-            for key in ("onboarding_timeline", "failed_webhooks", "token_health", "webhook_lag"):
+            # all six dashboards materialised; the checks caught the deliberate operator cases
+            for key in ("onboarding_timeline", "failed_webhooks", "token_health", "webhook_lag", "number_health"):
                 assert instance.get_latest_materialization_event(AssetKey(key)) is not None, key
             checks = {
                 name: instance.event_log_storage.get_asset_check_execution_history(

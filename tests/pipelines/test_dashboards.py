@@ -311,7 +311,8 @@ def test_redis_check_reports_a_malformed_url_without_raising(
 def test_lineage_reads_from_raw_webhooks_to_every_dashboard() -> None:
     graph = defs.resolve_asset_graph()
     parents = {a.key.to_user_string(): {k.to_user_string() for k in graph.get(a.key).parent_keys} for a in DASHBOARD_ASSETS}
-    assert set(parents) == {"org_whatsapp_status", "onboarding_timeline", "failed_webhooks", "token_health", "webhook_lag"}
+    assert set(parents) == {"org_whatsapp_status", "onboarding_timeline", "failed_webhooks", "token_health", "webhook_lag", "number_health"}
+    assert parents["number_health"] == {"whatsapp_number_health", "whatsapp_waba_health", "whatsapp_account_alerts", "whatsapp_templates"}
     assert parents["org_whatsapp_status"] >= {"whatsapp_connections", "whatsapp_configs", "whatsapp_messages", "whatsapp_webhook_logs"}
     assert parents["failed_webhooks"] >= {"whatsapp_webhook_logs"}
     assert parents["token_health"] >= {"whatsapp_configs"}
@@ -545,7 +546,7 @@ def test_refresh_dashboards_job_records_metadata_snapshots_and_checks(
     for a in DASHBOARD_ASSETS:
         [mat] = result.asset_materializations_for_node(a.key.to_user_string())
         mats[a.key.to_user_string()] = mat.metadata
-    assert set(mats) == {"org_whatsapp_status", "onboarding_timeline", "failed_webhooks", "token_health", "webhook_lag"}
+    assert set(mats) == {"org_whatsapp_status", "onboarding_timeline", "failed_webhooks", "token_health", "webhook_lag", "number_health"}
     status = mats["org_whatsapp_status"]
     assert status["messages_in_24h"].value == 3 and status["webhooks_dead_24h"].value == 2 and status["tokens_unhealthy"].value == 1
     assert "| Acme Store | 1 | 1 | 2 / 2 | 2 | 1 | 2 | 1 | 0 | 0 / 1 |" in status["by_organization"].value

@@ -62,6 +62,14 @@ ALERT_KINDS = (
     "asset_check_failed",
     "new_webhook_field",
     "history_sync_stalled",
+    # the WABA-family state fields (wa_core.processing.handlers: templates, number_health, account_health, security)
+    "template_status",
+    "template_quality",
+    "number_quality",
+    "name_rejected",
+    "account_alert",
+    "account_review",
+    "pin_security",
 )
 #: accepted severities (the ``ops_alerts`` check constraint); anything else is sent as "error"
 SEVERITIES = ALERT_SEVERITIES

@@ -391,3 +391,4 @@ processing_waba_controls = sa.Table(
 from . import schema_phone  # noqa: E402,F401  (H2: phone-family fields, webhook field counts)
 from . import schema_coexistence  # noqa: E402,F401  whatsapp_coexistence_syncs
 from . import schema_events  # noqa: E402,F401  (event feed: wa_core.events)
+from . import schema_waba_state  # noqa: E402,F401  (templates, number health, WABA health, account alerts)

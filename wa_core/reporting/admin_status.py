@@ -44,6 +44,7 @@ from wa_core.db.schema import (
 )
 from wa_core.organizations import InvalidOrganization, OrganizationRef, UnknownOrganization, resolve_organization
 from wa_core.reporting.phone_fields import WebhookFieldsSection, webhook_fields
+from wa_core.reporting.number_health import NumberHealthView, WabaHealthView, health_of, number_health, waba_health
 from wa_core.reporting.snapshots import load_snapshot
 from wa_core.token_health import current_state
 
@@ -96,6 +97,7 @@ class PhoneNumberView(BaseModel):
     token_health_reason: str | None
     token_checked_at: datetime | None
     token_expires_at: datetime | None = Field(description="null = never expires (or not known)")
+    health: NumberHealthView | None = Field(default=None, description="Meta's last number-health reports (wa_core.reporting.number_health); null before any")
 
 
 class ConnectionView(BaseModel):
@@ -114,6 +116,7 @@ class ConnectionView(BaseModel):
     subscribed_at: datetime | None
     has_business_token: bool
     token_expires_at: datetime | None
+    health: WabaHealthView | None = Field(default=None, description="review decision, capabilities, open Meta account alerts, templates per status")
     phone_numbers: list[PhoneNumberView]
 
 
@@ -238,7 +241,8 @@ def live_connections(
     conn: Connection, org: OrganizationRef | None, now: datetime, expiring_soon: timedelta = timedelta(days=7)
 ) -> ConnectionsSection:
     """Connections (oldest first) with their phone numbers and each token's state at ``now``
-    (:func:`wa_core.token_health.current_state`), from the live tables."""
+    (:func:`wa_core.token_health.current_state`), from the live tables; each with its
+    health (:mod:`wa_core.reporting.number_health`)."""
     c, cfg, o = whatsapp_connections.c, whatsapp_configs.c, organizations.c
     query = (
         sa.select(whatsapp_connections, o.external_id.label("organization_external_id"))
@@ -250,6 +254,9 @@ def live_connections(
         query = query.where(c.organization_id == org.id)
         numbers_query = numbers_query.where(cfg.organization_id == org.id)
     numbers: dict[uuid.UUID, list[PhoneNumberView]] = {}
+    found = conn.execute(query).mappings().all()
+    wabas = [r["waba_id"] for r in found]
+    health, numbers_health = waba_health(conn, wabas), number_health(conn, wabas)
     for n in conn.execute(numbers_query):
         numbers.setdefault(n.connection_id, []).append(
             PhoneNumberView(
@@ -262,15 +269,17 @@ def live_connections(
                 token_health_reason=n.token_health_reason,
                 token_checked_at=as_utc(n.token_checked_at),
                 token_expires_at=as_utc(n.token_expires_at),
+                health=health_of(numbers_health, n.waba_id, n.display_phone_number),
             )
         )
     connections = [
         ConnectionView(
             **{name: as_utc(r[name]) if isinstance(r[name], datetime) else r[name] for name in _CONNECTION_COLUMNS},
-            has_business_token=r.business_token_encrypted is not None,
-            phone_numbers=numbers.get(r.id, []),
+            has_business_token=r["business_token_encrypted"] is not None,
+            health=health.get(r["waba_id"]),
+            phone_numbers=numbers.get(r["id"], []),
         )
-        for r in conn.execute(query).mappings()
+        for r in found
     ]
     counts: dict[str, int] = {}
     for item in connections:
@@ -279,7 +288,7 @@ def live_connections(
 
 
 #: the ConnectionView fields read as they are stored
-_CONNECTION_COLUMNS = [name for name in ConnectionView.model_fields if name not in ("has_business_token", "phone_numbers")]
+_CONNECTION_COLUMNS = [name for name in ConnectionView.model_fields if name not in ("has_business_token", "health", "phone_numbers")]
 
 
 def failed_rows(

@@ -1,4 +1,4 @@
-"""The five dashboards, as data: what each computes, its table, the app tables it reads.
+"""The six dashboards, as data: what each computes, its table, the app tables it reads.
 
 The Dagster assets (``wa_pipelines.defs.dashboards.assets``) are made from this list by one
 factory; anything else (a test, a script) computes a dashboard with
@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from wa_core.reporting.failed_webhooks import compute_failed_webhooks, failed_markdown
 from wa_core.reporting.lag import compute_webhook_lag, lag_markdown
+from wa_core.reporting.number_health import compute_number_health, number_health_markdown
 from wa_core.reporting.onboarding_timeline import (
     FUNNEL_DAYS,
     LATEST_ONBOARDINGS,
@@ -98,6 +99,15 @@ DASHBOARDS = (
         "by_hour",
         ("whatsapp_messages", "whatsapp_message_statuses", "whatsapp_webhook_logs"),
         "Meta → arrival and arrival → processed delays (p50/p95 per hour, last 24 h) and the claimable backlog and its age.",
+    ),
+    DashboardSpec(
+        "number_health",
+        compute_number_health,
+        number_health_markdown,
+        "by_phone_number",
+        ("whatsapp_number_health", "whatsapp_waba_health", "whatsapp_account_alerts", "whatsapp_templates"),
+        "Per phone number Meta reported on: messaging limit, throughput, quality event, display-name and username decisions, "
+        "PIN events, the WABA's review decision, open account alerts and templates paused, rejected, disabled or flagged.",
     ),
 )
 #: the dashboards by key

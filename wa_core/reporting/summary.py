@@ -12,6 +12,14 @@ from sqlalchemy.engine import Connection
 from wa_core.token_health import TOKEN_STATES, current_state, state_label
 
 from wa_core.reporting.phone_fields import phone_fields_summary
+from wa_core.db.schema_waba_state import (
+    whatsapp_account_alerts,
+    whatsapp_number_health,
+    whatsapp_template_events,
+    whatsapp_templates,
+    whatsapp_waba_events,
+    whatsapp_waba_health,
+)
 from wa_core.backlog import UNROUTED_LANE, backlog_by_organization, lane_expression, lane_join, lane_label
 from wa_core.db.schema import (
     organizations,
@@ -66,6 +74,13 @@ def stored_summary(conn: Connection, *, expiring_soon_days: float = 7.0) -> dict
         "phone_numbers": grouped(whatsapp_configs, cfg.status),
         "tokens": {state: tokens[state] for state in TOKEN_STATES if tokens[state]},
         **phone_fields_summary(conn),  # calls, groups, preferences, conversions, unknown fields
+        # the WABA-family state fields (templates, number health, account, security)
+        "templates": grouped(whatsapp_templates, whatsapp_templates.c.status),
+        "template_events": count(whatsapp_template_events),
+        "number_health": grouped(whatsapp_number_health, whatsapp_number_health.c.messaging_limit),
+        "waba_health": grouped(whatsapp_waba_health, whatsapp_waba_health.c.review_decision),
+        "account_alerts": grouped(whatsapp_account_alerts, whatsapp_account_alerts.c.status),
+        "waba_events": grouped(whatsapp_waba_events, whatsapp_waba_events.c.field),
         # a list, not a dict by name: an organization may well be called "unrouted"
         "backlog": [b.as_dict() for b in backlog_by_organization(conn, now)],
     }

@@ -4,7 +4,7 @@
 - ``POST /api/v1/whatsapp/onboarding/{tracking_code}/session``: what the page posts when
   Embedded Signup ends; the code is exchanged at once (it lives 30 seconds)
 - ``GET  /api/v1/whatsapp/onboarding/{tracking_code}``: what the page polls
-- ``GET  /api/v1/whatsapp/check-connection``: the organization's connections and numbers
+- ``GET  /api/v1/whatsapp/check-connection``: the organization's connections and numbers, with their health
 - ``DELETE /api/v1/whatsapp/connections/{id}``: disconnect
 """
 
@@ -38,6 +38,7 @@ from wa_core.onboarding.service import (
 from wa_webhook.deps import CallerDep
 from wa_core.meta.crypto import TokenCryptoError
 from wa_core.token_health import mark_from_graph_error
+from wa_core.reporting.number_health import health_of, number_health, waba_health
 
 log = logging.getLogger("wa_webhook.onboarding")
 
@@ -143,19 +144,29 @@ def onboarding_status(tracking_code: str, request: Request, caller: CallerDep) -
 @router.get("/check-connection")
 def check_connection(request: Request, caller: CallerDep) -> dict[str, Any]:
     """The organization's WABA connections and their phone numbers, each token's state now
-    (:func:`wa_core.token_health.current_state`)."""
+    (:func:`wa_core.token_health.current_state`), each WABA's health (review decision,
+    capabilities, open Meta account alerts, templates per status) and each number's health
+    (messaging limit, throughput, name/username decisions, last PIN event), as the WABA-family
+    webhooks last reported (:mod:`wa_core.reporting.number_health`; null before any)."""
     soon_days = request.app.state.settings.token_expiring_soon_days
     with request.app.state.api_engine().connect() as conn:
         connections = conn.execute(
             sa.select(whatsapp_connections).where(whatsapp_connections.c.organization_id == caller.organization_id).order_by(whatsapp_connections.c.created_at)
         ).all()
+        wabas = [c.waba_id for c in connections]
+        health, numbers_health = waba_health(conn, wabas), number_health(conn, wabas)
         out = []
         for c in connections:
+            numbers = phone_numbers_view(conn, c.id, expiring_soon_days=soon_days)
+            for n in numbers:
+                found = health_of(numbers_health, c.waba_id, n["display_phone_number"])
+                n["health"] = found.model_dump(mode="json") if found else None
             out.append(
                 {
                     "id": str(c.id), "waba_id": c.waba_id, "status": c.status, "status_reason": c.status_reason,
                     "connected_at": c.connected_at.isoformat() if c.connected_at else None,
-                    "phone_numbers": phone_numbers_view(conn, c.id, expiring_soon_days=soon_days),
+                    "health": health[c.waba_id].model_dump(mode="json"),
+                    "phone_numbers": numbers,
                 }
             )
     return {"connected": any(c["status"] == "active" for c in out), "connections": out}

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from ..context import ChangeContext, Handler, Unit
 from ..records import ignored
+from .account_health import ACCOUNT_FIELDS, handle_account_health
 from .account_update import handle_account_update
 from .calls import handle_calls
 from .coexistence import handle_history, handle_smb_app_state_sync, handle_smb_message_echoes
@@ -20,11 +21,14 @@ from .groups import GROUP_FIELDS, handle_groups
 from .messages import handle_messages
 from .partner_ads import handle_automatic_events, handle_partner_solutions
 from .preferences import handle_user_preferences
+from .number_health import NUMBER_FIELDS, handle_number_health
+from .security import handle_security
+from .templates import TEMPLATE_FIELDS, handle_template
 
 
 def ignore_change(ctx: ChangeContext) -> Iterable[Unit]:
-    """Fields we store but do not act on (``message_template_status_update``, ``security``,
-    unknown ones…): one unit, marked ignored, never failed."""
+    """Fields we store but do not act on (``partner_solutions``, unknown ones…): one unit,
+    marked ignored, never failed."""
     yield (ctx.field or "unknown_field", ignored)
 
 
@@ -39,4 +43,9 @@ HANDLERS: dict[str, Handler] = {
     "partner_solutions": handle_partner_solutions,
     "automatic_events": handle_automatic_events,
     **dict.fromkeys(GROUP_FIELDS, handle_groups),
+    # WABA-family state fields (meta-platform.md §10.1, §10.2): routed by entry.id
+    **{name: handle_template for name in TEMPLATE_FIELDS},
+    **{name: handle_number_health for name in NUMBER_FIELDS},
+    **{name: handle_account_health for name in ACCOUNT_FIELDS},
+    "security": handle_security,
 }

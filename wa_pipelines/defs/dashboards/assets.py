@@ -1,7 +1,7 @@
-"""The five dashboard assets, made by one factory from :data:`wa_core.reporting.dashboards.DASHBOARDS`.
+"""The six dashboard assets, made by one factory from :data:`wa_core.reporting.dashboards.DASHBOARDS`.
 
-``org_whatsapp_status``, ``onboarding_timeline``, ``failed_webhooks``, ``token_health`` and
-``webhook_lag``, refreshed by the ``refresh_dashboards`` job (every 15 minutes and after
+``org_whatsapp_status``, ``onboarding_timeline``, ``failed_webhooks``, ``token_health``,
+``webhook_lag`` and ``number_health``, refreshed by the ``refresh_dashboards`` job (every 15 minutes and after
 processing runs). The figures are computed in :mod:`wa_core.reporting` (testable without
 Dagster); each asset records the dashboard's totals as materialisation metadata (numbers,
 so the Dagster UI plots them), its table as Markdown and its rows as JSON, and upserts the
@@ -71,4 +71,4 @@ def dashboard_asset(spec: DashboardSpec) -> AssetsDefinition:
 
 #: every dashboard asset, in the order the lineage graph shows them
 DASHBOARD_ASSETS = [dashboard_asset(spec) for spec in DASHBOARDS]
-org_whatsapp_status, onboarding_timeline, failed_webhooks, token_health, webhook_lag = DASHBOARD_ASSETS
+org_whatsapp_status, onboarding_timeline, failed_webhooks, token_health, webhook_lag, number_health = DASHBOARD_ASSETS

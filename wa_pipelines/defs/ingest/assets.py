@@ -26,6 +26,8 @@ import sqlalchemy as sa
 from wa_core.backlog import OrgBacklog, backlog_by_organization, lane_label
 from wa_core.db.schema import organizations
 from wa_pipelines.defs.ingest.tables import BINDINGS, PROCESSED_TABLES, RAW_WEBHOOKS
+from wa_core.processing.handlers.number_health import NUMBER_FIELDS
+from wa_core.processing.handlers.templates import TEMPLATE_FIELDS
 from wa_core.processing.runner import RunStats, run_processing
 from wa_pipelines.resources import AppDatabase
 
@@ -36,6 +38,11 @@ FIELD_TABLES = {
     "smb_message_echoes": ("whatsapp_messages", "whatsapp_contacts"),
     "smb_app_state_sync": ("whatsapp_contacts",),
     "account_update": ("whatsapp_connections",),
+    **{f: ("whatsapp_templates",) for f in TEMPLATE_FIELDS},
+    **{f: ("whatsapp_number_health",) for f in (*NUMBER_FIELDS, "security")},
+    "account_review_update": ("whatsapp_waba_health",),
+    "business_capability_update": ("whatsapp_waba_health",),
+    "account_alerts": ("whatsapp_account_alerts",),
 }
 
 

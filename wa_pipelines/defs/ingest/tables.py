@@ -39,4 +39,8 @@ PROCESSED_TABLES = {
     "whatsapp_message_statuses": "Append-only outbound status history, one row per (wamid, status).",
     "whatsapp_contacts": "Contacts per organization, keyed by wa_id or business-scoped user_id.",
     "whatsapp_connections": "WABA connections and their state, driven by account_update events.",
+    "whatsapp_templates": "Message templates per WABA: status, quality, category, components (the four template fields).",
+    "whatsapp_number_health": "Phone-number health per WABA + display number: limits, throughput, name/username decisions, PIN events.",
+    "whatsapp_waba_health": "WABA review decision and business capabilities (account_review_update, business_capability_update).",
+    "whatsapp_account_alerts": "Meta account alerts per entity and type (account_alerts), ACTIVE = open.",
 }
