@@ -13,7 +13,7 @@ from wa_core.db.engine import create_sync_engine
 from wa_core.db.landing import create_landing_store
 from wa_core.logs import configure_logging
 from wa_core.ratelimit import RateLimiter
-from wa_webhook.routes import admin, health, onboarding, page, processing_admin, webhook
+from wa_webhook.routes import admin, health, media, onboarding, page, processing_admin, webhook
 from wa_webhook.routes.webhook import BodyReads
 from wa_core.meta.crypto import TokenCipher
 from wa_core.settings import Settings, get_settings
@@ -78,4 +78,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(page.router)
     app.include_router(admin.router)
     app.include_router(processing_admin.router)
+    app.include_router(media.router)
     return app

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from wa_core.db.engine import storable
+from wa_core.media.rows import media_write
 
 from ..context import ChangeContext, Route, Unit
 from ..errors import InvalidPayload
@@ -109,7 +110,8 @@ def _contact_index(value: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def inbound_plan(ctx: ChangeContext, route: Route, message: dict[str, Any], contacts: dict[str, dict[str, Any]]) -> MessagePlan:
     """The plan of one inbound ``messages[]`` item: the message, its sender as a contact, and
-    for a reaction, edit or revoke the reaction or revision row. Raises
+    for a reaction, edit or revoke the reaction or revision row; a media message also brings
+    its ``whatsapp_media`` row (:func:`~wa_core.media.rows.media_write`). Raises
     :class:`~wa_core.processing.errors.InvalidPayload` or
     :class:`~wa_core.processing.records.InvalidValue` for an item that can never be stored."""
     wamid = message.get("id")
@@ -150,6 +152,12 @@ def inbound_plan(ctx: ChangeContext, route: Route, message: dict[str, Any], cont
         "webhook_log_id": ctx.webhook_log_id,
     }
     plan = MessagePlan(prepare("whatsapp_messages", values, ("wamid",), ctx.clean), contact_ref)
+    media = media_write(  # its file, downloaded later (§9)
+        organization_id=route.organization_id, connection_id=route.connection_id, phone_number_id=route.phone_number_id,
+        wamid=wamid, message=message, source="cloud_api", received_at=ctx.received_at, clean=ctx.clean,
+    )
+    if media is not None:
+        plan.extra.append(media)
     reactor = contact.get("wa_id") or sender or contact.get("user_id") or sender_user_id
     if mtype == "reaction" and isinstance(message.get("reaction"), dict) and reactor:
         target = message["reaction"].get("message_id")
