@@ -159,6 +159,22 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=36500, description="Dagster runs (and their event logs) older than this are deleted daily."
     )
 
+    # --- inbound media (meta-platform.md §9) --------------------------------------------
+    media_storage_url: str | None = Field(
+        default=None,
+        description="Where media files go: file:///path or s3://bucket/prefix (fsspec); unset = WA_DATA_DIR/media on local disk.",
+    )
+    media_s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, R2, moto…); unset = AWS.")
+    media_s3_access_key_id: SecretStr | None = Field(default=None, description="S3 access key id; unset = the usual AWS credential chain.")
+    media_s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret access key.")
+    media_s3_region: str | None = Field(default=None, description="S3 region name, if the endpoint needs one.")
+    media_max_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1, description="Largest media file downloaded (bytes); Meta's inbound cap is 100 MB (§9.2)."
+    )
+    media_download_concurrency: int = Field(default=4, ge=1, le=64, description="Media files downloaded at once by one download run.")
+    media_max_attempts: int = Field(default=6, ge=1, description="Download attempts of one media file before it is failed.")
+    media_retry_base_seconds: float = Field(default=30.0, gt=0, description="First media retry delay (seconds); doubles per attempt, at most 1 h.")
+
     # --- retention and admin -------------------------------------------------------------
     retention_days: float = Field(
         default=30.0, gt=0, description="Bodies of processed webhooks older than this many days are removed."

@@ -18,6 +18,8 @@ For tests and the demo: a Starlette app we own that answers like Meta on a versi
                                                within ``sync_window`` of onboarding (2593108)
 ``GET /debug_token``                           app token ``APP_ID|APP_SECRET`` (or the configured
                                                app token); ``is_valid``/``expires_at``/scopes
+``GET /{media-id}``, ``GET /media-cdn/…``       the Media API and its expiring download URLs
+                                               (:mod:`wa_dev.emulator_media`, :attr:`media`)
 =============================================  ==================================================
 
 Errors use Meta's shape ``{"error": {"message", "type", "code", "error_subcode"?,
@@ -57,6 +59,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from wa_core.meta.signature import SIGNATURE_HEADER, sign
+from wa_dev.emulator_media import MediaCdn
 from wa_dev.simulate import USER_AGENT, wire_bytes
 
 SECRET_KEYS = frozenset({"client_secret", "access_token", "input_token", "code", "pin", "appsecret_proof"})
@@ -237,6 +240,7 @@ class GraphEmulator:
         self._injections: list[_Injection] = []
         self._lock = threading.RLock()
         self._threads: list[threading.Thread] = []
+        self.media = MediaCdn(lambda: self.now())  # media nodes and their CDN (emulator_media.py)
 
     # --- configuration -------------------------------------------------------------------
     def add_waba(self, waba_id: str, owner_business_id: str, numbers: Iterable[dict[str, Any]] = ()) -> EmulatedWaba:
@@ -437,10 +441,13 @@ class GraphEmulator:
             if injection is not None and injection.code is not None:
                 raise _Fail(injection.http_status, injection.code, injection.message, subcode=injection.subcode,
                             error_type=injection.error_type or "OAuthException")
-            if version is None:
+            if version is None and path.startswith("/media-cdn/") and request.method == "GET":
+                response = self.media.download(self, request, path)
+            elif version is None:
                 raise _Fail(400, 2500, "Unknown path components: the emulator needs a /vN.M/ version prefix")
-            with self._lock:
-                response = self._route(request, path, merged)
+            else:
+                with self._lock:
+                    response = self._route(request, path, merged)
             call.status = response.status_code
         except _Fail as fail:
             response = self._error(fail)
@@ -515,9 +522,16 @@ class GraphEmulator:
                 return self._register(request, params, node)
             if edge == "smb_app_data" and method == "POST":
                 return self._smb_app_data(request, params, node)
+        if len(parts) == 1 and parts[0] in self.media.media and method == "GET":
+            return self.media.info(self, request, params, parts[0])
         if len(parts) == 1 and parts[0].isdigit() and method == "GET":
             return self._number_node(request, params, parts[0])
-        raise _Fail(400, 100, f"Unsupported {method.lower()} request. Object with ID '{parts[0] if parts else ''}' "
+        self._unsupported(parts[0] if parts else "", method)
+
+    @staticmethod
+    def _unsupported(node: str, method: str = "GET") -> None:
+        """Raise Graph's answer for an object that does not exist or cannot be seen (100 / 33)."""
+        raise _Fail(400, 100, f"Unsupported {method.lower()} request. Object with ID '{node}' "
                     "does not exist, cannot be loaded due to missing permissions, or does not support this "
                     "operation.", subcode=33, error_type="GraphMethodException")
 

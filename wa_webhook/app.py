@@ -14,7 +14,7 @@ from wa_core.db.landing import create_landing_store
 from wa_core.logs import configure_logging
 from wa_core.ratelimit import RateLimiter
 from wa_webhook.events_wait import EventWaiter
-from wa_webhook.routes import admin, coexistence_admin, events, events_admin, health, onboarding, page, processing_admin, webhook
+from wa_webhook.routes import admin, coexistence_admin, events, events_admin, health, media, onboarding, page, processing_admin, webhook
 from wa_webhook.routes.webhook import BodyReads
 from wa_core.meta.crypto import TokenCipher
 from wa_core.settings import Settings, get_settings
@@ -84,4 +84,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(coexistence_admin.router)
     app.include_router(events.router)
     app.include_router(events_admin.router)
+    app.include_router(media.router)
     return app

@@ -392,3 +392,4 @@ from . import schema_phone  # noqa: E402,F401  (H2: phone-family fields, webhook
 from . import schema_coexistence  # noqa: E402,F401  whatsapp_coexistence_syncs
 from . import schema_events  # noqa: E402,F401  (event feed: wa_core.events)
 from . import schema_waba_state  # noqa: E402,F401  (templates, number health, WABA health, account alerts)
+from . import schema_media  # noqa: E402,F401  (whatsapp_media)

@@ -87,6 +87,7 @@ SENSITIVE_QUERY_PARAMS = frozenset({"access_token", "client_secret", "input_toke
 
 _NODE_ID = re.compile(r"^[0-9]{1,32}$")
 _PIN = re.compile(r"^[0-9]{6}$")
+_MEDIA_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _MAX_PAGES = 1000
 USER_AGENT = "wa-onboarding-graph/1"
 
@@ -329,6 +330,25 @@ class GraphClient:
         if not isinstance(data, dict):
             raise GraphRequestError("debug_token answered without data", method="GET", path="debug_token")
         return data
+
+    # --- media (fact sheet §9) -----------------------------------------------------------
+    def media_info(self, media_id: str, token: str, *, phone_number_id: str | None = None) -> dict[str, Any]:
+        """Step 1 of a media download (fact sheet §9.1): ``GET /{media-id}[?phone_number_id=]``
+        with the business token → ``{"url", "mime_type", "sha256", "file_size", "id"}``.
+
+        ``url`` lives 5 minutes and needs the same bearer token (step 2 is
+        :func:`wa_core.media.fetch.fetch_media`). ``file_size`` comes back as a string or a
+        number (§9.1): returned as Meta sent it. Raises :class:`GraphRequestError` when the
+        answer has no ``url``, the typed :class:`GraphError` of Meta's error otherwise (an
+        unknown or expired id: code 100, §9.3).
+        """
+        if not _MEDIA_ID.match(str(media_id)):
+            raise ValueError("media_id must be [A-Za-z0-9._-]+")
+        params = {"phone_number_id": _node(phone_number_id, "phone_number_id")} if phone_number_id else None
+        payload = self._json("GET", str(media_id), token=token, params=params)
+        if not isinstance(payload.get("url"), str) or not payload["url"].startswith(("https://", "http://")):
+            raise GraphRequestError("media answered without a url", method="GET", path=f"/{media_id}")
+        return payload
 
     # --- plumbing ---------------------------------------------------------------------
     def _app_token(self) -> str:

@@ -13,9 +13,9 @@ from typing import Any
 from wa_core.coexistence_sync import contacts_received, record_history_chunk, record_history_declined
 from wa_core.db.engine import insert_ignore
 from wa_core.db.schema import whatsapp_history_chunks
-
 from wa_core.events.outbox import add_events
 from wa_core.events.produce import history_event
+from wa_core.media.rows import media_write
 
 from ..context import ChangeContext, Route, Unit
 from ..errors import InvalidPayload
@@ -40,7 +40,8 @@ def stored_plan(
     phone, else its business-scoped ``counterpart_user_id``, §2.5). A later item with the
     media of an earlier ``media_placeholder`` (same wamid) fills it. An echoed ``edit`` or
     ``revoke`` (made in the WhatsApp Business app) is a :class:`RevisionPlan` of the
-    original, as an inbound one is."""
+    original, as an inbound one is. A history media message also brings its
+    ``whatsapp_media`` row (§9.5)."""
     wamid = message.get("id")
     if not isinstance(wamid, str) or not wamid:
         raise InvalidPayload("message has no id (wamid)")
@@ -73,7 +74,14 @@ def stored_plan(
         "webhook_log_id": ctx.webhook_log_id,
     }
     values = prepare("whatsapp_messages", values, ("wamid",), ctx.clean)
-    return MessagePlan(values, contact, fill_placeholder=values["type"] != "media_placeholder")
+    plan = MessagePlan(values, contact, fill_placeholder=values["type"] != "media_placeholder")
+    media = None if source != "history" else media_write(  # history media: downloaded like inbound media (§9.5)
+        organization_id=route.organization_id, connection_id=route.connection_id, phone_number_id=route.phone_number_id,
+        wamid=wamid, message=message, source=source, received_at=ctx.received_at, clean=ctx.clean,
+    )
+    if media is not None:
+        plan.extra.append(media)
+    return plan
 
 
 def handle_smb_message_echoes(ctx: ChangeContext) -> Iterable[Unit]:
@@ -100,13 +108,17 @@ def handle_history(ctx: ChangeContext) -> Iterable[Unit]:
 
     A message is outbound when it has ``to`` or its ``from`` is the business number; the
     contact is the thread id. Media placeholders are kept as ``media_placeholder`` rows. A
-    declined history (``errors`` with 2593109) is one ignored unit.
+    declined history (``errors`` with 2593109) is one ignored unit. A media asset webhook
+    (``value.messages[]`` instead of ``history[]``, §9.5) is one unit per message.
     """
     route = ctx.route_phone_number()
     chunks = list_field(ctx.value, "history")
-    if not chunks:
+    assets = list_field(ctx.value, "messages")  # a history media asset: value.messages[] (§9.5)
+    if not chunks and not assets:
         yield ("history", ignored)
         return
+    for k, message in enumerate(assets):
+        yield _history_unit(ctx, route, f"messages[{k}]", message, thread_id=None)
     def order(chunk: Any) -> int:
         meta = chunk.get("metadata") if isinstance(chunk, dict) else None
         value = meta.get("chunk_order") if isinstance(meta, dict) else None

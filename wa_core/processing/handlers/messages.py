@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from wa_core.db.engine import storable
+from wa_core.media.rows import media_write
 
 from ..context import ChangeContext, Route, Unit
 from ..errors import InvalidPayload
@@ -126,7 +127,8 @@ def inbound_plan(
     ctx: ChangeContext, route: Route, message: dict[str, Any], contacts: dict[str, dict[str, Any]], value_errors: list[Any] = ()
 ) -> MessagePlan | RevisionPlan:
     """The plan of one inbound ``messages[]`` item: the message and its sender as a contact
-    (a reaction also writes its reaction row); an ``edit`` or ``revoke`` is a
+    (a reaction also writes its reaction row; a media message brings its ``whatsapp_media`` row,
+    :func:`~wa_core.media.rows.media_write`); an ``edit`` or ``revoke`` is a
     :class:`RevisionPlan` of the original, not a message. ``value_errors``: the value's
     ``errors[]`` beside the messages, kept on each (:func:`message_errors`). Raises
     :class:`~wa_core.processing.errors.InvalidPayload` or
@@ -172,6 +174,12 @@ def inbound_plan(
         "webhook_log_id": ctx.webhook_log_id,
     }
     plan = MessagePlan(prepare("whatsapp_messages", values, ("wamid",), ctx.clean), contact_ref)
+    media = media_write(  # its file, downloaded later (§9)
+        organization_id=route.organization_id, connection_id=route.connection_id, phone_number_id=route.phone_number_id,
+        wamid=wamid, message=message, source="cloud_api", received_at=ctx.received_at, clean=ctx.clean,
+    )
+    if media is not None:
+        plan.extra.append(media)
     reactor = contact.get("wa_id") or sender or contact.get("user_id") or sender_user_id
     if mtype == "reaction" and isinstance(message.get("reaction"), dict) and reactor:
         target = message["reaction"].get("message_id")
@@ -192,7 +200,9 @@ def inbound_plan(
     elif mtype == "interactive" and contact_ref is not None:  # a call permission reply also sets the contact's permission
         from .calls import permission_reply
 
-        plan.extra, plan.events = permission_reply(ctx, route, message, contact_ref.wa_id, contact_ref.user_id)
+        extra, events = permission_reply(ctx, route, message, contact_ref.wa_id, contact_ref.user_id)
+        plan.extra += extra
+        plan.events += events
     return plan
 
 
