@@ -163,6 +163,16 @@ class Settings(BaseSettings):
     retention_days: float = Field(
         default=30.0, gt=0, description="Bodies of processed webhooks older than this many days are removed."
     )
+    webhook_rejection_retention_days: float = Field(
+        default=14.0, gt=0, description="Records of rejected webhook deliveries (bad signature, too large) older than this are deleted."
+    )
+    webhook_rejections_recorded_per_minute: int = Field(
+        default=120, ge=0, le=100_000,
+        description="Per receiver process: rejected deliveries recorded one by one per minute; past it they are counted in aggregate rows.",
+    )
+    webhook_rejection_alert_per_minute: int = Field(
+        default=60, ge=1, description="Per receiver process: rejected deliveries in one minute that raise the webhook_rejections alert.",
+    )
     admin_api_token: SecretStr | None = Field(
         default=None, description="Bearer token of the admin API (/api/admin/...); unset = admin API disabled (503)."
     )

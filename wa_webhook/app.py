@@ -11,9 +11,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from wa_core.alerts import get_notifier
 from wa_core.db.engine import create_sync_engine
 from wa_core.db.landing import create_landing_store
+from wa_core.explorer.rejections import RejectionRecorder
 from wa_core.logs import configure_logging
 from wa_core.ratelimit import RateLimiter
-from wa_webhook.routes import admin, health, onboarding, page, processing_admin, webhook
+from wa_webhook.routes import admin, admin_page, explorer_admin, health, onboarding, page, processing_admin, read_api, webhook
 from wa_webhook.routes.webhook import BodyReads
 from wa_core.meta.crypto import TokenCipher
 from wa_core.settings import Settings, get_settings
@@ -51,9 +52,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return engines[0]
 
         app.state.api_engine = api_engine
+        app.state.rejections = RejectionRecorder(
+            api_engine,
+            settings.webhook_rejections_recorded_per_minute,
+            settings.webhook_rejection_alert_per_minute,
+            lambda alert: get_notifier(settings, api_engine()).notify(alert),
+        )
         try:
             yield
         finally:
+            await app.state.rejections.close()
             await app.state.landing.close()
             for engine in engines:
                 engine.dispose()
@@ -78,4 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(page.router)
     app.include_router(admin.router)
     app.include_router(processing_admin.router)
+    app.include_router(explorer_admin.router)
+    app.include_router(read_api.router)
+    app.include_router(admin_page.router)
     return app

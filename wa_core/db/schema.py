@@ -395,3 +395,4 @@ processing_waba_controls = sa.Table(
 
 # --- tables of the other concerns, in their own modules on the same metadata ----------------
 # (imported last so that they can use the tables above; one line per module)
+from . import schema_explorer  # noqa: E402,F401  webhook explorer (wa_core/explorer/)

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from wa_core.db.schema import utcnow, whatsapp_webhook_logs
+from wa_core.explorer.keys import extract_keys
 from wa_core.settings import Settings
 
 from .context import ChangeContext, FirstSeen, Route
@@ -116,6 +117,8 @@ class ParsedRow:
     units: list[Unit] = field(default_factory=list)
     organization_ids: FirstSeen = field(default_factory=FirstSeen)
     preset: bool = False
+    #: the body's search keys for the webhook explorer (:func:`wa_core.explorer.keys.extract_keys`)
+    keys: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _failed_unit(where: str | None, kind: str, message: str, retryable: bool) -> Unit:
@@ -195,6 +198,7 @@ def parse_webhook(
         outcome.items_received = 1
         outcome.fail("invalid_json", f"body is not JSON: {type(exc).__name__}: {str(exc)[:200]}", False)
         return parsed
+    parsed.keys = extract_keys(payload)
     entries = payload.get("entry") if isinstance(payload, dict) else None
     if not isinstance(entries, list):
         parsed.preset = True

@@ -42,6 +42,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from wa_core.alerts import Alert, get_notifier
 from wa_core.db.schema import utcnow
+from wa_core.explorer.keys import item_rows, write_explorer_rows
 from wa_core.settings import Settings
 
 from .claim import ClaimedRow
@@ -179,6 +180,20 @@ class _Batch:
 
         _retrying(self.conn, per_item)
 
+    def _explorer(self, entries: Sequence[_Entry], stored: set[int], replaced: dict[int, WebhookOutcome]) -> None:
+        """The explorer's search keys and item outcomes of the stored rows (:mod:`wa_core.explorer.keys`)."""
+        keys, items = [], []
+        for entry in entries:
+            row, parsed = entry.row, entry.parsed
+            if row.id not in stored:
+                continue
+            keys.append((row.id, parsed.keys))
+            if row.id in replaced:
+                items.extend(item_rows(row.id, row.attempts, (), replaced[row.id].errors, True))
+            else:
+                items.extend(item_rows(row.id, row.attempts, parsed.units, parsed.outcome.errors, parsed.preset))
+        write_explorer_rows(self.conn, keys, items)
+
     def finish(self, entries: Sequence[_Entry]) -> list[WebhookOutcome]:
         """Settle the touched messages and store every outcome (one transaction)."""
         status_keys: set[tuple[str, str]] = set()
@@ -202,7 +217,9 @@ class _Batch:
 
         def together() -> set[int]:
             settle_messages(self.conn, status_keys, revision_keys)
-            return store_outcomes(self.conn, pairs, self.settings, now)
+            stored = store_outcomes(self.conn, pairs, self.settings, now)
+            self._explorer(entries, stored, {})
+            return stored
 
         def one_by_one() -> set[int]:
             settle_messages(self.conn, status_keys, revision_keys)
@@ -210,6 +227,7 @@ class _Batch:
             for i, (row, _) in enumerate(pairs):
                 if row.id in replaced:
                     pairs[i] = (row, replaced[row.id])
+            self._explorer(entries, stored, replaced)
             return stored
 
         try:
