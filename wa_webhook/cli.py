@@ -1,7 +1,7 @@
 """``wa-onboarding``: the operator's console script.
 
 Commands: ``migrate``, ``serve``, ``bind-waba``, ``process``, ``pause``, ``resume``, ``caps``,
-``rotate-token-key`` and ``status``. ``wa-onboarding COMMAND --help`` describes each. The developer's commands (``up``,
+``rotate-token-key``, ``webhooks search|trace|rejected`` and ``status``. ``wa-onboarding COMMAND --help`` describes each. The developer's commands (``up``,
 the main job, and ``simulate``) are in ``wa-dev`` (:mod:`wa_dev.cli`), which has these too.
 """
 
@@ -276,6 +276,10 @@ def build_parser(
 
     p = sub.add_parser("rotate-token-key", help="re-encrypt every business token under the current TOKEN_ENCRYPTION_KEY")
     p.set_defaults(func=cmd_rotate_token_key)
+
+    from wa_webhook.cli_webhooks import add_commands as add_webhook_commands
+
+    add_webhook_commands(sub)
 
     p = sub.add_parser("status", help="what is stored: webhooks by state, messages, statuses, connections, token states, backlog")
     p.add_argument("--json", action="store_true")

@@ -40,7 +40,7 @@
       const td = cell(tr, "");
       const b = document.createElement("button");
       b.type = "button"; b.textContent = "Trace"; b.className = "trace"; b.dataset.id = w.id;
-      b.addEventListener("click", () => trace(w.id));
+      b.addEventListener("click", () => { $("replay-state").textContent = ""; trace(w.id); });
       td.appendChild(b);
       body.appendChild(tr);
     }
@@ -68,7 +68,6 @@
     traced = id;
     $("trace-panel").hidden = false;
     $("trace-id").textContent = id;
-    $("replay-state").textContent = "";
     try {
       const t = await call("/webhooks/" + id + "/trace" + ($("with-body").checked ? "?include_body=true" : ""));
       $("trace").textContent = JSON.stringify(t, null, 2);
