@@ -168,3 +168,29 @@ def test_items_follow_the_latest_attempt(engine: Engine, settings: Settings, lan
     with engine.connect() as conn:
         found = conn.execute(sa.select(items.c.attempt).where(items.c.webhook_log_id == landed["unknown_number"])).scalars().all()
     assert found == [2]
+
+
+def test_search_and_trace_on_the_embedded_sqlite(tmp_path) -> None:
+    from wa_core.bindings import PhoneNumber, bind_waba, ensure_organization
+    from wa_core.db.engine import create_sync_engine
+    from wa_core.db.migrate import upgrade
+    from wa_core.explorer.search import WebhookSearch, search_webhooks
+    from wa_core.explorer.trace import trace_webhook
+
+    lite_settings = Settings(_env_file=None, database_url=None, data_dir=str(tmp_path))
+    upgrade(lite_settings)
+    lite = create_sync_engine(lite_settings)
+    with lite.begin() as conn:
+        bind_waba(conn, ensure_organization(conn, "acme"), c.ACME_WABA, [PhoneNumber(c.ACME_PHONE, "15550000001", "Acme")], status="active")
+    first = land(lite, c.inbound("wamid.LITE", T0))
+    second = land(lite, c.inbound("wamid.LITE", T0))
+    drain(lite, lite_settings)
+    drain(lite, lite_settings)
+    with lite.connect() as conn:
+        found = search_webhooks(conn, WebhookSearch(wamid="wamid.LITE", field="messages"), 1)
+        assert [w["id"] for w in found["webhooks"]] == [second] and found["next_before_id"] == second
+        assert [w["id"] for w in search_webhooks(conn, WebhookSearch(wamid="wamid.LITE", before_id=second))["webhooks"]] == [first]
+        trace = trace_webhook(conn, second)
+        assert trace["rows"]["whatsapp_messages"][0]["written_by"] == first
+        assert [i["result"] for i in trace["items"]] == ["processed"]
+    lite.dispose()

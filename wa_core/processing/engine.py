@@ -227,7 +227,16 @@ class _Batch:
             for i, (row, _) in enumerate(pairs):
                 if row.id in replaced:
                     pairs[i] = (row, replaced[row.id])
-            self._explorer(entries, stored, replaced)
+            savepoint = self.conn.begin_nested()
+            try:  # the explorer's rows are a view of the outcomes: never the reason they are lost
+                self._explorer(entries, stored, replaced)
+                savepoint.commit()
+            except sa.exc.OperationalError:
+                savepoint.rollback()
+                raise
+            except Exception as exc:  # noqa: BLE001
+                savepoint.rollback()
+                log.warning("explorer keys and items of %d webhooks not stored (%s)", len(stored), describe_error(exc)[1])
             return stored
 
         try:
