@@ -11,7 +11,9 @@ the hot paths (the landing insert, the processing engine).
 4. Landing: single-row inserts/s of the receiver's statement (own transaction each) on the
    1M-row table with the explorer's ``received_at`` index and without it, and with a GIN
    index on a parsed ``jsonb`` copy of the body (the alternative to extracted keys), interleaved.
-5. Processing: ``run_processing`` items/s over ``--process-rows`` pre-landed realistic
+5. Read API: the conversations list and a thread's first page over one organization with
+   ``--read-messages`` messages and ``--read-contacts`` contacts.
+6. Processing: ``run_processing`` items/s over ``--process-rows`` pre-landed realistic
    webhooks with the explorer's key/item writes and with them switched off, interleaved.
 
 Run: ``.venv/bin/python bench/explorer.py`` (about 6 minutes on the bench machine).
@@ -51,7 +53,7 @@ SELECT k.kind, k.value, g FROM generate_series(1, %(n)s) AS g, LATERAL (VALUES
   ('field', CASE WHEN g % 1000 = 7 THEN 'calls' WHEN g % 100 = 3 THEN 'history' WHEN g % 20 = 5 THEN 'smb_message_echoes' ELSE 'messages' END),
   ('phone_number_id', (200000000000000 + g % 2000)::text),
   ('wamid', 'wamid.B' || g),
-  ('wa_id', (15550000000 + (g * 7919) % 100000)::text)
+  ('wa_id', (15550000000 + (g::bigint * 7919) % 100000)::text)
 ) AS k(kind, value)
 UNION ALL SELECT 'user_id', 'US.' || ((g / 20) % 20000), g FROM generate_series(1, %(n)s, 20) AS g
 """
@@ -222,6 +224,57 @@ def measure_processing(rows: int, rounds: int, data_dir: Path) -> dict[str, dict
     return result
 
 
+FILL_READ = """
+INSERT INTO organizations (id, external_id, name, created_at, updated_at) VALUES ('00000000-0000-0000-0000-0000000000aa', 'bench', 'Bench', now(), now());
+INSERT INTO whatsapp_contacts (id, organization_id, wa_id, first_seen_at, last_seen_at, created_at, updated_at)
+SELECT ('00000000-0000-0000-0001-' || lpad(to_hex(g), 12, '0'))::uuid, '00000000-0000-0000-0000-0000000000aa', (15550000000 + g)::text, now(), now(), now(), now()
+FROM generate_series(1, %(contacts)s) AS g;
+INSERT INTO whatsapp_messages (organization_id, phone_number_id, wamid, contact_id, direction, source, type, body, raw, current_status,
+    status_rank, provider_timestamp, received_at, created_at)
+SELECT '00000000-0000-0000-0000-0000000000aa', '200000000000001', 'wamid.R' || g,
+  ('00000000-0000-0000-0001-' || lpad(to_hex(1 + (g::bigint * 7919) %% %(contacts)s), 12, '0'))::uuid,
+  CASE WHEN g %% 5 = 0 THEN 'outbound' ELSE 'inbound' END, 'cloud_api', 'text', 'hello', '{}'::jsonb,
+  CASE WHEN g %% 5 = 0 THEN 'delivered' END, 0, now() - interval '60 days' * (1 - g::float / %(messages)s), now(), now()
+FROM generate_series(1, %(messages)s) AS g;
+ANALYZE;
+"""
+
+
+def measure_read(data_dir: Path, messages: int, contacts: int, repeat: int) -> dict[str, dict]:
+    """The read API's queries over one organization with ``messages`` messages and ``contacts`` contacts."""
+    import uuid
+
+    from wa_core.read.conversations import list_conversations
+    from wa_core.read.messages import list_messages
+
+    settings = bench_database("postgres", "wa_bench_explorer_read", data_dir / "read")
+    engine = shipped_engine(settings)
+    org = uuid.UUID("00000000-0000-0000-0000-0000000000aa")
+    out: dict[str, dict] = {"messages": messages, "contacts": contacts}
+    try:
+        with engine.begin() as conn:
+            conn.connection.driver_connection.execute(FILL_READ.replace("%(contacts)s", str(contacts)).replace("%(messages)s", str(messages)).replace("%%", "%"))
+        with engine.connect() as conn:
+            cursor = list_conversations(conn, org, limit=100)["next_cursor"]
+            for name, call in (
+                ("conversations, first page of 50", lambda: list_conversations(conn, org, limit=50)),
+                ("conversations, page 3", lambda: list_conversations(conn, org, limit=50, cursor=cursor)),
+                ("messages of a thread, first page", lambda: list_messages(conn, org, f"contact:00000000-0000-0000-0001-{1 + random.randint(0, contacts - 1):012x}", limit=50)),
+            ):
+                call()
+                samples = []
+                for _ in range(repeat):
+                    started = time.perf_counter()
+                    call()
+                    samples.append(time.perf_counter() - started)
+                out[name] = _ms(samples)
+                print(f"read: {name:<34} {out[name]['median_ms']:>8} ms  p95 {out[name]['p95_ms']:>8} ms", flush=True)
+    finally:
+        engine.dispose()
+        drop_db("wa_bench_explorer_read")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -229,24 +282,29 @@ def main() -> int:
     ap.add_argument("--inserts", type=int, default=2000, help="landing inserts per variant and round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--process-rows", type=int, default=3000)
-    ap.add_argument("--skip", default="", help="comma list of: landing, processing")
+    ap.add_argument("--skip", default="", help="comma list of: searches, landing, processing, read")
+    ap.add_argument("--read-messages", type=int, default=200_000)
+    ap.add_argument("--read-contacts", type=int, default=5_000)
     args = ap.parse_args()
     data_dir = Path("/tmp/wa_bench_explorer")
-    settings = bench_database("postgres", "wa_bench_explorer", data_dir / "main")
-    engine = shipped_engine(settings)
     results = {"machine": machine_info(), "rows": args.rows}
-    try:
-        results["fill_seconds"] = fill(engine, args.rows)
-        print("filled", results["fill_seconds"], flush=True)
-        results["searches"] = measure_searches(engine, args.rows, args.repeat)
-        results["trace"] = measure_trace(engine, args.rows, args.repeat)
-        print("trace", results["trace"], flush=True)
-        if "landing" not in args.skip:
-            results["landing"] = measure_landing(settings.database_url.replace("+psycopg", ""), args.inserts, args.rounds)
-            print("landing", results["landing"], flush=True)
-    finally:
-        engine.dispose()
-        drop_db("wa_bench_explorer")
+    if "read" not in args.skip:
+        results["read"] = measure_read(data_dir, args.read_messages, args.read_contacts, args.repeat)
+    if "searches" not in args.skip:
+        settings = bench_database("postgres", "wa_bench_explorer", data_dir / "main")
+        engine = shipped_engine(settings)
+        try:
+            results["fill_seconds"] = fill(engine, args.rows)
+            print("filled", results["fill_seconds"], flush=True)
+            results["searches"] = measure_searches(engine, args.rows, args.repeat)
+            results["trace"] = measure_trace(engine, args.rows, args.repeat)
+            print("trace", results["trace"], flush=True)
+            if "landing" not in args.skip:
+                results["landing"] = measure_landing(settings.database_url.replace("+psycopg", ""), args.inserts, args.rounds)
+                print("landing", results["landing"], flush=True)
+        finally:
+            engine.dispose()
+            drop_db("wa_bench_explorer")
     if "processing" not in args.skip:
         results["processing"] = measure_processing(args.process_rows, args.rounds, data_dir)
         print("processing", results["processing"], flush=True)

@@ -60,9 +60,14 @@ def upgrade() -> None:
         'ix_whatsapp_messages_group_thread', 'whatsapp_messages', ['organization_id', 'group_id'], unique=False,
         postgresql_where=sa.text('group_id IS NOT NULL'), sqlite_where=sa.text('group_id IS NOT NULL'),
     )
+    op.create_index(
+        'ix_whatsapp_messages_org_sort_time', 'whatsapp_messages',
+        ['organization_id', sa.text('coalesce(provider_timestamp, received_at)'), 'id'], unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index('ix_whatsapp_messages_org_sort_time', table_name='whatsapp_messages')
     op.drop_index('ix_whatsapp_messages_group_thread', table_name='whatsapp_messages')
     op.drop_index('ix_whatsapp_webhook_logs_error_kind', table_name='whatsapp_webhook_logs')
     op.drop_index('ix_whatsapp_webhook_logs_received_at', table_name='whatsapp_webhook_logs')

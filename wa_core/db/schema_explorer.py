@@ -77,3 +77,11 @@ sa.Index(
     postgresql_where=sa.text("group_id IS NOT NULL"),
     sqlite_where=sa.text("group_id IS NOT NULL"),
 )
+
+# the read API's conversation list: the organization's messages newest first (Meta's time)
+sa.Index(
+    "ix_whatsapp_messages_org_sort_time",
+    whatsapp_messages.c.organization_id,
+    sa.func.coalesce(whatsapp_messages.c.provider_timestamp, whatsapp_messages.c.received_at),
+    whatsapp_messages.c.id,
+)

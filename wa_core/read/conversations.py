@@ -111,6 +111,72 @@ def contact_json(row: Any) -> dict[str, Any] | None:
     }
 
 
+#: messages read per step of the newest-first scan that finds a page's threads
+SCAN_STEP = 500
+
+
+def _thread_of(row: Any) -> Thread:
+    return Thread(group_id=row.group_id) if row.group_id is not None else Thread(contact_id=row.contact_id)
+
+
+def _threads_condition(threads: list[Thread]) -> sa.ColumnElement[bool]:
+    groups = [t.group_id for t in threads if t.group_id is not None]
+    people = [t.contact_id for t in threads if t.group_id is None]
+    parts = []
+    if groups:
+        parts.append(messages.c.group_id.in_(groups))
+    if people:
+        parts.append(sa.and_(messages.c.contact_id.in_(people), messages.c.group_id.is_(None)))
+    return sa.and_(sa.or_(*parts), messages.c.type.not_in(ANNOTATION_TYPES))
+
+
+def _in_conversations(organization_id: uuid.UUID) -> list[sa.ColumnElement[bool]]:
+    m = messages.c
+    return [m.organization_id == organization_id, sa.or_(m.group_id.is_not(None), m.contact_id.is_not(None)), m.type.not_in(ANNOTATION_TYPES)]
+
+
+def _before(at: datetime, row_id: int) -> sa.ColumnElement[bool]:
+    ts = sort_time()
+    return sa.or_(ts < at, sa.and_(ts == at, messages.c.id < row_id))
+
+
+def _page_threads(conn: Connection, organization_id: uuid.UUID, limit: int, cursor: tuple[datetime, int] | None) -> list[tuple[Thread, datetime, int]]:
+    """Up to ``limit + 1`` threads whose last message is before ``cursor``, most recent first:
+    the organization's messages are scanned newest first (index ``(organization_id, sort
+    time, id)``) in steps of :data:`SCAN_STEP`; a thread's first message met is its last one,
+    unless (after a cursor) the thread has a newer message and so was on an earlier page."""
+    m = messages.c
+    ts = sort_time().label("ts")
+    found: list[tuple[Thread, datetime, int]] = []
+    seen: set[Thread] = set()
+    position = cursor
+    while len(found) <= limit:
+        stmt = sa.select(m.id, m.group_id, m.contact_id, ts).where(*_in_conversations(organization_id))
+        if position is not None:
+            stmt = stmt.where(_before(*position))
+        batch = conn.execute(stmt.order_by(sort_time().desc(), m.id.desc()).limit(SCAN_STEP)).all()
+        if not batch:
+            break
+        fresh: list[tuple[Thread, datetime, int]] = []
+        for row in batch:
+            thread = _thread_of(row)
+            if thread not in seen:
+                seen.add(thread)
+                fresh.append((thread, row.ts, row.id))
+        if cursor is not None and fresh:  # drop the threads an earlier page showed
+            newer = {_thread_of(r) for r in conn.execute(
+                sa.select(m.group_id, m.contact_id).where(*_in_conversations(organization_id), _threads_condition([t for t, _, _ in fresh]),
+                                                          sa.not_(_before(*cursor))).distinct()
+            )}
+            fresh = [f for f in fresh if f[0] not in newer]
+        found.extend(fresh)
+        last = batch[-1]
+        position = (last.ts, last.id)
+        if len(batch) < SCAN_STEP:
+            break
+    return found[: limit + 1]
+
+
 def list_conversations(conn: Connection, organization_id: uuid.UUID, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
     """The organization's conversations, the most recent last message first.
 
@@ -119,73 +185,67 @@ def list_conversations(conn: Connection, organization_id: uuid.UUID, *, limit: i
     ``body``, ``at``), ``messages`` (count), ``unread_inbound`` (see the module doc),
     ``last_outbound_status`` (``current_status`` of the latest outbound message, None without
     one). Returns ``{"conversations": […], "next_cursor": str | None}``. Raises
-    :class:`BadCursor`. One statement over the organization's messages (window functions).
+    :class:`BadCursor`. Cost: a newest-first index scan until the page's threads are found,
+    then three statements over those threads' messages (indexes ``contact_id`` and
+    ``(organization_id, group_id)``), never a pass over all the organization's messages.
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise BadCursor(f"limit must be 1..{MAX_LIMIT}")
+    found = _page_threads(conn, organization_id, limit, decode_cursor(cursor) if cursor else None)
+    page = found[:limit]
+    if not page:
+        return {"conversations": [], "next_cursor": None}
     m = messages.c
-    group_key = m.group_id.label("g")
-    contact_key = sa.case((m.group_id.is_(None), m.contact_id), else_=None).label("c")
-    ts = sort_time().label("ts")
-    partition = (m.group_id, sa.case((m.group_id.is_(None), m.contact_id), else_=None))
-    order = (sort_time().desc(), m.id.desc())
-    per_message = (
-        sa.select(
-            m.id, group_key, contact_key, ts, m.direction,
-            sa.func.row_number().over(partition_by=partition, order_by=order).label("rn"),
-            sa.func.row_number().over(partition_by=(*partition, m.direction), order_by=order).label("rn_dir"),
-            sa.func.max(sa.case((m.direction == "outbound", sort_time()), else_=None)).over(partition_by=partition).label("last_out_ts"),
-        )
-        .where(
-            m.organization_id == organization_id,
-            sa.or_(m.group_id.is_not(None), m.contact_id.is_not(None)),
-            m.type.not_in(ANNOTATION_TYPES),
-        )
-        .subquery("pm")
+    threads = [t for t, _, _ in page]
+    in_page = sa.and_(m.organization_id == organization_id, _threads_condition(threads))
+    ts = sort_time()
+    group_key = m.group_id
+    contact_key = sa.case((m.group_id.is_(None), m.contact_id), else_=None)
+    aggregate = (
+        sa.select(group_key.label("g"), contact_key.label("c"), sa.func.count().label("total"),
+                  sa.func.max(sa.case((m.direction == "outbound", ts), else_=None)).label("last_out_ts"))
+        .where(in_page).group_by(group_key, contact_key).subquery("a")
     )
-    p = per_message.c
-    unread = sa.and_(p.direction == "inbound", sa.or_(p.last_out_ts.is_(None), p.ts > p.last_out_ts))
-    threads = (
-        sa.select(
-            p.g, p.c,
-            sa.func.max(sa.case((p.rn == 1, p.id), else_=None)).label("last_id"),
-            sa.func.max(p.ts).label("last_ts"),
-            sa.func.max(sa.case((sa.and_(p.direction == "outbound", p.rn_dir == 1), p.id), else_=None)).label("last_out_id"),
-            sa.func.count().label("total"),
-            sa.func.sum(sa.case((unread, 1), else_=0)).label("unread"),
-        )
-        .group_by(p.g, p.c)
-        .subquery("t")
+    a = aggregate.c
+    same_thread = sa.or_(m.group_id == a.g, sa.and_(a.g.is_(None), m.group_id.is_(None), m.contact_id == a.c))
+    unread = sa.and_(m.direction == "inbound", sa.or_(a.last_out_ts.is_(None), ts > a.last_out_ts))
+    stats: dict[Thread, list[Any]] = {}
+    per_thread = (
+        sa.select(a.g, a.c, a.total, sa.func.sum(sa.case((unread, 1), else_=0)).label("unread"))
+        .select_from(aggregate.join(messages, same_thread)).where(in_page).group_by(a.g, a.c, a.total)
     )
-    t = threads.c
-    last = messages.alias("last")
-    out = messages.alias("out")
-    stmt = (
-        sa.select(*t, last.c.wamid, last.c.direction, last.c.type, last.c.body, last.c.phone_number_id, out.c.current_status.label("out_status"),
-                  contacts.c.id, contacts.c.wa_id, contacts.c.user_id, contacts.c.profile_name, contacts.c.first_name,
-                  contacts.c.in_address_book, contacts.c.first_seen_at, contacts.c.last_seen_at)
-        .select_from(threads.join(last, last.c.id == t.last_id).outerjoin(out, out.c.id == t.last_out_id).outerjoin(contacts, contacts.c.id == t.c))
+    for r in conn.execute(per_thread):
+        stats[Thread(group_id=r.g) if r.g is not None else Thread(contact_id=r.c)] = [int(r.total), None, int(r.unread or 0), None]
+    last_outbound = (
+        sa.select(m.id, m.group_id, m.contact_id, m.current_status)
+        .select_from(aggregate.join(messages, same_thread))
+        .where(in_page, m.direction == "outbound", ts == a.last_out_ts)
+        .order_by(m.id)
     )
-    if cursor:
-        at, row_id = decode_cursor(cursor)
-        stmt = stmt.where(sa.or_(t.last_ts < at, sa.and_(t.last_ts == at, t.last_id < row_id)))
-    found = conn.execute(stmt.order_by(t.last_ts.desc(), t.last_id.desc()).limit(limit + 1)).all()
+    for r in conn.execute(last_outbound):  # the highest id among equal times wins
+        entry = stats.get(_thread_of(r))
+        if entry is not None:
+            entry[3] = r.current_status
+    last_rows = {r.id: r for r in conn.execute(
+        sa.select(m.id, m.wamid, m.direction, m.type, m.body, m.phone_number_id).where(m.id.in_([i for _, _, i in page]))
+    )}
+    people = {r.id: r for r in conn.execute(sa.select(contacts).where(contacts.c.id.in_([t.contact_id for t in threads if t.contact_id])))}
     conversations = []
-    for r in found[:limit]:
-        thread = Thread(group_id=r.g) if r.g is not None else Thread(contact_id=r.c)
+    for thread, at, row_id in page:
+        r = last_rows[row_id]
+        total, _, unread, out_status = stats.get(thread, [0, None, 0, None])
         conversations.append({
             "id": thread.id,
-            "kind": "group" if r.g is not None else "contact",
-            "group_id": r.g,
-            "contact": contact_json(r) if r.g is None else None,
+            "kind": "group" if thread.group_id is not None else "contact",
+            "group_id": thread.group_id,
+            "contact": contact_json(people.get(thread.contact_id)) if thread.group_id is None else None,
             "phone_number_id": r.phone_number_id,
-            "last_message": {"id": r.last_id, "wamid": r.wamid, "direction": r.direction, "type": r.type, "body": r.body, "at": _iso(r.last_ts)},
-            "messages": int(r.total),
-            "unread_inbound": int(r.unread or 0),
-            "last_outbound_status": r.out_status,
+            "last_message": {"id": row_id, "wamid": r.wamid, "direction": r.direction, "type": r.type, "body": r.body, "at": _iso(at)},
+            "messages": total,
+            "unread_inbound": unread,
+            "last_outbound_status": out_status,
         })
-    more = len(found) > limit
-    next_cursor = encode_cursor(found[limit - 1].last_ts, found[limit - 1].last_id) if more else None
+    next_cursor = encode_cursor(page[-1][1], page[-1][2]) if len(found) > limit else None
     return {"conversations": conversations, "next_cursor": next_cursor}
 
 
