@@ -21,12 +21,10 @@ def upgrade() -> None:
     op.create_table('whatsapp_webhook_keys',
     sa.Column('kind', sa.String(length=16), nullable=False, comment='wamid, wa_id, user_id, phone_number_id, waba_id or field.'),
     sa.Column('value', sa.String(length=255), nullable=False),
-    sa.Column('webhook_log_id', BigId, nullable=False, comment='The webhook whose body names this value.'),
+    sa.Column('webhook_log_id', BigId, nullable=False, comment='The webhook whose body names this value (no foreign key: a derived index, checked by nothing on the hot path).'),
     sa.CheckConstraint("kind IN ('wamid', 'wa_id', 'user_id', 'phone_number_id', 'waba_id', 'field')", name=op.f('ck_whatsapp_webhook_keys_kind')),
-    sa.ForeignKeyConstraint(['webhook_log_id'], ['whatsapp_webhook_logs.id'], name=op.f('fk_whatsapp_webhook_keys_webhook_log_id_whatsapp_webhook_logs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('kind', 'value', 'webhook_log_id', name=op.f('pk_whatsapp_webhook_keys'))
     )
-    op.create_index('ix_whatsapp_webhook_keys_webhook_log_id', 'whatsapp_webhook_keys', ['webhook_log_id'], unique=False)
     op.create_table('whatsapp_webhook_items',
     sa.Column('webhook_log_id', BigId, nullable=False),
     sa.Column('position', sa.Integer(), nullable=False, comment='Item order in the body (0-based).'),
@@ -34,6 +32,8 @@ def upgrade() -> None:
     sa.Column('result', sa.String(length=16), nullable=False),
     sa.Column('error_kind', sa.String(length=64), nullable=True),
     sa.Column('error', sa.Text(), nullable=True, comment="The failure's message (never payload values)."),
+    sa.Column('phone_number_id', sa.String(length=64), nullable=True, comment='A message or status item: the number it belongs to.'),
+    sa.Column('wamid', sa.String(length=255), nullable=True, comment="A message or status item: its wamid (the trace's rows are found by it)."),
     sa.Column('attempt', sa.Integer(), nullable=False, comment='whatsapp_webhook_logs.attempts of the claim that wrote it.'),
     sa.CheckConstraint("result IN ('processed', 'ignored', 'failed')", name=op.f('ck_whatsapp_webhook_items_result')),
     sa.ForeignKeyConstraint(['webhook_log_id'], ['whatsapp_webhook_logs.id'], name=op.f('fk_whatsapp_webhook_items_webhook_log_id_whatsapp_webhook_logs'), ondelete='CASCADE'),
@@ -74,5 +74,4 @@ def downgrade() -> None:
     op.drop_index('ix_whatsapp_webhook_rejections_received_at', table_name='whatsapp_webhook_rejections')
     op.drop_table('whatsapp_webhook_rejections')
     op.drop_table('whatsapp_webhook_items')
-    op.drop_index('ix_whatsapp_webhook_keys_webhook_log_id', table_name='whatsapp_webhook_keys')
     op.drop_table('whatsapp_webhook_keys')

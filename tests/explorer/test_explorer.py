@@ -114,6 +114,7 @@ def test_trace_shows_arrival_items_and_rows_and_the_body_only_on_request(admin: 
         assert purge_processed_bodies(conn, 0, now=utcnow() + timedelta(seconds=1)) >= 1
     purged = admin.get(f"{SEARCH}/{landed['in']}/trace", headers=AUTH, params={"include_body": "true"}).json()
     assert purged["body"]["kept"] is False and purged["body"]["purged_at"] and "text" not in purged["body"]
+    assert purged["keys"] is None and purged["rows"]["whatsapp_messages"][0]["wamid"] == "wamid.IN1"  # rows found by its items
     assert _ids(admin, wamid="wamid.IN1")[-1] == landed["in"]  # still found by its ids
     assert admin.get(f"{SEARCH}/999999999/trace", headers=AUTH).status_code == 404
 

@@ -60,7 +60,13 @@ def test_conversations_show_last_message_unread_and_last_outbound_status(api: Te
     assert found["next_cursor"] is None
 
 
-def test_conversations_page_with_a_cursor_without_gaps_or_repeats(api: TestClient) -> None:
+@pytest.mark.parametrize("step", [500, 2])
+def test_conversations_page_with_a_cursor_without_gaps_or_repeats(api: TestClient, monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """Also with a scan step smaller than a thread (the newest-first scan continues across steps
+    and skips the threads an earlier page showed)."""
+    import wa_core.read.conversations as conversations
+
+    monkeypatch.setattr(conversations, "SCAN_STEP", step)
     everything = [x["id"] for x in _get(api, "/api/v1/whatsapp/conversations")["conversations"]]
     seen, cursor = [], None
     while True:
@@ -70,6 +76,7 @@ def test_conversations_page_with_a_cursor_without_gaps_or_repeats(api: TestClien
         if cursor is None:
             break
     assert seen == everything and len(seen) == 3
+    assert [x["id"] for x in _get(api, "/api/v1/whatsapp/conversations", limit=2)["conversations"]] == everything[:2]
 
 
 def test_messages_page_newest_first_with_statuses_reactions_revisions_and_media(api: TestClient) -> None:

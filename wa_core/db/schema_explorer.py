@@ -23,10 +23,9 @@ whatsapp_webhook_keys = sa.Table(
     sa.Column("kind", sa.String(16), primary_key=True, comment="wamid, wa_id, user_id, phone_number_id, waba_id or field."),
     sa.Column("value", sa.String(255), primary_key=True),
     sa.Column(
-        "webhook_log_id", BigId, sa.ForeignKey("whatsapp_webhook_logs.id", ondelete="CASCADE"), primary_key=True,
-        comment="The webhook whose body names this value.",
+        "webhook_log_id", BigId, primary_key=True,
+        comment="The webhook whose body names this value (no foreign key: a derived index, checked by nothing on the hot path).",
     ),
-    sa.Index("ix_whatsapp_webhook_keys_webhook_log_id", "webhook_log_id"),
     sa.CheckConstraint("kind IN (" + ", ".join(f"'{k}'" for k in KEY_KINDS) + ")", name="kind"),
 )
 
@@ -39,6 +38,8 @@ whatsapp_webhook_items = sa.Table(
     sa.Column("result", sa.String(16), nullable=False),
     sa.Column("error_kind", sa.String(64)),
     sa.Column("error", sa.Text(), comment="The failure's message (never payload values)."),
+    sa.Column("phone_number_id", sa.String(64), comment="A message or status item: the number it belongs to."),
+    sa.Column("wamid", sa.String(255), comment="A message or status item: its wamid (the trace's rows are found by it)."),
     sa.Column("attempt", sa.Integer(), nullable=False, comment="whatsapp_webhook_logs.attempts of the claim that wrote it."),
     sa.CheckConstraint("result IN (" + ", ".join(f"'{r}'" for r in ITEM_RESULTS) + ")", name="result"),
 )

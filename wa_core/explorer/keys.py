@@ -105,20 +105,26 @@ def extract_keys(payload: Any) -> list[tuple[str, str]]:
 def item_rows(webhook_log_id: int, attempt: int, units: Sequence[Any], errors: Sequence[tuple[str, str, bool]], preset: bool) -> list[dict[str, Any]]:
     """``whatsapp_webhook_items`` rows of one webhook: one per item (``units`` of
     :class:`~wa_core.processing.dispatch.ParsedRow`), or one per error of a ``preset`` outcome
-    (body purged, not JSON, a crashed claim). ``attempt``: the claim's ``attempts``."""
+    (body purged, not JSON, a crashed claim). ``attempt``: the claim's ``attempts``. A message
+    or status item carries its ``phone_number_id`` and ``wamid`` (values already checked by
+    :func:`~wa_core.processing.records.prepare`)."""
     from wa_core.processing.dispatch import printable
 
     rows: list[dict[str, Any]] = []
     if preset:
         for n, (kind, message, _) in enumerate(errors):
-            rows.append(dict(webhook_log_id=webhook_log_id, position=n, place=None, result="failed",
-                             error_kind=printable(kind[:64]), error=printable(message[:2000]), attempt=attempt))
+            rows.append(dict(webhook_log_id=webhook_log_id, position=n, place=None, result="failed", error_kind=printable(kind[:64]),
+                             error=printable(message[:2000]), attempt=attempt, phone_number_id=None, wamid=None))
         return rows
     for n, unit in enumerate(units):
         place = unit.where if unit.label is None else f"{unit.where}.{unit.label}" if unit.where else unit.label
         result = unit.result
+        values = getattr(unit.work, "values", None) if not callable(unit.work) else None
+        pid, wamid = (values.get("phone_number_id"), values.get("wamid")) if isinstance(values, dict) else (None, None)
         row = dict(webhook_log_id=webhook_log_id, position=n, place=printable(place[:255]) if place else None,
-                   result="failed", error_kind=None, error=None, attempt=attempt)
+                   result="failed", error_kind=None, error=None, attempt=attempt,
+                   phone_number_id=pid if isinstance(pid, str) and len(pid) <= 64 else None,
+                   wamid=wamid if isinstance(wamid, str) and len(wamid) <= 255 else None)
         if result in ("processed", "ignored"):
             row["result"] = result
         elif isinstance(result, tuple):
@@ -127,27 +133,34 @@ def item_rows(webhook_log_id: int, attempt: int, units: Sequence[Any], errors: S
     return rows
 
 
+_ITEM_UPDATE = ("place", "result", "error_kind", "error", "attempt", "phone_number_id", "wamid")
+
+
 def write_explorer_rows(conn: Connection, keys: Iterable[tuple[int, list[tuple[str, str]]]], items: Sequence[dict[str, Any]]) -> None:
     """Write the batch's search keys (``(webhook_log_id, [(kind, value)])``; insert once) and
-    item rows (replacing the webhooks' earlier items) in the caller's transaction: three
-    statements on Postgres (``unnest``), ``executemany`` on SQLite. Database errors propagate."""
+    item rows (upserted on ``(webhook_log_id, position)``; a retried webhook's, ``attempt`` > 1,
+    are deleted first) in the caller's transaction: two statements on Postgres (``unnest``),
+    three with retries; ``executemany`` on SQLite. Database errors propagate."""
     from wa_core.processing.bulk import chunks, is_postgres, pg_insert, sqlite_insert
 
     key_rows = [{"kind": k, "value": v, "webhook_log_id": wid} for wid, pairs in keys for k, v in pairs]
-    ids = sorted({r["webhook_log_id"] for r in items})
+    retried = sorted({r["webhook_log_id"] for r in items if r["attempt"] > 1})
+    names = [c.name for c in items_table.columns]
     if is_postgres(conn):
         if key_rows:
             pg_insert(conn, keys_table, key_rows, ("kind", "value", "webhook_log_id"), "ON CONFLICT DO NOTHING")
-        if ids:
-            conn.exec_driver_sql("DELETE FROM whatsapp_webhook_items WHERE webhook_log_id = ANY(%(ids)s)", {"ids": ids})
-            pg_insert(conn, items_table, items, [c.name for c in items_table.columns], "")
+        if retried:
+            conn.exec_driver_sql("DELETE FROM whatsapp_webhook_items WHERE webhook_log_id = ANY(%(ids)s)", {"ids": retried})
+        if items:
+            update = ", ".join(f"{c} = excluded.{c}" for c in _ITEM_UPDATE)
+            pg_insert(conn, items_table, items, names, f"ON CONFLICT (webhook_log_id, position) DO UPDATE SET {update}")
         return
     for part in chunks(key_rows):
         sqlite_insert(conn, keys_table, part, ("kind", "value", "webhook_log_id"), ("kind", "value", "webhook_log_id"))
-    for part in chunks(ids):
+    for part in chunks(retried):
         conn.execute(sa.delete(items_table).where(items_table.c.webhook_log_id.in_(list(part))))
-    if items:
-        conn.execute(sa.insert(items_table), list(items))
+    for part in chunks(list(items)):
+        sqlite_insert(conn, items_table, part, names, ("webhook_log_id", "position"), _ITEM_UPDATE)
 
 
 __all__ = ["MAX_KEYS_PER_WEBHOOK", "extract_keys", "item_rows", "write_explorer_rows"]

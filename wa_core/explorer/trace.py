@@ -2,7 +2,7 @@
 
 :func:`trace_webhook` builds the trace from :data:`TRACE_SECTIONS`, an ordered list of
 ``(name, function)``: each function takes ``(conn, row, keys)`` (the ``whatsapp_webhook_logs``
-row and the webhook's search keys ``{kind: [values]}``) and returns that section's JSON-ready
+row and the webhook's search keys ``{kind: [values]}``, None once the body is purged) and returns that section's JSON-ready
 value. A concern adds its own section (e.g. the events the webhook produced) by appending
 one function. The raw body is a separate, opt-in part (:func:`trace_webhook` ``include_body``)
 that the admin API shows to the admin token only, and only while retention keeps it.
@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from wa_core.db.schema import as_utc, metadata, whatsapp_message_statuses, whatsapp_messages, whatsapp_webhook_logs as logs
 from wa_core.db.schema_explorer import whatsapp_webhook_items as items, whatsapp_webhook_keys as keys_table
+from wa_core.explorer.keys import extract_keys
 
 #: rows listed per table in the ``rows`` section at most
 MAX_ROWS_PER_TABLE = 200
@@ -36,13 +37,13 @@ def _columns(row: Any, names: tuple[str, ...]) -> dict[str, Any]:
     return {name: _json(row._mapping[name]) for name in names}
 
 
-def arrival(conn: Connection, row: Any, keys: dict[str, list[str]]) -> dict[str, Any]:
+def arrival(conn: Connection, row: Any, keys: dict[str, list[str]] | None) -> dict[str, Any]:
     """What the receiver knew: time (UTC), size in bytes, body hash, signature result,
     request id, and the routing WABA read from the envelope."""
     return _columns(row, ("received_at", "body_size", "body_sha256", "signature_status", "request_id", "waba_id"))
 
 
-def processing(conn: Connection, row: Any, keys: dict[str, list[str]]) -> dict[str, Any]:
+def processing(conn: Connection, row: Any, keys: dict[str, list[str]] | None) -> dict[str, Any]:
     """The row's state and outcome counts (see ``whatsapp_webhook_logs``)."""
     out = _columns(row, (
         "status", "attempts", "fields", "organization_id", "items_received", "items_processed", "items_ignored",
@@ -53,20 +54,26 @@ def processing(conn: Connection, row: Any, keys: dict[str, list[str]]) -> dict[s
     return out
 
 
-def item_outcomes(conn: Connection, row: Any, keys: dict[str, list[str]]) -> list[dict[str, Any]]:
+def item_outcomes(conn: Connection, row: Any, keys: dict[str, list[str]] | None) -> list[dict[str, Any]]:
     """Each item of the latest processing attempt: place in the body, result, error kind and
     message (empty until the webhook has been processed once)."""
     stmt = sa.select(items).where(items.c.webhook_log_id == row.id).order_by(items.c.position)
     return [_columns(r, ("position", "place", "result", "error_kind", "error", "attempt")) for r in conn.execute(stmt)]
 
 
-def search_keys(conn: Connection, row: Any, keys: dict[str, list[str]]) -> dict[str, list[str]]:
-    """The ids found in the body, by kind (what the explorer can find the webhook by)."""
+def search_keys(conn: Connection, row: Any, keys: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+    """The ids in the body, by kind (what the explorer finds the webhook by), extracted again
+    from the body; None once retention removed it (the search still finds it)."""
     return keys
 
 
-def _by_wamid(conn: Connection, table: sa.Table, row: Any, keys: dict[str, list[str]], names: tuple[str, ...]) -> list[dict[str, Any]]:
-    wamids, numbers = keys.get("wamid", []), keys.get("phone_number_id", [])
+def _item_wamids(conn: Connection, row: Any) -> set[tuple[str, str]]:
+    stmt = sa.select(items.c.phone_number_id, items.c.wamid).where(items.c.webhook_log_id == row.id, items.c.wamid.is_not(None))
+    return {(p, w) for p, w in conn.execute(stmt)}
+
+
+def _by_wamid(conn: Connection, table: sa.Table, row: Any, pairs: set[tuple[str, str]], names: tuple[str, ...]) -> list[dict[str, Any]]:
+    wamids, numbers = sorted({w for _, w in pairs}), sorted({p for p, _ in pairs})
     if not wamids or not numbers:
         return []
     stmt = (
@@ -77,6 +84,8 @@ def _by_wamid(conn: Connection, table: sa.Table, row: Any, keys: dict[str, list[
     )
     out = []
     for r in conn.execute(stmt):
+        if (r.phone_number_id, r.wamid) not in pairs:
+            continue
         item = _columns(r, names)
         item["written_by"] = r.webhook_log_id
         item["written_by_this_webhook"] = r.webhook_log_id == row.id
@@ -88,16 +97,17 @@ def _indexed_by_webhook(table: sa.Table) -> bool:
     return "webhook_log_id" in table.c and any(list(ix.columns)[0].name == "webhook_log_id" for ix in table.indexes)
 
 
-def rows_written(conn: Connection, row: Any, keys: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:
-    """Rows of the domain tables that carry this webhook's ids: messages and statuses by
-    (``phone_number_id``, ``wamid``), with ``written_by`` (the webhook that stored the row:
+def rows_written(conn: Connection, row: Any, keys: dict[str, list[str]] | None) -> dict[str, list[dict[str, Any]]]:
+    """Rows of the domain tables that carry this webhook's ids: messages and statuses by the
+    (``phone_number_id``, ``wamid``) of its items (``whatsapp_webhook_items``), with ``written_by`` (the webhook that stored the row:
     another id means this delivery found it already stored), and the rows of every other
     table with an index on ``webhook_log_id``. At most :data:`MAX_ROWS_PER_TABLE` per table."""
+    pairs = _item_wamids(conn, row)
     out = {
-        "whatsapp_messages": _by_wamid(conn, whatsapp_messages, row, keys, (
+        "whatsapp_messages": _by_wamid(conn, whatsapp_messages, row, pairs, (
             "id", "phone_number_id", "wamid", "direction", "source", "type", "current_status", "provider_timestamp", "edited_at", "revoked_at",
         )),
-        "whatsapp_message_statuses": _by_wamid(conn, whatsapp_message_statuses, row, keys, (
+        "whatsapp_message_statuses": _by_wamid(conn, whatsapp_message_statuses, row, pairs, (
             "id", "phone_number_id", "wamid", "status", "error_code", "provider_timestamp",
         )),
     }
@@ -111,7 +121,7 @@ def rows_written(conn: Connection, row: Any, keys: dict[str, list[str]]) -> dict
     return out
 
 
-Section = Callable[[Connection, Any, dict[str, list[str]]], Any]
+Section = Callable[[Connection, Any, dict[str, list[str]] | None], Any]
 #: the trace's sections, in order; append ``(name, function)`` to add one
 TRACE_SECTIONS: list[tuple[str, Section]] = [
     ("arrival", arrival),
@@ -122,11 +132,20 @@ TRACE_SECTIONS: list[tuple[str, Section]] = [
 ]
 
 
-def webhook_keys(conn: Connection, webhook_log_id: int) -> dict[str, list[str]]:
-    """The search keys of one webhook, ``{kind: [values, sorted]}``."""
+def webhook_keys(row: Any) -> dict[str, list[str]] | None:
+    """The search keys of one webhook row, ``{kind: [values, sorted]}``, read from its body
+    (:func:`~wa_core.explorer.keys.extract_keys`, as processing does); None without a body or
+    for a body that is not JSON."""
+    from wa_core.processing.records import parse_body
+
+    if row.body is None:
+        return None
+    try:
+        payload, _ = parse_body(bytes(row.body))
+    except (ValueError, RecursionError):
+        return None
     out: dict[str, list[str]] = {}
-    stmt = sa.select(keys_table.c.kind, keys_table.c.value).where(keys_table.c.webhook_log_id == webhook_log_id)
-    for kind, value in conn.execute(stmt.order_by(keys_table.c.kind, keys_table.c.value)):
+    for kind, value in sorted(extract_keys(payload)):
         out.setdefault(kind, []).append(value)
     return out
 
@@ -141,7 +160,7 @@ def trace_webhook(conn: Connection, webhook_log_id: int, *, include_body: bool =
     row = conn.execute(sa.select(logs).where(logs.c.id == webhook_log_id)).one_or_none()
     if row is None:
         return None
-    keys = webhook_keys(conn, webhook_log_id)
+    keys = webhook_keys(row)
     trace: dict[str, Any] = {"id": row.id}
     for name, section in TRACE_SECTIONS:
         trace[name] = section(conn, row, keys)
