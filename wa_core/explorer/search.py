@@ -133,12 +133,17 @@ def search_statement(search: WebhookSearch, limit: int) -> sa.Select:
         where.append(logs.c.status.in_(search.status))
     if search.error_kind:
         where.append(error_kind_matches(search.error_kind))
+    # id bounds go on both sides of a key join: the planner then bounds both index scans (a
+    # merge join would otherwise read the logs' primary key from the newest row down)
+    sides = {id_column, logs.c.id}
     if search.received_from:
-        where += [logs.c.received_at >= search.received_from, id_column >= _first_id_from(search.received_from - ARRIVAL_SLACK)]
+        first = _first_id_from(search.received_from - ARRIVAL_SLACK)
+        where += [logs.c.received_at >= search.received_from, *(side >= first for side in sides)]
     if search.received_to:
-        where += [logs.c.received_at < search.received_to, id_column <= _last_id_before(search.received_to + ARRIVAL_SLACK)]
+        last = _last_id_before(search.received_to + ARRIVAL_SLACK)
+        where += [logs.c.received_at < search.received_to, *(side <= last for side in sides)]
     if search.before_id is not None:
-        where.append(id_column < search.before_id)
+        where += [side < search.before_id for side in sides]
     return sa.select(*columns).select_from(source).where(*where).order_by(id_column.desc()).limit(limit + 1)
 
 
