@@ -5,8 +5,9 @@ by inside a body (wamids, ``wa_id`` / ``user_id``, ``phone_number_id``, WABA ids
 extracted while the processing batch parses the body anyway (:func:`extract_keys`, called by
 :func:`~wa_core.processing.dispatch.parse_webhook`) and written with the row's outcome in the
 same transaction (:func:`write_explorer_rows`): one ``INSERT … ON CONFLICT DO NOTHING`` for
-the keys of the whole batch and one ``DELETE`` + ``INSERT`` for its items (a retried or
-replayed webhook's items are those of its latest attempt). So a webhook is searchable by the
+the keys of the whole batch and one upsert for its items (a retried or replayed webhook's
+items are those of its latest attempt). The keys table has no foreign key and no index but
+its primary key ``(kind, value, webhook_log_id)``: each costs the batch (docs/benchmarks.md). So a webhook is searchable by the
 ids in its body once it has been processed (failed and dead rows included); its state, error
 kind, time and routing WABA are searchable from the moment it lands.
 
