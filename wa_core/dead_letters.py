@@ -20,6 +20,14 @@ from wa_core.db.schema import utcnow, whatsapp_webhook_logs as logs
 from wa_core.organizations import resolve_organization
 
 
+def error_kind_matches(kind: str) -> sa.ColumnElement[bool]:
+    """Condition: one of a webhook row's error kinds is ``kind`` (``error_kind`` holds the
+    row's kinds, comma separated and sorted)."""
+    kind = kind.strip()
+    column = logs.c.error_kind
+    return sa.or_(column == kind, column.like(f"{kind},%"), column.like(f"%,{kind}"), column.like(f"%,{kind},%"))
+
+
 class EmptySelection(ValueError):
     """A replay or purge named no filter: refuse rather than touch every dead letter by accident."""
 
@@ -55,16 +63,7 @@ class DeadLetterSelection:
         if self.received_to:
             parts.append(logs.c.received_at < self.received_to)
         if self.error_kind:
-            # error_kind holds the row's kinds, comma separated and sorted
-            kind = self.error_kind.strip()
-            parts.append(
-                sa.or_(
-                    logs.c.error_kind == kind,
-                    logs.c.error_kind.like(f"{kind},%"),
-                    logs.c.error_kind.like(f"%,{kind}"),
-                    logs.c.error_kind.like(f"%,{kind},%"),
-                )
-            )
+            parts.append(error_kind_matches(self.error_kind))
         if self.organization:
             parts.append(lane_of_row() == resolve_organization(conn, self.organization).id)
         if not parts and not self.everything:

@@ -195,6 +195,16 @@ class Settings(BaseSettings):
     event_push_concurrency: int = Field(default=8, ge=1, le=64, description="Endpoints delivered to in parallel by the delivery run.")
     event_push_run_max_seconds: float = Field(default=3600.0, gt=0, description="A delivery run hands over to the next one after this long.")
     event_push_idle_poll_seconds: float = Field(default=5.0, gt=0, description="An idle delivery run looks for due retries this often.")
+    webhook_rejection_retention_days: float = Field(
+        default=14.0, gt=0, description="Records of rejected webhook deliveries (bad signature, too large) older than this are deleted."
+    )
+    webhook_rejections_recorded_per_minute: int = Field(
+        default=120, ge=0, le=100_000,
+        description="Per receiver process: rejected deliveries recorded one by one per minute; past it they are counted in aggregate rows.",
+    )
+    webhook_rejection_alert_per_minute: int = Field(
+        default=60, ge=1, description="Per receiver process: rejected deliveries in one minute that raise the webhook_rejections alert.",
+    )
     admin_api_token: SecretStr | None = Field(
         default=None, description="Bearer token of the admin API (/api/admin/...); unset = admin API disabled (503)."
     )

@@ -11,10 +11,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from wa_core.alerts import get_notifier
 from wa_core.db.engine import create_sync_engine
 from wa_core.db.landing import create_landing_store
+from wa_core.explorer.rejections import RejectionRecorder
 from wa_core.logs import configure_logging
 from wa_core.ratelimit import RateLimiter
 from wa_webhook.events_wait import EventWaiter
-from wa_webhook.routes import admin, coexistence_admin, events, events_admin, health, media, onboarding, page, processing_admin, webhook
+from wa_webhook.routes import (
+    admin, admin_page, coexistence_admin, events, events_admin, explorer_admin, health, media, onboarding, page, processing_admin, read_api,
+    webhook,
+)
 from wa_webhook.routes.webhook import BodyReads
 from wa_core.meta.crypto import TokenCipher
 from wa_core.settings import Settings, get_settings
@@ -53,9 +57,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.state.api_engine = api_engine
         app.state.event_waiter = EventWaiter(settings)
+        app.state.rejections = RejectionRecorder(
+            api_engine,
+            settings.webhook_rejections_recorded_per_minute,
+            settings.webhook_rejection_alert_per_minute,
+            lambda alert: get_notifier(settings, api_engine()).notify(alert),
+        )
         try:
             yield
         finally:
+            await app.state.rejections.close()
             await app.state.event_waiter.close()
             await app.state.landing.close()
             for engine in engines:
@@ -85,4 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(events_admin.router)
     app.include_router(media.router)
+    app.include_router(explorer_admin.router)
+    app.include_router(read_api.router)
+    app.include_router(admin_page.router)
     return app

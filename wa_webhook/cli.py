@@ -1,7 +1,7 @@
 """``wa-onboarding``: the operator's console script.
 
 Commands: ``migrate``, ``serve``, ``bind-waba``, ``process``, ``pause``, ``resume``, ``caps``,
-``rotate-token-key``, ``request-sync`` and ``status``. ``wa-onboarding COMMAND --help`` describes each. The developer's commands (``up``,
+``rotate-token-key``, ``request-sync``, ``webhooks search|trace|rejected`` and ``status``. ``wa-onboarding COMMAND --help`` describes each. The developer's commands (``up``,
 the main job, and ``simulate``) are in ``wa-dev`` (:mod:`wa_dev.cli`), which has these too.
 """
 
@@ -338,6 +338,9 @@ def build_parser(
     p.add_argument("phone_number_id")
     p.add_argument("--type", choices=("history", "smb_app_state_sync"), default="history")
     p.set_defaults(func=cmd_request_sync)
+    from wa_webhook.cli_webhooks import add_commands as add_webhook_commands
+
+    add_webhook_commands(sub)
 
     p = sub.add_parser("status", help="what is stored: webhooks by state, messages, statuses, connections, token states, backlog")
     p.add_argument("--json", action="store_true")

@@ -393,3 +393,4 @@ from . import schema_coexistence  # noqa: E402,F401  whatsapp_coexistence_syncs
 from . import schema_events  # noqa: E402,F401  (event feed: wa_core.events)
 from . import schema_waba_state  # noqa: E402,F401  (templates, number health, WABA health, account alerts)
 from . import schema_media  # noqa: E402,F401  (whatsapp_media)
+from . import schema_explorer  # noqa: E402,F401  webhook explorer (wa_core/explorer/)

@@ -25,6 +25,7 @@ from wa_core.events.outbox import discard as discard_events
 from wa_core.events.outbox import flush_events
 from wa_core.events.outbox import mark as events_mark
 from wa_core.events.outbox import stamp as stamp_events
+from wa_core.explorer.keys import extract_keys
 from wa_core.settings import Settings
 
 from .context import ChangeContext, FirstSeen, Route
@@ -120,6 +121,8 @@ class ParsedRow:
     units: list[Unit] = field(default_factory=list)
     organization_ids: FirstSeen = field(default_factory=FirstSeen)
     preset: bool = False
+    #: the body's search keys for the webhook explorer (:func:`wa_core.explorer.keys.extract_keys`)
+    keys: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _failed_unit(where: str | None, kind: str, message: str, retryable: bool) -> Unit:
@@ -199,6 +202,7 @@ def parse_webhook(
         outcome.items_received = 1
         outcome.fail("invalid_json", f"body is not JSON: {type(exc).__name__}: {str(exc)[:200]}", False)
         return parsed
+    parsed.keys = extract_keys(payload)
     entries = payload.get("entry") if isinstance(payload, dict) else None
     if not isinstance(entries, list):
         parsed.preset = True

@@ -43,6 +43,7 @@ from sqlalchemy.engine import Connection, Engine
 from wa_core.alerts import Alert, get_notifier
 from wa_core.db.schema import utcnow
 from wa_core.events.outbox import add_events, flush_events
+from wa_core.explorer.keys import item_rows, write_explorer_rows
 from wa_core.settings import Settings
 
 from .claim import ClaimedRow
@@ -186,6 +187,20 @@ class _Batch:
 
         _retrying(self.conn, per_item)
 
+    def _explorer(self, entries: Sequence[_Entry], stored: set[int], replaced: dict[int, WebhookOutcome]) -> None:
+        """The explorer's search keys and item outcomes of the stored rows (:mod:`wa_core.explorer.keys`)."""
+        keys, items = [], []
+        for entry in entries:
+            row, parsed = entry.row, entry.parsed
+            if row.id not in stored:
+                continue
+            keys.append((row.id, parsed.keys))
+            if row.id in replaced:
+                items.extend(item_rows(row.id, row.attempts, (), replaced[row.id].errors, True))
+            else:
+                items.extend(item_rows(row.id, row.attempts, parsed.units, parsed.outcome.errors, parsed.preset))
+        write_explorer_rows(self.conn, keys, items)
+
     def finish(self, entries: Sequence[_Entry]) -> list[WebhookOutcome]:
         """Settle the touched messages and store every outcome (one transaction)."""
         status_keys: set[tuple[str, str]] = set()
@@ -213,6 +228,7 @@ class _Batch:
         def together() -> set[int]:
             settle_messages(self.conn, status_keys, revision_keys)
             stored = store_outcomes(self.conn, pairs, self.settings, now)
+            self._explorer(entries, stored, {})
             flush_events(self.conn)  # the status and revision events, with the moves they announce
             return stored
 
@@ -222,6 +238,16 @@ class _Batch:
             for i, (row, _) in enumerate(pairs):
                 if row.id in replaced:
                     pairs[i] = (row, replaced[row.id])
+            savepoint = self.conn.begin_nested()
+            try:  # the explorer's rows are a view of the outcomes: never the reason they are lost
+                self._explorer(entries, stored, replaced)
+                savepoint.commit()
+            except sa.exc.OperationalError:
+                savepoint.rollback()
+                raise
+            except Exception as exc:  # noqa: BLE001
+                savepoint.rollback()
+                log.warning("explorer keys and items of %d webhooks not stored (%s)", len(stored), describe_error(exc)[1])
             flush_events(self.conn)
             return stored
 

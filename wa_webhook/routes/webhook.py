@@ -11,6 +11,7 @@ WhatsApp webhooks overview (3 MB payloads; any non-200 is retried for up to 7 da
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -33,7 +34,12 @@ router = APIRouter(prefix="/api/v1/whatsapp", tags=["webhook"])
 
 
 class BodyTooLarge(Exception):
-    """The request body went past ``WEBHOOK_MAX_BODY_BYTES`` while being read."""
+    """The request body went past ``WEBHOOK_MAX_BODY_BYTES`` while being read; ``size``: the
+    declared ``Content-Length`` or the bytes read when it was refused."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
 
 
 class BodyReads:
@@ -65,15 +71,19 @@ async def read_body_limited(request: Request, limit: int) -> bytes:
     """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
+        raise BodyTooLarge(int(declared))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(size)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -147,9 +157,10 @@ async def receive_webhook(request: Request) -> Response:
     try:
         with anyio.fail_after(state.settings.webhook_body_timeout_seconds):
             body = await read_body_limited(request, state.settings.webhook_max_body_bytes)
-    except BodyTooLarge:
+    except BodyTooLarge as exc:
         log.warning("webhook body over limit", extra={"request_id": request_id})
         metrics.WEBHOOK_REQUESTS.labels("too_large").inc()
+        state.rejections.record("too_large", _client_ip(request), exc.size, None, request_id)
         return PlainTextResponse("payload too large", status_code=413)
     except TimeoutError:
         log.warning(
@@ -177,7 +188,8 @@ async def receive_webhook(request: Request) -> Response:
         log.warning("webhook signature %s", result.value, extra={"request_id": request_id, "size": len(body)})
         metrics.WEBHOOK_REQUESTS.labels("bad_signature").inc()
         metrics.SIGNATURE_FAILURES.labels(result.value).inc()
-        ip = request.client.host if request.client else "unknown"
+        ip = _client_ip(request)
+        state.rejections.record(result.value, ip, len(body), hashlib.sha256(body).hexdigest(), request_id)
         allowed, retry_after = await anyio.to_thread.run_sync(
             state.rate_limiter.hit, state.settings.webhook_bad_signature_limit, "webhook-bad-signature", ip
         )

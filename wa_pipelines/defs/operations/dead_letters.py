@@ -6,6 +6,7 @@ from dagster import Config, OpExecutionContext, op
 from pydantic import Field
 
 from wa_core.dead_letters import DeadLetterSelection, assign_waba, purge_dead_letters, purge_processed_bodies, replay_dead_letters
+from wa_core.explorer.rejections import purge_rejections
 from wa_pipelines.defs.factories import one_op_job, running_schedule
 from wa_pipelines.resources import AppDatabase
 
@@ -53,13 +54,16 @@ def purge_dead_letters_op(context: OpExecutionContext, config: DeadLetterConfig,
     return ids
 
 
-@op(description="Retention: remove bodies of processed webhooks older than RETENTION_DAYS.")
+@op(description="Retention: remove bodies of processed webhooks older than RETENTION_DAYS, and records of rejected deliveries older than WEBHOOK_REJECTION_RETENTION_DAYS.")
 def purge_webhook_bodies_op(context: OpExecutionContext, app_db: AppDatabase) -> int:
     days = app_db.settings.retention_days
+    rejection_days = app_db.settings.webhook_rejection_retention_days
     with app_db.get_engine().begin() as conn:
         count = purge_processed_bodies(conn, days)
+        rejected = purge_rejections(conn, rejection_days)
     context.log.info(f"removed the bodies of {count} processed webhooks older than {days:g} days")
-    context.add_output_metadata({"purged": count, "retention_days": days})
+    context.log.info(f"deleted {rejected} records of rejected deliveries older than {rejection_days:g} days")
+    context.add_output_metadata({"purged": count, "retention_days": days, "rejections_deleted": rejected})
     return count
 
 

@@ -1,0 +1,201 @@
+"""The webhook explorer on real rows: search by every kind, trace, admin-only body, the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy.engine import Engine
+
+from tests.core.test_processing import drain
+from tests.explorer import corpus as c
+from tests.helpers import bind_fixture_numbers, land
+from tests.webhook.test_admin_status import ADMIN, AUTH
+from tests.webhook.test_onboarding import auth
+from wa_core.db.schema import utcnow, whatsapp_webhook_logs as logs
+from wa_core.dead_letters import purge_processed_bodies
+from wa_core.explorer.keys import extract_keys
+from wa_core.settings import Settings
+from wa_webhook.app import create_app
+
+T0 = 1767225600
+SEARCH = "/api/admin/whatsapp/webhooks"
+
+
+@pytest.fixture()
+def landed(settings: Settings, engine: Engine) -> dict[str, int]:
+    bind_fixture_numbers(engine, acme_status="active")
+    now = utcnow()
+    ids = {
+        "old": land(engine, c.inbound("wamid.OLD", T0 - 3600), received_at=now - timedelta(hours=3)),
+        "in": land(engine, c.inbound("wamid.IN1", T0)),
+        "status": land(engine, c.status("wamid.IN1", "read", T0 + 1)),
+        "bsuid": land(engine, c.envelope({"messaging_product": "whatsapp", "metadata": {"phone_number_id": c.ACME_PHONE},
+                                          "contacts": [{"user_id": "US.13491208655302741918", "profile": {"name": "U"}}],
+                                          "messages": [{"from_user_id": "US.13491208655302741918", "id": "wamid.BSUID1",
+                                                        "timestamp": str(T0), "type": "text", "text": {"body": "x"}}]})),
+        "unknown_number": land(engine, c.inbound("wamid.NOWHERE", T0, phone="299999999999999", waba="199999999999999")),
+        "not_json": land(engine, b"{not json"),
+        "redelivered": 0,
+    }
+    ids["redelivered"] = land(engine, c.inbound("wamid.IN1", T0))  # Meta delivering the same message again
+    drain(engine, settings)
+    return ids
+
+
+@pytest.fixture()
+def admin(settings: Settings, landed: dict[str, int]) -> Iterator[TestClient]:
+    with TestClient(create_app(settings.model_copy(update={"admin_api_token": SecretStr(ADMIN)}))) as client:
+        yield client
+
+
+def _ids(admin: TestClient, **params) -> list[int]:
+    r = admin.get(SEARCH, headers=AUTH, params=params)
+    assert r.status_code == 200, r.text
+    assert all("body" not in w for w in r.json()["webhooks"])
+    return [w["id"] for w in r.json()["webhooks"]]
+
+
+def test_search_by_every_kind(admin: TestClient, landed: dict[str, int]) -> None:
+    L = landed
+    assert _ids(admin, wamid="wamid.IN1") == [L["redelivered"], L["status"], L["in"]]
+    assert _ids(admin, wa_id=c.CUSTOMER) == [L["redelivered"], L["unknown_number"], L["status"], L["in"], L["old"]]
+    assert _ids(admin, user_id="US.13491208655302741918") == [L["bsuid"]]
+    assert _ids(admin, phone_number_id="299999999999999") == [L["unknown_number"]]
+    assert _ids(admin, waba_id=c.ACME_WABA, wamid="wamid.IN1", field="messages") == [L["redelivered"], L["status"], L["in"]]
+    assert _ids(admin, wamid="wamid.IN1", field="history") == []
+    assert _ids(admin, status="dead") == [L["not_json"]]
+    assert _ids(admin, status="failed", wa_id=c.CUSTOMER) == [L["unknown_number"]]
+    assert _ids(admin, error_kind="invalid_json") == [L["not_json"]]
+    assert L["unknown_number"] in _ids(admin, error_kind="unroutable")
+    recent = _ids(admin, received_from=(utcnow() - timedelta(hours=1)).isoformat())
+    assert L["old"] not in recent and L["in"] in recent
+    assert _ids(admin, received_to=(utcnow() - timedelta(hours=1)).isoformat()) == [L["old"]]
+    assert _ids(admin, wa_id=c.CUSTOMER, received_to=(utcnow() - timedelta(hours=1)).isoformat()) == [L["old"]]
+
+
+def test_search_pages_with_before_id(admin: TestClient, landed: dict[str, int]) -> None:
+    everything = _ids(admin, limit=500)
+    assert everything == sorted(landed.values(), reverse=True)
+    seen, before = [], None
+    while True:
+        r = admin.get(SEARCH, headers=AUTH, params={"limit": 2, **({"before_id": before} if before else {})}).json()
+        seen += [w["id"] for w in r["webhooks"]]
+        before = r["next_before_id"]
+        if before is None:
+            break
+    assert seen == everything
+
+
+def test_trace_shows_arrival_items_and_rows_and_the_body_only_on_request(admin: TestClient, engine: Engine, landed: dict[str, int]) -> None:
+    t = admin.get(f"{SEARCH}/{landed['in']}/trace", headers=AUTH).json()
+    assert t["arrival"]["signature_status"] == "valid" and t["arrival"]["body_size"] > 0 and len(t["arrival"]["body_sha256"]) == 64
+    assert t["processing"]["status"] == "processed" and "body" not in t
+    assert [(i["place"], i["result"]) for i in t["items"]] == [("entry[0].changes[0].messages[0]", "processed")]
+    [message] = t["rows"]["whatsapp_messages"]
+    assert message["wamid"] == "wamid.IN1" and message["written_by_this_webhook"] is True
+    assert t["keys"]["wamid"] == ["wamid.IN1"] and t["keys"]["field"] == ["messages"]
+    # the redelivery found the message already stored by the first delivery
+    again = admin.get(f"{SEARCH}/{landed['redelivered']}/trace", headers=AUTH).json()
+    assert again["rows"]["whatsapp_messages"][0]["written_by"] == landed["in"]
+    assert again["rows"]["whatsapp_messages"][0]["written_by_this_webhook"] is False
+    # the events the first delivery produced; the redelivery produced none
+    assert "message.received" in [e["type"] for e in t["events"]]
+    assert [e["payload"].get("wamid") for e in t["events"] if e["type"] == "message.received"] == ["wamid.IN1"]
+    assert [e for e in again["events"] if e["type"].startswith("message.")] == []
+    failed = admin.get(f"{SEARCH}/{landed['unknown_number']}/trace", headers=AUTH).json()
+    assert [(i["result"], i["error_kind"]) for i in failed["items"]] == [("failed", "unroutable")]
+    dead = admin.get(f"{SEARCH}/{landed['not_json']}/trace", headers=AUTH).json()
+    assert [(i["result"], i["error_kind"]) for i in dead["items"]] == [("failed", "invalid_json")]
+    with_body = admin.get(f"{SEARCH}/{landed['in']}/trace", headers=AUTH, params={"include_body": "true"}).json()
+    assert with_body["body"]["kept"] is True and json.loads(with_body["body"]["text"])["entry"][0]["id"] == c.ACME_WABA
+    with engine.begin() as conn:
+        assert purge_processed_bodies(conn, 0, now=utcnow() + timedelta(seconds=1)) >= 1
+    purged = admin.get(f"{SEARCH}/{landed['in']}/trace", headers=AUTH, params={"include_body": "true"}).json()
+    assert purged["body"]["kept"] is False and purged["body"]["purged_at"] and "text" not in purged["body"]
+    assert purged["keys"] is None and purged["rows"]["whatsapp_messages"][0]["wamid"] == "wamid.IN1"  # rows found by its items
+    assert _ids(admin, wamid="wamid.IN1")[-1] == landed["in"]  # still found by its ids
+    assert admin.get(f"{SEARCH}/999999999/trace", headers=AUTH).status_code == 404
+
+
+@pytest.mark.parametrize("headers,code", [({}, 401), ({"Authorization": "Bearer wrong"}, 403), ("jwt", 403)])
+def test_the_explorer_needs_the_admin_token(admin: TestClient, landed: dict[str, int], headers, code: int) -> None:
+    sent = auth("acme") if headers == "jwt" else headers
+    for url in (SEARCH, f"{SEARCH}/{landed['in']}/trace?include_body=true", "/api/admin/whatsapp/rejected-webhooks"):
+        r = admin.get(url, headers=sent)
+        assert r.status_code == code, (url, r.text)
+        assert "entry" not in r.text
+
+
+def test_malformed_searches_are_422(admin: TestClient) -> None:
+    for params in ({"status": "nope"}, {"received_from": "2026-01-02T00:00:00Z", "received_to": "2026-01-01T00:00:00Z"},
+                   {"limit": 0}, {"wamid": "a\x00b"}):
+        assert admin.get(SEARCH, headers=AUTH, params=params).status_code == 422, params
+
+
+def test_the_command_line_searches_and_traces(landed: dict[str, int], capsys: pytest.CaptureFixture) -> None:
+    from wa_webhook.cli import main
+
+    assert main(["webhooks", "search", "--wamid", "wamid.IN1", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [w["id"] for w in found["webhooks"]] == [landed["redelivered"], landed["status"], landed["in"]]
+    assert main(["webhooks", "search", "--error-kind", "invalid_json"]) == 0
+    assert f"{landed['not_json']:>10}" in capsys.readouterr().out
+    assert main(["webhooks", "trace", str(landed["in"])]) == 0
+    trace = json.loads(capsys.readouterr().out)
+    assert trace["id"] == landed["in"] and "body" not in trace
+    assert main(["webhooks", "trace", "999999999"]) == 1
+    assert main(["webhooks", "search", "--status", "bogus"]) == 2
+
+
+def test_keys_are_extracted_from_any_shape() -> None:
+    body = json.loads(c.status("wamid.X", "sent", T0))
+    assert extract_keys(body) == [("waba_id", c.ACME_WABA), ("field", "messages"), ("phone_number_id", c.ACME_PHONE),
+                                  ("wamid", "wamid.X"), ("wa_id", c.CUSTOMER)]
+    for weird in (None, [], {"entry": "x"}, {"entry": [1, {"changes": [None, {"field": 3, "value": [[["wamid.deep"]]]}]}]},
+                  {"entry": [{"id": "a\x00", "changes": [{"field": "f" * 300, "value": {"from": 5}}]}]}):
+        extract_keys(weird)  # never raises
+    assert ("wamid", "wamid.deep") in extract_keys({"entry": [{"changes": [{"value": [[["wamid.deep"]]]}]}]})
+
+
+def test_items_follow_the_latest_attempt(engine: Engine, settings: Settings, landed: dict[str, int]) -> None:
+    """A retried webhook's items are replaced, not appended (one row per item)."""
+    from wa_core.db.schema_explorer import whatsapp_webhook_items as items
+
+    with engine.begin() as conn:
+        conn.execute(sa.update(logs).where(logs.c.id == landed["unknown_number"]).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    drain(engine, settings)
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(items.c.attempt).where(items.c.webhook_log_id == landed["unknown_number"])).scalars().all()
+    assert found == [2]
+
+
+def test_search_and_trace_on_the_embedded_sqlite(tmp_path) -> None:
+    from wa_core.bindings import PhoneNumber, bind_waba, ensure_organization
+    from wa_core.db.engine import create_sync_engine
+    from wa_core.db.migrate import upgrade
+    from wa_core.explorer.search import WebhookSearch, search_webhooks
+    from wa_core.explorer.trace import trace_webhook
+
+    lite_settings = Settings(_env_file=None, database_url=None, data_dir=str(tmp_path))
+    upgrade(lite_settings)
+    lite = create_sync_engine(lite_settings)
+    with lite.begin() as conn:
+        bind_waba(conn, ensure_organization(conn, "acme"), c.ACME_WABA, [PhoneNumber(c.ACME_PHONE, "15550000001", "Acme")], status="active")
+    first = land(lite, c.inbound("wamid.LITE", T0))
+    second = land(lite, c.inbound("wamid.LITE", T0))
+    drain(lite, lite_settings)
+    drain(lite, lite_settings)
+    with lite.connect() as conn:
+        found = search_webhooks(conn, WebhookSearch(wamid="wamid.LITE", field="messages"), 1)
+        assert [w["id"] for w in found["webhooks"]] == [second] and found["next_before_id"] == second
+        assert [w["id"] for w in search_webhooks(conn, WebhookSearch(wamid="wamid.LITE", before_id=second))["webhooks"]] == [first]
+        trace = trace_webhook(conn, second)
+        assert trace["rows"]["whatsapp_messages"][0]["written_by"] == first
+        assert [i["result"] for i in trace["items"]] == ["processed"]
+    lite.dispose()
