@@ -104,7 +104,9 @@ def write_plans(conn: Connection, plans: Sequence[Plan]) -> None:
     if inserted:
         by_key = {(r["phone_number_id"], r["wamid"]): r for r in rows}
         order = dict.fromkeys((p.values["phone_number_id"], p.values["wamid"]) for p in messages)  # item order
-        add_events(conn, (e for key in order if key in inserted and (e := message_event(by_key[key], inserted[key])) is not None))
+        for key in order:  # each event with the webhook that stored its message (the explorer's trace)
+            if key in inserted and (event := message_event(by_key[key], inserted[key])) is not None:
+                add_events(conn, (event,), by_key[key].get("webhook_log_id"))
     if fills:
         _fill_placeholders(conn, fills)
     statuses = [p.values for p in plans if isinstance(p, StatusPlan)]
