@@ -149,7 +149,8 @@ def test_process_webhooks_job_runs_in_process_and_reports_counts(engine: Engine,
         assert result.success
         mats = result.asset_materializations_for_node("apply_landed_webhooks")
         by_key = {m.asset_key.to_user_string(): m.metadata for m in mats}
-        assert set(by_key) == {"whatsapp_messages", "whatsapp_message_statuses", "whatsapp_contacts", "whatsapp_connections"}
+        assert set(by_key) == {"whatsapp_messages", "whatsapp_message_statuses", "whatsapp_contacts", "whatsapp_connections",
+                               "whatsapp_templates", "whatsapp_number_health", "whatsapp_waba_health", "whatsapp_account_alerts"}
         meta = by_key["whatsapp_messages"]
         assert meta["webhooks"].value == 4
         assert meta["webhooks_processed"].value == 3 and meta["webhooks_dead"].value == 1

@@ -21,7 +21,7 @@ from wa_core.processing.wake import LandingListener, SqliteChangeWaker, Waker
 from wa_core.settings import Settings
 
 from .outbox import EVENTS_CHANNEL
-from .push import DeliveryStats, deliver_round, next_due_in
+from .push import DeliveryStats, deliver_round, has_enabled_endpoint, next_due_in
 
 
 def make_events_waker(settings: Settings) -> Waker:
@@ -46,7 +46,8 @@ def run_delivery(
     on_round: Callable[[DeliveryStats], None] | None = None,
 ) -> DeliveryStats:
     """Deliver until ``max_seconds`` (default ``EVENT_PUSH_RUN_MAX_SECONDS``), ``should_stop()``,
-    or ``idle_exit_seconds`` without a request (None: stay; 0: drain what is due and return).
+    ``idle_exit_seconds`` without a request (None: stay; 0: drain what is due and return), or
+    an idle moment with no enabled endpoint left (the sensor starts a run again when one is set).
     Returns the run's counts. Database errors propagate."""
     max_seconds = settings.event_push_run_max_seconds if max_seconds is None else max_seconds
     stats = DeliveryStats()
@@ -68,6 +69,8 @@ def run_delivery(
                 last_work = time.monotonic()
                 continue
             if idle_exit_seconds is not None and time.monotonic() - last_work >= idle_exit_seconds:
+                break
+            if not has_enabled_endpoint(engine):  # every endpoint disabled or removed: nothing to wait for
                 break
             due = next_due_in(engine)
             timeout = settings.event_push_idle_poll_seconds if due is None else min(due, settings.event_push_idle_poll_seconds)

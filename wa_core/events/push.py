@@ -284,6 +284,13 @@ def due_endpoints(engine: Engine, now: datetime | None = None) -> list[Any]:
         ).scalars().all()
 
 
+def has_enabled_endpoint(engine: Engine) -> bool:
+    """Whether any organization has an enabled push endpoint (a delivery run has work to wait
+    for: without one no run is kept alive, so an install that only pulls pays nothing)."""
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.literal(1)).where(ep.enabled.is_(True)).limit(1)).first() is not None
+
+
 def next_due_in(engine: Engine, now: datetime | None = None) -> float | None:
     """Seconds until the earliest backed-off endpoint is due (None: none is waiting)."""
     now = now or utcnow()

@@ -50,11 +50,18 @@ _IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunS
 
 
 @sensor(job=deliver_events_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
-        description="Keeps one deliver_events run alive (starts the next when the last one ended).")
-def event_delivery_sensor(context: SensorEvaluationContext):
+        description="Keeps one deliver_events run alive while an organization has an enabled push endpoint.")
+def event_delivery_sensor(context: SensorEvaluationContext, app_db: AppDatabase):
+    """One ``deliver_events`` run alive while any push endpoint is enabled; none without one
+    (an install whose SaaS only pulls keeps no idle run; a run also ends when the last
+    endpoint is disabled)."""
+    from wa_core.events.push import has_enabled_endpoint
+
     runs = context.instance.get_run_records(RunsFilter(job_name="deliver_events", statuses=_IN_FLIGHT), limit=1)
     if runs:
         return SkipReason("a delivery run is alive")
+    if not has_enabled_endpoint(app_db.get_engine()):
+        return SkipReason("no organization has an enabled push endpoint")
     return RunRequest(tags={"wa/launched_by": "event_delivery_sensor"})
 
 
