@@ -9,17 +9,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from wa_core.token_health import TOKEN_STATES, current_state, state_label
-
-from wa_core.reporting.phone_fields import phone_fields_summary
-from wa_core.db.schema_waba_state import (
-    whatsapp_account_alerts,
-    whatsapp_number_health,
-    whatsapp_template_events,
-    whatsapp_templates,
-    whatsapp_waba_events,
-    whatsapp_waba_health,
-)
 from wa_core.backlog import UNROUTED_LANE, backlog_by_organization, lane_expression, lane_join, lane_label
 from wa_core.db.schema import (
     organizations,
@@ -31,6 +20,19 @@ from wa_core.db.schema import (
     whatsapp_messages,
     whatsapp_webhook_logs,
 )
+from wa_core.db.schema_coexistence import whatsapp_coexistence_syncs
+from wa_core.db.schema_events import whatsapp_events
+from wa_core.db.schema_media import whatsapp_media
+from wa_core.db.schema_waba_state import (
+    whatsapp_account_alerts,
+    whatsapp_number_health,
+    whatsapp_template_events,
+    whatsapp_templates,
+    whatsapp_waba_events,
+    whatsapp_waba_health,
+)
+from wa_core.reporting.phone_fields import phone_fields_summary
+from wa_core.token_health import TOKEN_STATES, current_state, state_label
 
 
 def stored_summary(conn: Connection, *, expiring_soon_days: float = 7.0) -> dict[str, Any]:
@@ -81,6 +83,9 @@ def stored_summary(conn: Connection, *, expiring_soon_days: float = 7.0) -> dict
         "waba_health": grouped(whatsapp_waba_health, whatsapp_waba_health.c.review_decision),
         "account_alerts": grouped(whatsapp_account_alerts, whatsapp_account_alerts.c.status),
         "waba_events": grouped(whatsapp_waba_events, whatsapp_waba_events.c.field),
+        "media": grouped(whatsapp_media, whatsapp_media.c.state),  # inbound media files by download state
+        "coexistence_syncs": grouped(whatsapp_coexistence_syncs, whatsapp_coexistence_syncs.c.sync_type, whatsapp_coexistence_syncs.c.status),
+        "events": grouped(whatsapp_events, whatsapp_events.c.type),  # the event feed, by type
         # a list, not a dict by name: an organization may well be called "unrouted"
         "backlog": [b.as_dict() for b in backlog_by_organization(conn, now)],
     }
