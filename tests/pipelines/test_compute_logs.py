@@ -52,3 +52,22 @@ def test_captured_output_reads_back_and_is_deleted_without_mirror_processes(tmp_
     manager.delete_logs(prefix=["run-1"])
     assert manager.get_log_data(key).stdout in (None, b"")
     instance.dispose()
+
+
+def test_captured_output_is_also_mirrored_to_the_process_output(tmp_path) -> None:
+    """A run's prints (e.g. the log alert sink's ``ALERT …`` lines) still reach the service's
+    own output, as with Dagster's tail mirrors: the daemon's log shows them."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from wa_pipelines.compute_logs import FileComputeLogManager\n"
+        f"m = FileComputeLogManager(base_dir={str(tmp_path)!r})\n"
+        "with m.capture_logs(['r', 'compute_logs', 's']):\n"
+        "    print('ALERT out line', flush=True)\n"
+        "    print('ALERT err line', file=sys.stderr, flush=True)\n"
+        "print(m.get_log_data(['r', 'compute_logs', 's']).stdout)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert "ALERT out line" in done.stdout and "ALERT err line" in done.stderr
+    assert "b'ALERT out line\\n'" in done.stdout  # and the file holds it too
