@@ -43,6 +43,11 @@ def test_pages_by_cursor_filters_by_type_and_never_shows_another_organizations_e
     assert [e["data"]["wamid"] for e in page["events"]] == ["c", "s"]
     only = api.get("/api/v1/whatsapp/events?types=message.status_updated", headers=auth("acme")).json()
     assert [e["type"] for e in only["events"]] == ["message.status_updated"]
+    # a filter that matches nothing still moves the consumer past what it skipped
+    none = api.get("/api/v1/whatsapp/events?types=call.*", headers=auth("acme")).json()
+    assert none == {"events": [], "next_cursor": 4}
+    first = api.get("/api/v1/whatsapp/events?types=message.received&limit=1", headers=auth("acme")).json()
+    assert first["next_cursor"] == first["events"][0]["cursor"] == 1, "a full page continues after its last event"
     assert [e["data"]["wamid"] for e in api.get("/api/v1/whatsapp/events", headers=auth("globex")).json()["events"]] == ["g"]
     assert api.get("/api/v1/whatsapp/events", headers=auth("initech")).json() == {"events": [], "next_cursor": 0}
     assert api.get("/api/v1/whatsapp/events").status_code == 401

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from wa_core.events.feed import MAX_LIMIT, event_json, read_events
+from wa_core.events.feed import MAX_LIMIT, event_json, last_cursor, read_events
 from wa_webhook.deps import CallerDep
 
 router = APIRouter(prefix="/api/v1/whatsapp", tags=["events"])
@@ -47,16 +47,24 @@ async def list_events(
     engine = request.app.state.api_engine()
     waiter = request.app.state.event_waiter
 
-    def read() -> list[dict[str, Any]]:
+    def read() -> tuple[list[dict[str, Any]], int]:
         with engine.connect() as conn:
-            return [event_json(r) for r in read_events(conn, caller.organization_id, after, types=names, limit=limit)]
+            # the highest committed cursor first: every event up to it has committed (cursors
+            # commit in order), so a filtered read that found fewer than ``limit`` may move past
+            # the events it skipped, and the consumer does not scan them again
+            last = last_cursor(conn, caller.organization_id)
+            rows = read_events(conn, caller.organization_id, after, types=names, limit=limit, upto=last)
+            events = [event_json(r) for r in rows]
+        if len(events) == limit:
+            return events, events[-1]["cursor"]
+        return events, max(after, last)
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     event = waiter.register(caller.organization_id) if wait else None
     try:
         while True:
-            events = await anyio.to_thread.run_sync(read)
+            events, next_cursor = await anyio.to_thread.run_sync(read)
             remaining = deadline - loop.time()
             if events or event is None or remaining <= 0:
                 break
@@ -64,4 +72,4 @@ async def list_events(
     finally:
         if event is not None:
             waiter.release(caller.organization_id, event)
-    return {"events": events, "next_cursor": events[-1]["cursor"] if events else after}
+    return {"events": events, "next_cursor": next_cursor}
