@@ -177,11 +177,20 @@ def cmd_events_endpoint(args: argparse.Namespace) -> int:
     from types import SimpleNamespace
 
     from wa_core.events import push
-    from wa_core.meta.crypto import TokenCipher
+    from wa_core.meta.crypto import TokenCipher, TokenCryptoError
     from wa_core.organizations import resolve_organization
 
     settings = _migrated_settings()
-    cipher = TokenCipher.from_hex(settings.token_encryption_key, settings.token_encryption_previous_keys)
+    if args.action == "set" and not args.url:
+        print("error: events-endpoint set needs --url https://…", file=sys.stderr)
+        return 2
+    cipher = None
+    if args.action in ("set", "rotate"):  # only a new secret needs the key (it is stored encrypted)
+        try:
+            cipher = TokenCipher.from_hex(settings.token_encryption_key, settings.token_encryption_previous_keys)
+        except TokenCryptoError as exc:
+            print(f"error: {exc} (push secrets are stored encrypted with it; use the same value as the service)", file=sys.stderr)
+            return 2
 
     def change(conn):
         org = resolve_organization(conn, args.org).id

@@ -218,3 +218,19 @@ def test_types_filter_and_retention(engine: Engine) -> None:
     with engine.connect() as conn:
         assert conn.execute(sa.select(whatsapp_event_cursors.c.last_cursor)).scalar_one() == 3  # positions stay valid
     assert [e.key for e in events(engine)] == ["b", "c"]
+
+
+@pytest.mark.parametrize("poison", ["bad\\u0000reason", "bad\\ud800reason"])
+def test_a_nul_or_lone_surrogate_in_an_event_value_never_fails_the_batch(engine: Engine, settings: Settings, poison: str) -> None:
+    """Event payloads carry webhook values: made storable like the rows (break-it: one such
+    value used to crash every run and take the good webhooks of its batch down with it)."""
+    bind_fixture_numbers(engine)
+    body = (FIXTURES / "message_template_status_update_rejected.json").read_bytes()
+    bad = body.replace(b'"INVALID_FORMAT"', f'"{poison}"'.encode()).replace(b"fake_order_update", b"poisoned_" + poison.encode())
+    ids = [land(engine, bad)] + [land(engine, body.replace(b"700000000000001", f"70000000000010{i}".encode())) for i in range(5)]
+    run_processing(engine, settings, idle_exit_seconds=0)
+    with engine.connect() as conn:
+        states = conn.execute(sa.select(whatsapp_webhook_logs.c.status).where(whatsapp_webhook_logs.c.id.in_(ids))).scalars().all()
+    assert sorted(states) == ["processed"] * 6
+    changed = [e for e in events(engine) if e.type == "template.status_changed"]
+    assert len(changed) == 6 and all("\x00" not in json.dumps(e.payload) for e in changed)

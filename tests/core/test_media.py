@@ -270,13 +270,14 @@ def test_json_from_the_download_url_is_never_stored(tmp_path: Path) -> None:
     assert caught.value.kind == "not_a_file" and not storage.exists("org/phone/7")
 
 
-def test_no_token_waits_and_a_bad_media_id_is_failed_at_once(engine: Engine, settings: Settings, meta) -> None:
+@pytest.mark.parametrize("bad_id", ["../../etc/passwd", "..", ".", "ok\n"])
+def test_no_token_waits_and_a_bad_media_id_is_failed_at_once(engine: Engine, settings: Settings, meta, bad_id: str) -> None:
     bind_fixture_numbers(engine)  # no business token stored
     message = json.loads(fixture_bytes("messages_image.json"))
-    message["entry"][0]["changes"][0]["value"]["messages"][0]["image"]["id"] = "../../etc/passwd"
+    message["entry"][0]["changes"][0]["value"]["messages"][0]["image"]["id"] = bad_id
     land(engine, json.dumps(message).encode())
     land_and_process(engine, settings, "messages_audio_voice.json")
-    bad = media(engine, "../../etc/passwd")
+    bad = media(engine, bad_id)
     assert (bad.state, bad.error_kind, bad.next_attempt_at) == ("failed", "invalid_media_id", None)
     assert download(engine, settings, meta[1], local(settings))["pending"] == 1
     assert media(engine, AUDIO_ID).error_kind == "no_token"

@@ -80,3 +80,16 @@ def test_an_older_event_does_not_overwrite_a_newer_one(db) -> None:
     with db.begin() as conn:
         write_rows(conn, _plans([1])[0].rows)
     assert _state(db) == ("s4", 2)
+
+
+def test_an_undated_event_never_lets_an_older_one_through(db) -> None:
+    """break-it: t=200, then an event without a time, then t=100: the t=200 state stays."""
+    undated = StatePlan([RowWrite(things, {"thing_id": "t1", "status": "undated", "event_at": None}, ("thing_id",), ("status", "event_at"), "event_at")])
+    for plans in ([_plans([200])[0], undated, _plans([100])[0]],):
+        with db.begin() as conn:  # one batch
+            write_rows(conn, (w for p in plans for w in p.rows))
+        assert _state(db)[0] == "s200"
+        with db.begin() as conn:  # one by one
+            for plan in plans:
+                apply_rows(conn, plan)
+        assert _state(db)[0] == "s200"

@@ -63,7 +63,7 @@ def check_stored(settings: Settings, output: str) -> None:
         assert line in output, line
     assert dict(connections)["100000000000001"] in {"active", "inactive", "offboarded", "disabled"}
     # the WABA-family fixtures' state is stored and reported
-    assert "templates       APPROVED=1, None=2, REJECTED=1" in output and "waba_events" in output
+    assert "templates       APPROVED=1, REJECTED=1, unknown=2" in output and "waba_events" in output
     # the event feed heard of the messages, and the media messages have their download rows
     assert "message.received=" in output and "template.status_changed=" in output
     assert "\n  media " in output

@@ -93,6 +93,7 @@ def test_admin_sets_rotates_disables_and_replays_an_endpoint(settings: Settings,
         assert state["enabled"] and state["delivered_cursor"] == 1 == state["last_cursor"] and secret not in str(state)
         assert c.post(f"{base}/endpoint/rotate", headers=admin).json()["secret"] != secret
         assert c.post(f"{base}/replay", json={"types": ["message.received"]}, headers=admin).json() == {"queued": 1}
+        assert c.post(f"{base}/replay", json={}, headers=admin).status_code == 422, "an empty replay names nothing: refused"
         assert c.post(f"{base}/endpoint/disable", headers=admin).json() == {"enabled": False}
         assert c.get("/api/admin/whatsapp/events/nobody/endpoint", headers=admin).status_code == 404
         assert c.put(f"{base}/endpoint", json={"url": "ftp://crm.example/x"}, headers=admin).status_code == 422

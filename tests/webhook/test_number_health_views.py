@@ -82,7 +82,7 @@ def test_number_health_dashboard(processed: Engine, settings: Settings, tmp_path
     }
     assert "| 15550000001 |" in number_health_markdown(board.rows)
     assert board.payload()["rows"][0]["waba_id"] == ACME_WABA
-    assert summary["templates"] == {"APPROVED": 1, "REJECTED": 1, "None": 2} and summary["account_alerts"] == {"ACTIVE": 1}
+    assert summary["templates"] == {"APPROVED": 1, "REJECTED": 1, "unknown": 2} and summary["account_alerts"] == {"ACTIVE": 1}
     assert summary["waba_events"]["security"] == 2
     # the same figures on SQLite (the embedded default)
     lite = sa.create_engine(f"sqlite:///{tmp_path / 'health.sqlite3'}")

@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection
 
+from wa_core.db.engine import storable
 from wa_core.db.schema import utcnow
 from wa_core.db.schema_events import whatsapp_event_cursors, whatsapp_events
 from wa_core.processing.bulk import chunks, is_postgres, pg_insert, sqlite_insert
@@ -124,16 +125,19 @@ def flush_events(conn: Connection) -> int:
     now = utcnow()
     rows: dict[uuid.UUID, dict[str, Any]] = {}
     for spec, webhook_log_id in pending:
-        eid = event_id(spec.organization_id, spec.type, spec.key)
+        # payload values come from webhooks: NUL bytes and lone surrogates made storable like
+        # the rows they describe, so a strange value never fails its batch's transaction
+        kind, key = storable(str(spec.type))[:64], storable(str(spec.key))
+        eid = event_id(spec.organization_id, kind, key)
         if eid not in rows:
             rows[eid] = {
                 "id": eid,
                 "organization_id": spec.organization_id,
-                "type": spec.type[:64],
-                "key": spec.key,
+                "type": kind,
+                "key": key,
                 "occurred_at": spec.occurred_at or now,
                 "created_at": now,
-                "payload": jsonable(spec.payload),
+                "payload": storable(jsonable(spec.payload)),
                 "webhook_log_id": webhook_log_id,
             }
     per_org: dict[Any, list[dict[str, Any]]] = {}

@@ -21,7 +21,7 @@ MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
 #: inbound media ids live 7 days (§9.1 "Retention")
 MEDIA_ID_LIFETIME = timedelta(days=7)
 #: what a media id may look like; anything else never reaches a URL path or a storage key
-MEDIA_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+MEDIA_ID = re.compile(r"(?=[^A-Za-z0-9]*[A-Za-z0-9])[A-Za-z0-9._-]{1,128}")  # use fullmatch: never "." or "..", no newline
 
 
 def media_write(
@@ -52,7 +52,7 @@ def media_write(
         media_id = str(media_id)
     if not isinstance(media_id, str) or not media_id:
         return None
-    usable = MEDIA_ID.match(media_id) is not None
+    usable = MEDIA_ID.fullmatch(media_id) is not None
     values = {
         "organization_id": organization_id,
         "connection_id": connection_id,

@@ -10,8 +10,9 @@ rows one by one (:func:`apply_rows`), so both paths leave the same state.
 
 Order safety comes from the **order column** (``newer``, usually Meta's event time in UTC):
 a row that exists already is only updated when the arriving row's order value is at least
-the stored one (a NULL on either side lets the arriving row win, Meta omits times in some
-shapes). Within one batch, the writes of a key are folded first: the one with the highest
+the stored one, or when the stored row has none. An arriving row without one (Meta omits
+times in some shapes) only fills a row that has no order value yet: it never overwrites a
+dated state, so it cannot open the door to an older event either. Within one batch, the writes of a key are folded first: the one with the highest
 order value wins, the later one on a tie, exactly as applying them one after the other would
 leave it. An append-only history row is a write with ``update=()``: inserted once per key
 (``ON CONFLICT DO NOTHING``), so a redelivered webhook never adds a second history row.
@@ -44,7 +45,8 @@ class RowWrite:
     - ``update``: the columns set from the arriving row on a conflict; ``()`` keeps the stored
       row (append-only history, or "create if missing").
     - ``newer``: the order column (e.g. ``event_at``); on a conflict the row is only updated
-      when ``stored.newer <= arriving.newer`` or either is NULL. None: always updated.
+      when ``stored.newer`` is NULL or ``<= arriving.newer`` (an arriving NULL never replaces
+      a stored value). None: always updated.
     """
 
     table: sa.Table
@@ -100,7 +102,7 @@ def _wins(stored: RowWrite, arriving: RowWrite) -> bool:
     if arriving.newer is None:
         return True
     a, b = stored.values.get(arriving.newer), arriving.values.get(arriving.newer)
-    return a is None or b is None or _comparable(a) <= _comparable(b)
+    return a is None or (b is not None and _comparable(a) <= _comparable(b))
 
 
 def _comparable(value: Any) -> Any:
@@ -134,7 +136,7 @@ def _pg_tail(write: RowWrite) -> str:
     tail = f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
     if write.newer:
         n = write.newer
-        tail += f" WHERE {t}.{n} IS NULL OR excluded.{n} IS NULL OR {t}.{n} <= excluded.{n}"
+        tail += f" WHERE {t}.{n} IS NULL OR (excluded.{n} IS NOT NULL AND {t}.{n} <= excluded.{n})"
     return tail
 
 
@@ -150,7 +152,7 @@ def _write_group(conn: Connection, group: Sequence[RowWrite]) -> None:
         from sqlalchemy.dialects.sqlite import insert
 
         stored, arriving = first.table.c[first.newer], insert(first.table).excluded[first.newer]
-        where = sa.or_(stored.is_(None), arriving.is_(None), stored <= arriving)
+        where = sa.or_(stored.is_(None), sa.and_(arriving.is_not(None), stored <= arriving))
     for part in chunks(rows):
         sqlite_insert(conn, first.table, part, names, first.key, first.update, where)
 

@@ -56,7 +56,7 @@ def stored_summary(conn: Connection, *, expiring_soon_days: float = 7.0) -> dict
 
     def grouped(table: sa.FromClause, *cols: sa.Column, where: Any = sa.true()) -> dict[str, int]:
         rows = conn.execute(sa.select(*cols, sa.func.count()).select_from(table).where(where).group_by(*cols)).all()
-        return {"/".join(str(v) for v in row[:-1]): int(row[-1]) for row in rows}
+        return {"/".join("unknown" if v is None else str(v) for v in row[:-1]): int(row[-1]) for row in rows}
 
     def count(table: sa.Table) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())

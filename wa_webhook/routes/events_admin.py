@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wa_core.events import push
 from wa_core.organizations import resolve_organization
@@ -26,13 +26,21 @@ class EndpointRequest(BaseModel):
 
 
 class ReplayRequest(BaseModel):
-    """One event, or a filter (``occurred_at`` in [since, until), types)."""
+    """One event, or a filter (``occurred_at`` in [since, until), types); ``everything: true``
+    to replay every event kept (an empty request is refused with 422, like dead letters)."""
 
     model_config = ConfigDict(extra="forbid")
     event_id: uuid.UUID | None = None
     since: datetime | None = None
     until: datetime | None = None
     types: list[str] = Field(default_factory=list, max_length=50)
+    everything: bool = False
+
+    @model_validator(mode="after")
+    def _something(self) -> "ReplayRequest":
+        if not (self.event_id or self.since or self.until or self.types or self.everything):
+            raise ValueError("name an event_id, a time window (since/until) or types, or set everything: true")
+        return self
 
 
 def _run(request: Request, org: str, change) -> Any:

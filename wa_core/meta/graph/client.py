@@ -87,7 +87,7 @@ SENSITIVE_QUERY_PARAMS = frozenset({"access_token", "client_secret", "input_toke
 
 _NODE_ID = re.compile(r"^[0-9]{1,32}$")
 _PIN = re.compile(r"^[0-9]{6}$")
-_MEDIA_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_MEDIA_ID = re.compile(r"(?=[^A-Za-z0-9]*[A-Za-z0-9])[A-Za-z0-9._-]{1,128}")  # use fullmatch: never "." or "..", no newline
 _MAX_PAGES = 1000
 USER_AGENT = "wa-onboarding-graph/1"
 
@@ -342,7 +342,7 @@ class GraphClient:
         answer has no ``url``, the typed :class:`GraphError` of Meta's error otherwise (an
         unknown or expired id: code 100, §9.3).
         """
-        if not _MEDIA_ID.match(str(media_id)):
+        if not _MEDIA_ID.fullmatch(str(media_id)):
             raise ValueError("media_id must be [A-Za-z0-9._-]+")
         params = {"phone_number_id": _node(phone_number_id, "phone_number_id")} if phone_number_id else None
         payload = self._json("GET", str(media_id), token=token, params=params)

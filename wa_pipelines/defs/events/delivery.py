@@ -73,6 +73,7 @@ class ReplayEventsConfig(Config):
     since: str | None = Field(default=None, description="ISO time, inclusive (occurred_at)")
     until: str | None = Field(default=None, description="ISO time, exclusive")
     types: list[str] = Field(default_factory=list, description="event types; empty = all")
+    everything: bool = Field(default=False, description="with no other filter: replay every event kept (required then)")
 
 
 @op(description="Queue events to be pushed again to the organization's endpoint.")
@@ -80,6 +81,8 @@ def replay_events_op(context: OpExecutionContext, config: ReplayEventsConfig, ap
     import uuid
 
     parse = lambda v: datetime.fromisoformat(v) if v else None  # noqa: E731
+    if not (config.event_id or config.since or config.until or config.types or config.everything):
+        raise ValueError("replay_events: name event_id, since/until or types, or set everything: true")
     with app_db.get_engine().begin() as conn:
         org = resolve_organization(conn, config.organization)
         queued = enqueue_replay(conn, org.id, event_id=uuid.UUID(config.event_id) if config.event_id else None,
