@@ -121,3 +121,10 @@ def test_contact_and_tenancy_another_organizations_ids_are_404(api: TestClient) 
     assert api.get("/api/v1/whatsapp/conversations").status_code == 401
     assert api.get("/api/v1/whatsapp/conversations", headers=auth("acme"), params={"cursor": "not-a-cursor"}).status_code == 422
     assert api.get("/api/v1/whatsapp/conversations/nonsense/messages", headers=auth("acme")).status_code == 422
+    import base64
+    import json as _json
+
+    for crafted in (["2026-01-01T00:00:00+00:00", 10**30], ["2026-01-01T00:00:00+00:00", True]):  # break-it: were 500
+        cursor = base64.urlsafe_b64encode(_json.dumps(crafted).encode()).decode().rstrip("=")
+        assert api.get("/api/v1/whatsapp/conversations", headers=auth("acme"), params={"cursor": cursor}).status_code == 422
+    assert api.get("/api/v1/whatsapp/conversations/group:%00/messages", headers=auth("acme")).status_code == 422

@@ -56,7 +56,7 @@ class Thread:
     def parse(cls, conversation_id: str) -> Thread:
         """The thread a conversation id names; raises :class:`BadCursor` when malformed."""
         kind, _, value = conversation_id.partition(":")
-        if kind == "group" and 0 < len(value) <= 255:
+        if kind == "group" and 0 < len(value) <= 255 and value.isprintable():  # no NUL or control characters
             return cls(group_id=value)
         if kind == "contact":
             try:
@@ -89,7 +89,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         at, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         parsed = datetime.fromisoformat(at)
-        if not isinstance(row_id, int) or parsed.tzinfo is None:
+        if type(row_id) is not int or not 0 <= row_id < 2**63 or parsed.tzinfo is None:  # a bigint id, not a bool
             raise ValueError
         return parsed, row_id
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
