@@ -39,6 +39,18 @@ def _migrated_settings():
     return settings
 
 
+def _cipher_or_exit(settings, hint: str = ""):
+    """The business-token cipher of ``settings`` (TOKEN_ENCRYPTION_KEY and previous keys), or
+    print the reason (and ``hint``) and exit 2."""
+    from wa_core.meta.crypto import TokenCipher, TokenCryptoError
+
+    try:
+        return TokenCipher.from_hex(settings.token_encryption_key, settings.token_encryption_previous_keys)
+    except TokenCryptoError as exc:
+        print(f"error: {exc}{hint}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from wa_core.db.migrate import downgrade, upgrade
 
@@ -177,7 +189,6 @@ def cmd_events_endpoint(args: argparse.Namespace) -> int:
     from types import SimpleNamespace
 
     from wa_core.events import push
-    from wa_core.meta.crypto import TokenCipher, TokenCryptoError
     from wa_core.organizations import resolve_organization
 
     settings = _migrated_settings()
@@ -186,11 +197,7 @@ def cmd_events_endpoint(args: argparse.Namespace) -> int:
         return 2
     cipher = None
     if args.action in ("set", "rotate"):  # only a new secret needs the key (it is stored encrypted)
-        try:
-            cipher = TokenCipher.from_hex(settings.token_encryption_key, settings.token_encryption_previous_keys)
-        except TokenCryptoError as exc:
-            print(f"error: {exc} (push secrets are stored encrypted with it; use the same value as the service)", file=sys.stderr)
-            return 2
+        cipher = _cipher_or_exit(settings, " (push secrets are stored encrypted with it; use the same value as the service)")
 
     def change(conn):
         org = resolve_organization(conn, args.org).id
@@ -213,14 +220,10 @@ def cmd_rotate_token_key(args: argparse.Namespace) -> int:
 
     from wa_core.db.engine import create_sync_engine
     from wa_core.db.schema import whatsapp_connections as table
-    from wa_core.meta.crypto import TokenCryptoError, TokenCipher, reencrypt_all
+    from wa_core.meta.crypto import TokenCryptoError, reencrypt_all
 
     settings = _migrated_settings()
-    try:
-        cipher = TokenCipher.from_hex(settings.token_encryption_key, settings.token_encryption_previous_keys)
-    except TokenCryptoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cipher = _cipher_or_exit(settings)
     engine = create_sync_engine(settings)
     count = 0
     c = table.c
@@ -241,15 +244,10 @@ def cmd_request_sync(args: argparse.Namespace) -> int:
     """Re-request a coexistence number's history or contact sync (exit 1 when refused or failed)."""
     from wa_core.coexistence_sync import UnknownNumber, rerequest
     from wa_core.db.engine import create_sync_engine
-    from wa_core.meta.crypto import TokenCryptoError, TokenCipher
     from wa_core.meta.graph.client import GraphClient
 
     settings = _migrated_settings()
-    try:
-        cipher = TokenCipher.from_hex(settings.token_encryption_key, settings.token_encryption_previous_keys)
-    except TokenCryptoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cipher = _cipher_or_exit(settings)
     try:
         with GraphClient.from_settings(settings) as graph:
             result = rerequest(create_sync_engine(settings), graph, cipher, args.phone_number_id, args.type)
