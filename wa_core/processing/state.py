@@ -20,7 +20,6 @@ leave it. An append-only history row is a write with ``update=()``: inserted onc
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -173,13 +172,4 @@ def apply_rows(conn: Connection, plan: StatePlan) -> str:
     return "processed"
 
 
-def rows_by_table(plans: Iterable[StatePlan]) -> dict[str, list[RowWrite]]:
-    """The rows of ``plans`` per table name (for tests and reports)."""
-    out: dict[str, list[RowWrite]] = defaultdict(list)
-    for plan in plans:
-        for write in plan.rows:
-            out[write.table.name].append(write)
-    return dict(out)
-
-
-__all__ = ["EventSpec", "RowWrite", "StatePlan", "apply_rows", "fold", "rows_by_table", "write_rows"]
+__all__ = ["EventSpec", "RowWrite", "StatePlan", "apply_rows", "fold", "write_rows"]
