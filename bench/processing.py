@@ -16,7 +16,8 @@ times its own drain (imports and connection set-up excluded):
 - ``old``: the processing loop of commit ``8c43a00`` (the commit before the restructure,
   extracted with ``git archive`` into /tmp), its own ``run_processing(batch_size=B)``.
 
-Per-organization quotas are set so high they never bind (raw throughput, not the quota).
+The engine runs with the shipped defaults (no per-organization caps); ``--caps`` adds never-binding
+caps (the old loop always has its quota, set so high it never binds).
 Items = messages + statuses (``items_received``). Each case records ``os.getloadavg()`` and
 the CPU used by the child, Postgres and the rest of the machine. Every case must end with
 every row ``processed``; the engine's and the reference's tables are compared (message,
@@ -246,7 +247,7 @@ def main() -> int:
     ap.add_argument("--backlog", action="store_true", help="instead: the engine at a backlog of 1k against 100k")
     ap.add_argument("--backlogs", default="1000,100000", help="--backlog: the two backlog sizes")
     ap.add_argument("--batches-per-case", type=int, default=5, help="--backlog: batches timed per case")
-    ap.add_argument("--caps", action="store_true", help="--backlog: with never-binding caps (counted by every claim) instead of the default (none)")
+    ap.add_argument("--caps", action="store_true", help="compare and --backlog: the engine with never-binding caps (counted by every claim) instead of the default (none)")
     ap.add_argument("--legacy", action="store_true", help="instead: the earlier run_processing matrix")
     ap.add_argument("--claims", default="fair",
                     help="--legacy: comma list: fair (the claim as shipped) and/or fifo (the claim before 0111b27, bench copy)")

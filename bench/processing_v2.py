@@ -37,8 +37,8 @@ a = json.loads(sys.argv[1])
 from wa_core.settings import Settings
 from wa_core.db.engine import create_processing_engine
 from wa_core.processing import runner
-settings = Settings(_env_file=None, database_url=a["url"], WA_DATA_DIR=a["dir"], meta_app_secret="bench",
-                    processing_org_webhooks_per_minute=10**9, processing_org_max_in_flight=a["batch"], processing_batch_size=a["batch"])
+caps = dict(processing_org_webhooks_per_minute=10**9, processing_org_max_in_flight=a["batch"]) if a.get("caps") else {}
+settings = Settings(_env_file=None, database_url=a["url"], WA_DATA_DIR=a["dir"], meta_app_secret="bench", processing_batch_size=a["batch"], **caps)
 #TIMED_CLAIM
 if a.get("no_events"):  # the 'no_events' variant: the outbox drops what it is given (nothing built lazily, nothing written)
     from wa_core.events import outbox
@@ -96,8 +96,8 @@ def old_tree(commit: str) -> Path:
     return root
 
 
-def run_child(variant: str, url: str, batch: int, old_root: Path | None) -> dict:
-    args = json.dumps({"url": url, "dir": str(DATA_DIR), "batch": batch, "no_events": variant == "no_events"})
+def run_child(variant: str, url: str, batch: int, old_root: Path | None, caps: bool = False) -> dict:
+    args = json.dumps({"url": url, "dir": str(DATA_DIR), "batch": batch, "no_events": variant == "no_events", "caps": caps})
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "PROCESSING_", "WA_"))}
     if variant in ("engine", "no_events"):
         cmd, env["PYTHONPATH"], cwd = [sys.executable, "-c", ENGINE_CHILD, args], str(PROJECT_ROOT), PROJECT_ROOT
@@ -145,7 +145,7 @@ def compare(args) -> int:
                 url = settings.database_url
                 load = os.getloadavg()
                 cpu0, started = cpu_snapshot([]), time.perf_counter()
-                r = run_child(variant, url, args.batch, old_root)
+                r = run_child(variant, url, args.batch, old_root, args.caps)
                 cpu1, lifetime = cpu_snapshot([]), time.perf_counter() - started
                 wall = max(r["seconds"], 1e-9)
                 # Postgres and the machine over the child's whole life (start-up included), the child over its drain

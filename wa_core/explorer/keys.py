@@ -36,37 +36,38 @@ _USER_ID_KEYS = frozenset({"user_id", "from_user_id", "recipient_user_id", "to_u
 _MAX_DEPTH = 12
 
 
-def _usable(value: Any) -> bool:
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= 255
-        and "\x00" not in value
-        and (value.isascii() or value.isprintable())
-        and not any("\ud800" <= ch <= "\udfff" for ch in value)
-    )
+def _usable(value: str) -> bool:
+    # isprintable() is False for control characters (NUL, tab, newline...: no id Meta sends
+    # holds one) and for lone surrogates (category Cs), so none of them ever reaches a key
+    return 0 < len(value) <= 255 and value.isprintable()
+
+#: dictionary key -> key kind, for string values not starting with ``wamid.``
+_KIND_OF = {**dict.fromkeys(_WA_ID_KEYS, "wa_id"), **dict.fromkeys(_USER_ID_KEYS, "user_id"), "phone_number_id": "phone_number_id"}
 
 
 def _walk(node: Any, out: dict[tuple[str, str], None], depth: int = 0) -> None:
+    # the hot part of every batch's parse: type checks by identity, the cheap tests first
     if depth > _MAX_DEPTH or len(out) >= MAX_KEYS_PER_WEBHOOK:
         return
-    if isinstance(node, dict):
+    if type(node) is dict:
         for key, value in node.items():
-            if isinstance(value, (dict, list)):
-                _walk(value, out, depth + 1)
-            elif _usable(value):
+            kind = type(value)
+            if kind is str:
                 if value.startswith("wamid."):
-                    out[("wamid", value)] = None
-                elif key in _WA_ID_KEYS:
-                    out[("wa_id", value)] = None
-                elif key in _USER_ID_KEYS:
-                    out[("user_id", value)] = None
-                elif key == "phone_number_id":
-                    out[("phone_number_id", value)] = None
-    elif isinstance(node, list):
-        for value in node:
-            if isinstance(value, (dict, list)):
+                    if _usable(value):
+                        out[("wamid", value)] = None
+                else:
+                    found = _KIND_OF.get(key)
+                    if found is not None and _usable(value):
+                        out[(found, value)] = None
+            elif kind is dict or kind is list:
                 _walk(value, out, depth + 1)
-            elif _usable(value) and value.startswith("wamid."):
+    elif type(node) is list:
+        for value in node:
+            kind = type(value)
+            if kind is dict or kind is list:
+                _walk(value, out, depth + 1)
+            elif kind is str and value.startswith("wamid.") and _usable(value):
                 out[("wamid", value)] = None
 
 
@@ -80,7 +81,7 @@ def extract_keys(payload: Any) -> list[tuple[str, str]]:
     (values of ``wa_id``/``from``/``to``/``recipient_id``) and ``user_id`` (values of
     ``user_id``/``from_user_id``/``recipient_user_id``/``to_user_id``); meta-platform.md §3–§4
     for where Meta puts them. Values longer than 255 characters or holding NUL/lone
-    surrogates are skipped. Never raises for any JSON value.
+    surrogates or control characters are skipped. Never raises for any JSON value.
     """
     out: dict[tuple[str, str], None] = {}
     entries = payload.get("entry") if isinstance(payload, dict) else None
@@ -89,13 +90,13 @@ def extract_keys(payload: Any) -> list[tuple[str, str]]:
     for entry in entries:
         if not isinstance(entry, dict):
             continue
-        if _usable(entry.get("id")):
+        if isinstance(entry.get("id"), str) and _usable(entry["id"]):
             out[("waba_id", entry["id"])] = None
         changes = entry.get("changes")
         for change in changes if isinstance(changes, list) else ():
             if not isinstance(change, dict):
                 continue
-            if _usable(change.get("field")):
+            if isinstance(change.get("field"), str) and _usable(change["field"]):
                 out[("field", change["field"][:255])] = None
             _walk(change.get("value"), out)
             if len(out) >= MAX_KEYS_PER_WEBHOOK:
@@ -108,7 +109,12 @@ def item_rows(webhook_log_id: int, attempt: int, units: Sequence[Any], errors: S
     :class:`~wa_core.processing.dispatch.ParsedRow`), or one per error of a ``preset`` outcome
     (body purged, not JSON, a crashed claim). ``attempt``: the claim's ``attempts``. A message
     or status item carries its ``phone_number_id`` and ``wamid`` (values already checked by
-    :func:`~wa_core.processing.records.prepare`)."""
+    :func:`~wa_core.processing.records.prepare`).
+
+    A webhook whose every item was processed gets no rows (``[]``): that is the common case,
+    its counts say it all, and the trace lists its items again from the body
+    (:func:`~wa_core.explorer.trace.item_outcomes`). Rows are kept for every webhook with an
+    ignored or failed item."""
     from wa_core.processing.dispatch import printable
 
     rows: list[dict[str, Any]] = []
@@ -117,51 +123,74 @@ def item_rows(webhook_log_id: int, attempt: int, units: Sequence[Any], errors: S
             rows.append(dict(webhook_log_id=webhook_log_id, position=n, place=None, result="failed", error_kind=printable(kind[:64]),
                              error=printable(message[:2000]), attempt=attempt, phone_number_id=None, wamid=None))
         return rows
+    if not errors and all(unit.result == "processed" for unit in units):
+        return rows
     for n, unit in enumerate(units):
-        place = unit.where if unit.label is None else f"{unit.where}.{unit.label}" if unit.where else unit.label
-        result = unit.result
-        values = getattr(unit.work, "values", None) if not callable(unit.work) else None
-        pid, wamid = (values.get("phone_number_id"), values.get("wamid")) if isinstance(values, dict) else (None, None)
-        row = dict(webhook_log_id=webhook_log_id, position=n, place=printable(place[:255]) if place else None,
-                   result="failed", error_kind=None, error=None, attempt=attempt,
-                   phone_number_id=pid if isinstance(pid, str) and len(pid) <= 64 else None,
-                   wamid=wamid if isinstance(wamid, str) and len(wamid) <= 255 else None)
-        if result in ("processed", "ignored"):
-            row["result"] = result
-        elif isinstance(result, tuple):
-            row.update(error_kind=printable(str(result[0])[:64]), error=printable(str(result[1])[:2000]))
-        rows.append(row)
+        rows.append(unit_row(webhook_log_id, attempt, n, unit))
     return rows
 
 
-_ITEM_UPDATE = ("place", "result", "error_kind", "error", "attempt", "phone_number_id", "wamid")
+def unit_row(webhook_log_id: int, attempt: int, position: int, unit: Any) -> dict[str, Any]:
+    """The ``whatsapp_webhook_items`` row of one item (:class:`~wa_core.processing.dispatch.Unit`)."""
+    from wa_core.processing.dispatch import printable
+
+    place = unit.where if unit.label is None else f"{unit.where}.{unit.label}" if unit.where else unit.label
+    result = unit.result
+    values = getattr(unit.work, "values", None) if not callable(unit.work) else None
+    pid, wamid = (values.get("phone_number_id"), values.get("wamid")) if isinstance(values, dict) else (None, None)
+    row = dict(webhook_log_id=webhook_log_id, position=position, place=printable(place[:255]) if place else None,
+               result="failed", error_kind=None, error=None, attempt=attempt,
+               phone_number_id=pid if isinstance(pid, str) and len(pid) <= 64 else None,
+               wamid=wamid if isinstance(wamid, str) and len(wamid) <= 255 else None)
+    if result in ("processed", "ignored"):
+        row["result"] = result
+    elif isinstance(result, tuple):
+        row.update(error_kind=printable(str(result[0])[:64]), error=printable(str(result[1])[:2000]))
+    return row
 
 
-def write_explorer_rows(conn: Connection, keys: Iterable[tuple[int, list[tuple[str, str]]]], items: Sequence[dict[str, Any]]) -> None:
-    """Write the batch's search keys (``(webhook_log_id, [(kind, value)])``; insert once) and
-    item rows (upserted on ``(webhook_log_id, position)``; a retried webhook's, ``attempt`` > 1,
-    are deleted first) in the caller's transaction: two statements on Postgres (``unnest``),
-    three with retries; ``executemany`` on SQLite. Database errors propagate."""
-    from wa_core.processing.bulk import chunks, is_postgres, pg_insert, sqlite_insert
+_KEY_COLUMNS = ("kind", "value", "webhook_log_id")
+_ITEM_COLUMNS = tuple(c.name for c in items_table.columns)
 
-    key_rows = [{"kind": k, "value": v, "webhook_log_id": wid} for wid, pairs in keys for k, v in pairs]
-    retried = sorted({r["webhook_log_id"] for r in items if r["attempt"] > 1})
-    names = [c.name for c in items_table.columns]
+
+def write_explorer_rows(
+    conn: Connection, keys: Iterable[tuple[int, list[tuple[str, str]]]], items: Sequence[dict[str, Any]], stale: Iterable[int] = ()
+) -> None:
+    """Write the batch's search keys (``(webhook_log_id, [(kind, value)])``, each list without
+    duplicates) and item rows in the caller's transaction. ``stale``: ids of webhooks that may
+    hold rows of an earlier attempt (retried, replayed): theirs are deleted first, so every
+    row is a plain insert. On Postgres both tables are written with ``COPY`` (no ``ON
+    CONFLICT``: about half the cost of an ``unnest`` upsert, docs/benchmarks.md); on SQLite
+    with ``executemany``. Database errors propagate (a duplicate key included: a caller that
+    did not name a webhook in ``stale`` although it had rows)."""
+    from wa_core.processing.bulk import chunks, is_postgres, sqlite_insert
+
+    stale = sorted(set(stale))
     if is_postgres(conn):
-        if key_rows:
-            pg_insert(conn, keys_table, key_rows, ("kind", "value", "webhook_log_id"), "ON CONFLICT DO NOTHING")
-        if retried:
-            conn.exec_driver_sql("DELETE FROM whatsapp_webhook_items WHERE webhook_log_id = ANY(%(ids)s)", {"ids": retried})
-        if items:
-            update = ", ".join(f"{c} = excluded.{c}" for c in _ITEM_UPDATE)
-            pg_insert(conn, items_table, items, names, f"ON CONFLICT (webhook_log_id, position) DO UPDATE SET {update}")
+        if stale:
+            conn.exec_driver_sql("DELETE FROM whatsapp_webhook_keys WHERE webhook_log_id = ANY(%(ids)s)", {"ids": stale})
+            conn.exec_driver_sql("DELETE FROM whatsapp_webhook_items WHERE webhook_log_id = ANY(%(ids)s)", {"ids": stale})
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            with cursor.copy(f"COPY whatsapp_webhook_keys ({', '.join(_KEY_COLUMNS)}) FROM STDIN") as copy:
+                for wid, pairs in keys:
+                    for kind, value in pairs:
+                        copy.write_row((kind, value, wid))
+            if items:
+                with cursor.copy(f"COPY whatsapp_webhook_items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN") as copy:
+                    for row in items:
+                        copy.write_row(tuple(row[c] for c in _ITEM_COLUMNS))
+        finally:
+            cursor.close()
         return
-    for part in chunks(key_rows):
-        sqlite_insert(conn, keys_table, part, ("kind", "value", "webhook_log_id"), ("kind", "value", "webhook_log_id"))
-    for part in chunks(retried):
+    key_rows = [{"kind": k, "value": v, "webhook_log_id": wid} for wid, pairs in keys for k, v in pairs]
+    for part in chunks(stale):
+        conn.execute(sa.delete(keys_table).where(keys_table.c.webhook_log_id.in_(list(part))))
         conn.execute(sa.delete(items_table).where(items_table.c.webhook_log_id.in_(list(part))))
+    for part in chunks(key_rows):
+        sqlite_insert(conn, keys_table, part, _KEY_COLUMNS, _KEY_COLUMNS)
     for part in chunks(list(items)):
-        sqlite_insert(conn, items_table, part, names, ("webhook_log_id", "position"), _ITEM_UPDATE)
+        sqlite_insert(conn, items_table, part, _ITEM_COLUMNS, ("webhook_log_id", "position"), _ITEM_COLUMNS[2:])
 
 
-__all__ = ["MAX_KEYS_PER_WEBHOOK", "extract_keys", "item_rows", "write_explorer_rows"]
+__all__ = ["MAX_KEYS_PER_WEBHOOK", "extract_keys", "item_rows", "unit_row", "write_explorer_rows"]

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from wa_core.db.schema import as_utc, metadata, whatsapp_message_statuses, whatsapp_messages, whatsapp_webhook_logs as logs
 from wa_core.db.schema_explorer import whatsapp_webhook_items as items, whatsapp_webhook_keys as keys_table
-from wa_core.explorer.keys import extract_keys
+from wa_core.explorer.keys import extract_keys, unit_row
 
 #: rows listed per table in the ``rows`` section at most
 MAX_ROWS_PER_TABLE = 200
@@ -54,11 +54,31 @@ def processing(conn: Connection, row: Any, keys: dict[str, list[str]] | None) ->
     return out
 
 
+def _item_rows(conn: Connection, row: Any) -> list[dict[str, Any]]:
+    """The webhook's item rows: stored ones (a webhook with an ignored or failed item), else,
+    for a webhook whose every item was processed (stored without item rows, see
+    :func:`~wa_core.explorer.keys.item_rows`), its items listed again from the body by the
+    same parse processing does (routing look-ups only; nothing written); [] once retention
+    removed the body."""
+    stored = [dict(r._mapping) for r in conn.execute(sa.select(items).where(items.c.webhook_log_id == row.id).order_by(items.c.position))]
+    if stored or row.status != "processed" or not row.items_received or row.items_processed != row.items_received or row.body is None:
+        return stored
+    from wa_core.processing.dispatch import parse_webhook
+
+    parsed = parse_webhook(conn, row.id, bytes(row.body), as_utc(row.received_at))
+    out = []
+    for n, unit in enumerate(parsed.units):
+        item = unit_row(row.id, row.attempts, n, unit)
+        item["result"] = "processed"  # what this webhook's outcome says of every item
+        out.append(item)
+    return out
+
+
 def item_outcomes(conn: Connection, row: Any, keys: dict[str, list[str]] | None) -> list[dict[str, Any]]:
     """Each item of the latest processing attempt: place in the body, result, error kind and
-    message (empty until the webhook has been processed once)."""
-    stmt = sa.select(items).where(items.c.webhook_log_id == row.id).order_by(items.c.position)
-    return [_columns(r, ("position", "place", "result", "error_kind", "error", "attempt")) for r in conn.execute(stmt)]
+    message (empty until the webhook has been processed once; a fully processed webhook's items
+    are listed from its body while retention keeps it, :func:`_item_rows`)."""
+    return [{name: _json(item[name]) for name in ("position", "place", "result", "error_kind", "error", "attempt")} for item in _item_rows(conn, row)]
 
 
 def search_keys(conn: Connection, row: Any, keys: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
@@ -68,8 +88,18 @@ def search_keys(conn: Connection, row: Any, keys: dict[str, list[str]] | None) -
 
 
 def _item_wamids(conn: Connection, row: Any) -> set[tuple[str, str]]:
-    stmt = sa.select(items.c.phone_number_id, items.c.wamid).where(items.c.webhook_log_id == row.id, items.c.wamid.is_not(None))
-    return {(p, w) for p, w in conn.execute(stmt)}
+    pairs = {(item["phone_number_id"], item["wamid"]) for item in _item_rows(conn, row) if item["wamid"] is not None and item["phone_number_id"] is not None}
+    if pairs or row.body is not None:
+        return pairs
+    # body purged and no item rows (every item processed): the stored search keys still name
+    # its numbers and wamids (a (number, wamid) pair not in the body finds nothing more)
+    stored: dict[str, set[str]] = {"wamid": set(), "phone_number_id": set()}
+    stmt = sa.select(keys_table.c.kind, keys_table.c.value).where(
+        keys_table.c.webhook_log_id == row.id, keys_table.c.kind.in_(tuple(stored))
+    )
+    for kind, value in conn.execute(stmt):
+        stored[kind].add(value)
+    return {(p, w) for p in stored["phone_number_id"] for w in stored["wamid"]}
 
 
 def _by_wamid(conn: Connection, table: sa.Table, row: Any, pairs: set[tuple[str, str]], names: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -52,8 +52,16 @@ def is_postgres(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
+class JsonText(str):
+    """A ``jsonb`` value already serialised (sent as is, not encoded again); Postgres only."""
+
+    __slots__ = ()
+
+
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if value is None or type(value) is JsonText:
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 @lru_cache(maxsize=64)
@@ -126,4 +134,4 @@ def chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-__all__ = ["arrays", "chunks", "columns_of", "is_postgres", "keys_source", "pg_from", "pg_insert", "pg_type", "sqlite_insert"]
+__all__ = ["JsonText", "arrays", "chunks", "columns_of", "is_postgres", "keys_source", "pg_from", "pg_insert", "pg_type", "sqlite_insert"]

@@ -33,10 +33,12 @@ claim take the lane's rows; every later claim waits for the resume.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -77,6 +79,13 @@ class ClaimedRow:
     #: claimed from the unrouted lane (no organization known before processing): the engine
     #: hands it back if its items belong to a paused or another shard's lane (:mod:`.relane`)
     unrouted: bool = False
+    #: put back in line by an operator's replay at least once (``replay_count`` > 0)
+    replayed: bool = False
+
+    @property
+    def first_attempt(self) -> bool:
+        """No earlier claim of this row can have stored an outcome (first attempt, never replayed)."""
+        return self.attempts == 1 and not self.replayed
 
 
 class Claim(list):
@@ -169,9 +178,32 @@ WHERE rank <= :k ORDER BY id
 ).columns(sa.column("id"), sa.column("lane", sa.Uuid()), sa.column("locked_until"), sa.column("rank"))
 
 
+class _Candidate(NamedTuple):
+    id: int
+    lane: Any
+    locked_until: datetime | None
+    rank: int
+
+
+#: :data:`_PG_CANDIDATES` in the driver's paramstyle, run without SQLAlchemy's result layer
+#: (a claim reads up to a batch of rows; plain tuples cost a fraction of ``Row`` objects)
+_PG_CANDIDATES_SQL = re.sub(r"(?<!:):(now|k|shard|shards)\b", r"%(\1)s", _PG_CANDIDATES.element.text.replace("%", "%%"))
+
+
 def _pg_candidates(conn: Connection, now: datetime, k: int, shard: int = 0, shards: int = 1) -> list:
     """:data:`_PG_CANDIDATES` for ``k`` rows per lane of ``shard``: (id, lane, locked_until, rank) by id."""
-    return conn.execute(_PG_CANDIDATES, {"now": now, "k": k, "shard": shard, "shards": shards}).all()
+    cursor = conn.exec_driver_sql(_PG_CANDIDATES_SQL, {"now": now, "k": k, "shard": shard, "shards": shards}).cursor
+    return [_Candidate(*r) for r in cursor.fetchall()]
+
+
+#: the lease of the chosen rows (Postgres), re-checking claimability under the row lock: a
+#: replay, purge or another claimer may have changed a row since it was chosen
+_PG_LEASE = """
+UPDATE whatsapp_webhook_logs SET locked_until = %(until)s, claimed_at = %(now)s, attempts = attempts + 1, updated_at = %(now)s
+WHERE id = ANY(%(ids)s) AND (status = 'pending' OR (status = 'failed' AND next_attempt_at <= %(now)s))
+  AND (locked_until IS NULL OR locked_until < %(now)s)
+RETURNING id, body, received_at, attempts, replay_count
+"""
 
 
 def _lane_counts(
@@ -297,23 +329,24 @@ def claim_batch(
         if not chosen:
             return claim
         expired = {c.id for c in chosen if c.locked_until is not None}
-        rows = conn.execute(
-            sa.update(logs)
-            # re-checked under the row lock: a replay, purge or another claimer may have changed the row since
-            .where(logs.c.id.in_([c.id for c in chosen]), claimable_condition(now))
-            .values(
-                locked_until=now + timedelta(seconds=lease_seconds),
-                claimed_at=now,
-                attempts=logs.c.attempts + 1,
-                updated_at=now,
-            )
-            .returning(logs.c.id, logs.c.body, logs.c.received_at, logs.c.attempts)
-        ).all()
+        until = now + timedelta(seconds=lease_seconds)
+        if postgres:
+            params = {"ids": [c.id for c in chosen], "now": now, "until": until}
+            rows = conn.exec_driver_sql(_PG_LEASE, params).cursor.fetchall()
+        else:
+            rows = conn.execute(
+                sa.update(logs)
+                # re-checked under the row lock: a replay, purge or another claimer may have changed the row since
+                .where(logs.c.id.in_([c.id for c in chosen]), claimable_condition(now))
+                .values(locked_until=until, claimed_at=now, attempts=logs.c.attempts + 1, updated_at=now)
+                .returning(logs.c.id, logs.c.body, logs.c.received_at, logs.c.attempts, logs.c.replay_count)
+            ).all()
     position = {c.id: i for i, c in enumerate(chosen)}
     unrouted = {c.id for c in chosen if c.lane is None}
     claim.extend(
         sorted(
-            (ClaimedRow(r.id, r.body, as_utc(r.received_at), r.attempts, r.id in expired, r.id in unrouted) for r in rows),
+            (ClaimedRow(rid, body, as_utc(received_at), attempts, rid in expired, rid in unrouted, replay_count > 0)
+             for rid, body, received_at, attempts, replay_count in rows),
             key=lambda r: position[r.id],
         )
     )

@@ -189,17 +189,19 @@ class _Batch:
 
     def _explorer(self, entries: Sequence[_Entry], stored: set[int], replaced: dict[int, WebhookOutcome]) -> None:
         """The explorer's search keys and item outcomes of the stored rows (:mod:`wa_core.explorer.keys`)."""
-        keys, items = [], []
+        keys, items, stale = [], [], []
         for entry in entries:
             row, parsed = entry.row, entry.parsed
             if row.id not in stored:
                 continue
             keys.append((row.id, parsed.keys))
+            if not row.first_attempt:
+                stale.append(row.id)
             if row.id in replaced:
                 items.extend(item_rows(row.id, row.attempts, (), replaced[row.id].errors, True))
             else:
                 items.extend(item_rows(row.id, row.attempts, parsed.units, parsed.outcome.errors, parsed.preset))
-        write_explorer_rows(self.conn, keys, items)
+        write_explorer_rows(self.conn, keys, items, stale)
 
     def finish(self, entries: Sequence[_Entry]) -> list[WebhookOutcome]:
         """Settle the touched messages and store every outcome (one transaction)."""
