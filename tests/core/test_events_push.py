@@ -15,11 +15,11 @@ from sqlalchemy.engine import Engine
 from standardwebhooks.webhooks import Webhook
 
 from tests.helpers import bind_fixture_numbers
-from wa_core.db.schema import utcnow
+from wa_core.db.schema import as_utc, utcnow
 from wa_core.db.schema_events import whatsapp_event_deliveries, whatsapp_event_endpoints
 from wa_core.events.delivery import run_delivery
 from wa_core.events.outbox import write_events
-from wa_core.events.push import deliver_endpoint, enqueue_replay, rotate_secret, set_endpoint
+from wa_core.events.push import deliver_endpoint, endpoint_status, enqueue_replay, rotate_secret, set_endpoint
 from wa_core.meta.crypto import TokenCipher
 from wa_core.processing.state import EventSpec
 from wa_core.settings import Settings
@@ -112,6 +112,12 @@ def test_signed_in_order_batched_when_behind_retried_disabled_and_replayed(engin
     assert [(a.status_code, a.error, a.events) for a in failed] == [(500, "HTTP 500", 2)] * 4
     assert len({a.webhook_id for a in failed}) == 1  # the same events keep their webhook-id
     assert any("ALERT event_endpoint_disabled" in r.getMessage() for r in caplog.records)
+    with engine.connect() as conn:  # break-it #5: the status says why (was: only the failure count)
+        status = endpoint_status(conn, org)
+    assert (status["enabled"], status["consecutive_failures"]) == (False, 4) and "4 consecutive" in status["disabled_reason"]
+    last = status["last_attempt"]
+    assert (last["ok"], last["status_code"], last["error"], last["events"]) == (False, 500, "HTTP 500", 2)
+    assert last["attempted_at"] == status["last_attempt_at"] == as_utc(failed[-1].attempted_at).isoformat()
     # timeouts are failures too
     receiver.mode = "slow"
     with engine.begin() as conn:

@@ -115,5 +115,8 @@ def test_the_command_sets_rotates_and_disables_an_endpoint(settings: Settings, e
     assert json.loads(capsys.readouterr().out)["secret"] != first["secret"]
     assert main(["events-endpoint", "disable", "--org", "acme"]) == 0
     assert json.loads(capsys.readouterr().out)["enabled"] is False
+    assert main(["events-endpoint", "show", "--org", "acme"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["consecutive_failures"], shown["last_attempt"], shown["disabled_reason"]) == (0, None, "disabled by an operator")
     assert main(["events-endpoint", "set", "--org", "acme"]) == 2  # no URL
     assert main(["events-endpoint", "show", "--org", "nobody"]) == 1

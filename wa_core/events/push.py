@@ -103,11 +103,24 @@ def disable_endpoint(conn: Connection, organization_id: uuid.UUID, reason: str =
 
 
 def endpoint_status(conn: Connection, organization_id: uuid.UUID) -> dict[str, Any]:
-    """The endpoint's state without its secret (URL, enabled, position, failures, times)."""
+    """The endpoint's state without its secret: ``url``, ``enabled``, ``disabled_at`` /
+    ``disabled_reason``, ``delivered_cursor`` and ``last_cursor`` (the organization's newest),
+    ``failures`` (= ``consecutive_failures``) since ``first_failure_at``, ``next_attempt_at``,
+    ``last_attempt_at``, ``last_success_at``, ``previous_secret_expires_at``, and ``last_attempt``:
+    the latest logged attempt (``attempted_at``, ``ok``, ``status_code`` — None when no
+    response came —, ``error``, ``latency_ms``, ``events``, ``replay``) or None before the
+    first one. Times are UTC ISO 8601. Raises :class:`UnknownEndpoint`."""
     row = _endpoint(conn, organization_id)
     keep = ("url", "enabled", "disabled_at", "disabled_reason", "delivered_cursor", "failures", "first_failure_at", "next_attempt_at",
             "last_attempt_at", "last_success_at", "previous_secret_expires_at")
-    return jsonable({k: getattr(row, k) for k in keep} | {"last_cursor": last_cursor(conn, organization_id)})
+    d = whatsapp_event_deliveries.c
+    last = conn.execute(  # index (organization_id, attempted_at): one row
+        sa.select(d.attempted_at, d.ok, d.status_code, d.error, d.latency_ms, d.events, d.replay)
+        .where(d.organization_id == organization_id).order_by(d.attempted_at.desc(), d.id.desc()).limit(1)
+    ).first()
+    state = {k: getattr(row, k) for k in keep} | {"consecutive_failures": row.failures, "last_cursor": last_cursor(conn, organization_id)}
+    state["last_attempt"] = None if last is None else {**last._mapping, "attempted_at": as_utc(last.attempted_at)}
+    return jsonable(state)
 
 
 def _endpoint(conn: Connection, organization_id: uuid.UUID) -> Any:
