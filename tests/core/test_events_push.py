@@ -157,3 +157,37 @@ def test_a_forged_signature_is_refused_by_the_librarys_verifier(engine: Engine, 
     with pytest.raises(WebhookVerificationError):
         Webhook(secret).verify(json.dumps(tampered), headers)
     assert verified(secret, (headers, body)) == ["x"]
+
+
+def test_a_kept_alive_run_serves_the_first_endpoint_at_once_and_idles_without_spinning(
+    engine: Engine, push_settings: Settings, receiver: Receiver
+) -> None:
+    """Break-it #6: the delivery run used to end while no endpoint was enabled, so the first
+    push after setting one waited for the sensor and a run launch (~30 s). Kept alive, it is
+    woken by the commit (NOTIFY wa_events) and pushes at once; idle it waits, it does not poll."""
+    s = push_settings.model_copy(update={"event_push_idle_poll_seconds": 5.0})
+    org = bind_fixture_numbers(engine)["acme"]
+    rounds: list[int] = []
+    stop = threading.Event()
+    run = threading.Thread(target=run_delivery, args=(engine, s, cipher(s)), daemon=True,
+                           kwargs={"should_stop": stop.is_set, "on_round": lambda st: rounds.append(st.rounds)})
+    run.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not rounds and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # idle with no endpoint: still alive, and no round without a wake-up
+        assert run.is_alive() and len(rounds) == 1
+        with engine.begin() as conn:
+            secret = set_endpoint(conn, cipher(s), org, receiver.url)
+        emit(engine, org, "first")
+        deadline = time.monotonic() + 30
+        while not receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [verified(secret, r) for r in receiver.requests] == [["first"]]
+    finally:
+        stop.set()
+        with engine.begin() as conn:  # wake it to see the stop
+            write_events(conn, [EventSpec(org, "test.stop", "stop", {}, utcnow())])
+        run.join(30)
+    assert not run.is_alive()

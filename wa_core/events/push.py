@@ -50,7 +50,7 @@ from wa_core.db.schema_events import (
 from wa_core.settings import Settings
 
 from .feed import event_json, last_cursor
-from .outbox import EVENT_NAMESPACE, jsonable
+from .outbox import EVENT_NAMESPACE, EVENTS_CHANNEL, jsonable
 
 log = logging.getLogger("wa_core.events")
 ep, ev, rp = whatsapp_event_endpoints.c, whatsapp_events.c, whatsapp_event_replays.c
@@ -81,7 +81,16 @@ def set_endpoint(conn: Connection, cipher: Any, organization_id: uuid.UUID, url:
     if not changed:
         conn.execute(sa.insert(whatsapp_event_endpoints).values(
             organization_id=organization_id, delivered_cursor=last_cursor(conn, organization_id), created_at=now, **values))
+    wake_delivery(conn, organization_id)
     return secret
+
+
+def wake_delivery(conn: Connection, organization_id: Any) -> None:
+    """Wake the delivery run and long-polls at commit (Postgres ``NOTIFY wa_events``; no-op on
+    SQLite, whose waker sees every commit): an endpoint set or a replay queued is served at
+    once, not at the run's next idle poll (``EVENT_PUSH_IDLE_POLL_SECONDS``)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_notify(%(c)s, %(o)s)", {"c": EVENTS_CHANNEL, "o": str(organization_id)})
 
 
 def rotate_secret(conn: Connection, cipher: Any, organization_id: uuid.UUID, grace_hours: float = 24.0) -> str:
@@ -148,7 +157,10 @@ def enqueue_replay(
         query = query.where(ev.type.in_(list(types)))
     query = query.order_by(ev.cursor)
     stmt = sa.insert(whatsapp_event_replays).from_select(["organization_id", "event_id"], query).returning(rp.id)
-    return len(conn.execute(stmt).all())
+    queued = len(conn.execute(stmt).all())
+    if queued:
+        wake_delivery(conn, organization_id)
+    return queued
 
 
 def retry_delay(failures: int, settings: Settings) -> float:
