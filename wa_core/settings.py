@@ -199,6 +199,12 @@ class Settings(BaseSettings):
     event_push_concurrency: int = Field(default=8, ge=1, le=64, description="Endpoints delivered to in parallel by the delivery run.")
     event_push_run_max_seconds: float = Field(default=3600.0, gt=0, description="A delivery run hands over to the next one after this long.")
     event_push_idle_poll_seconds: float = Field(default=5.0, gt=0, description="An idle delivery run looks for due retries this often.")
+    event_push_keep_alive: bool = Field(
+        default=True,
+        description="Keep one deliver_events run alive even while no organization has an enabled push endpoint, so a newly set "
+        "endpoint gets its first push within about a second; false: a run only while an endpoint is enabled (the first push "
+        "after enabling the first one then waits for the sensor tick, about 5 s, plus a run launch, about 5-10 s).",
+    )
     webhook_rejection_retention_days: float = Field(
         default=14.0, gt=0, description="Records of rejected webhook deliveries (bad signature, too large) older than this are deleted."
     )

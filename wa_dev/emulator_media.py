@@ -53,6 +53,8 @@ class EmulatedMedia:
     content: bytes | None = None
     seed: int = 0
     reported_sha256: str | None = None
+    #: the ``file_size`` step 1 answers instead of ``str(size)`` (any JSON value; break-it tests)
+    reported_file_size: Any = None
     is_gone: bool = False
 
     def chunks(self) -> Iterator[bytes]:
@@ -116,7 +118,7 @@ class MediaCdn:
         base = str(request.base_url).rstrip("/")
         return JSONResponse({
             "messaging_product": "whatsapp", "url": f"{base}/media-cdn/{signature}?mid={media_id}", "mime_type": media.mime_type,
-            "sha256": media.reported_sha256 or media.sha256, "file_size": str(media.size), "id": media.id,
+            "sha256": media.reported_sha256 or media.sha256, "file_size": str(media.size) if media.reported_file_size is None else media.reported_file_size, "id": media.id,
         })
 
     def download(self, emulator: Any, request: Request, path: str) -> Response:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
+
+from wa_core.timebounds import to_utc
 
 
 def _time(value: str) -> datetime:
@@ -17,7 +19,10 @@ def _time(value: str) -> datetime:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{value!r}: an ISO time, e.g. 2026-12-01T10:00:00Z") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    try:
+        return to_utc(parsed)
+    except ValueError as exc:  # no UTC equivalent (e.g. 9999-12-31T23:59:59-05:00)
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _engine():

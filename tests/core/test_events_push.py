@@ -15,11 +15,11 @@ from sqlalchemy.engine import Engine
 from standardwebhooks.webhooks import Webhook
 
 from tests.helpers import bind_fixture_numbers
-from wa_core.db.schema import utcnow
+from wa_core.db.schema import as_utc, utcnow
 from wa_core.db.schema_events import whatsapp_event_deliveries, whatsapp_event_endpoints
 from wa_core.events.delivery import run_delivery
 from wa_core.events.outbox import write_events
-from wa_core.events.push import deliver_endpoint, enqueue_replay, rotate_secret, set_endpoint
+from wa_core.events.push import deliver_endpoint, endpoint_status, enqueue_replay, rotate_secret, set_endpoint
 from wa_core.meta.crypto import TokenCipher
 from wa_core.processing.state import EventSpec
 from wa_core.settings import Settings
@@ -112,6 +112,12 @@ def test_signed_in_order_batched_when_behind_retried_disabled_and_replayed(engin
     assert [(a.status_code, a.error, a.events) for a in failed] == [(500, "HTTP 500", 2)] * 4
     assert len({a.webhook_id for a in failed}) == 1  # the same events keep their webhook-id
     assert any("ALERT event_endpoint_disabled" in r.getMessage() for r in caplog.records)
+    with engine.connect() as conn:  # break-it #5: the status says why (was: only the failure count)
+        status = endpoint_status(conn, org)
+    assert (status["enabled"], status["consecutive_failures"]) == (False, 4) and "4 consecutive" in status["disabled_reason"]
+    last = status["last_attempt"]
+    assert (last["ok"], last["status_code"], last["error"], last["events"]) == (False, 500, "HTTP 500", 2)
+    assert last["attempted_at"] == status["last_attempt_at"] == as_utc(failed[-1].attempted_at).isoformat()
     # timeouts are failures too
     receiver.mode = "slow"
     with engine.begin() as conn:
@@ -151,3 +157,37 @@ def test_a_forged_signature_is_refused_by_the_librarys_verifier(engine: Engine, 
     with pytest.raises(WebhookVerificationError):
         Webhook(secret).verify(json.dumps(tampered), headers)
     assert verified(secret, (headers, body)) == ["x"]
+
+
+def test_a_kept_alive_run_serves_the_first_endpoint_at_once_and_idles_without_spinning(
+    engine: Engine, push_settings: Settings, receiver: Receiver
+) -> None:
+    """Break-it #6: the delivery run used to end while no endpoint was enabled, so the first
+    push after setting one waited for the sensor and a run launch (~30 s). Kept alive, it is
+    woken by the commit (NOTIFY wa_events) and pushes at once; idle it waits, it does not poll."""
+    s = push_settings.model_copy(update={"event_push_idle_poll_seconds": 5.0})
+    org = bind_fixture_numbers(engine)["acme"]
+    rounds: list[int] = []
+    stop = threading.Event()
+    run = threading.Thread(target=run_delivery, args=(engine, s, cipher(s)), daemon=True,
+                           kwargs={"should_stop": stop.is_set, "on_round": lambda st: rounds.append(st.rounds)})
+    run.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not rounds and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # idle with no endpoint: still alive, and no round without a wake-up
+        assert run.is_alive() and len(rounds) == 1
+        with engine.begin() as conn:
+            secret = set_endpoint(conn, cipher(s), org, receiver.url)
+        emit(engine, org, "first")
+        deadline = time.monotonic() + 30
+        while not receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [verified(secret, r) for r in receiver.requests] == [["first"]]
+    finally:
+        stop.set()
+        with engine.begin() as conn:  # wake it to see the stop
+            write_events(conn, [EventSpec(org, "test.stop", "stop", {}, utcnow())])
+        run.join(30)
+    assert not run.is_alive()

@@ -281,3 +281,28 @@ def test_no_token_waits_and_a_bad_media_id_is_failed_at_once(engine: Engine, set
     assert (bad.state, bad.error_kind, bad.next_attempt_at) == ("failed", "invalid_media_id", None)
     assert download(engine, settings, meta[1], local(settings))["pending"] == 1
     assert media(engine, AUDIO_ID).error_kind == "no_token"
+
+
+ODD_SIZES = ["abc", -5, "-3", 1.5, 10**30, "9" * 5000, "\u00b2", "\uff11\uff12", True, {"bytes": 1}, [], ""]
+
+
+@pytest.mark.parametrize("odd", ODD_SIZES, ids=repr)
+def test_an_odd_file_size_is_unknown_and_the_media_is_stored(engine: Engine, settings: Settings, acme, meta, odd) -> None:
+    """Break-it #4 of the event feed: a string, negative, float, huge or non-ASCII ``file_size``
+    from step 1 (§9.1) used to fail the download (``unexpected_error``, ``size_mismatch``); now the
+    size is unknown, the bytes are still checked against ``sha256`` and stored."""
+    emulator, base_url, _ = meta
+    [row_id] = land_and_process(engine, settings, "messages_image.json")
+    image = b"\xff\xd8\xff" + b"\x02" * 5000
+    emulator.media.add_media(IMAGE_ID, ACME_PHONE, content=image).reported_file_size = odd
+    assert download(engine, settings, base_url, local(settings))["stored"] == 1
+    row = media(engine, IMAGE_ID)
+    assert (row.state, row.error_kind, row.file_size) == ("stored", None, len(image))
+    assert webhook_row(engine, row_id).status == "processed"
+
+
+def test_file_size_accepts_only_a_sane_byte_count() -> None:
+    from wa_core.media.fetch import file_size
+
+    assert [file_size(v) for v in ("303833", " 61901 ", 61901, 0, 2**63 - 1)] == [303833, 61901, 61901, 0, 2**63 - 1]
+    assert {file_size(v) for v in [*ODD_SIZES, 2**63, None]} == {None}

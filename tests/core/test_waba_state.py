@@ -174,7 +174,7 @@ def test_a_newer_decision_does_not_block_an_older_quality_update_and_old_events_
     assert (n.name_decision, n.name_rejection_reason, n.name_event_at) == ("APPROVED", None, at(1767300000))  # the older REJECTED lost
     assert len(rows(engine, whatsapp_waba_events)) == 3  # yet both are in the history
     kinds = {r.kind for r in rows(engine, ops_alerts)}
-    assert kinds == {"number_quality", "name_rejected"}  # FLAGGED alerts; the late rejection is still reported
+    assert kinds == {"number_quality"}  # FLAGGED alerts; the late, older rejection lost: no alert (break-it #1 of the event feed)
 
 
 def test_quality_labelled_as_status_update_and_mixed_template_changes(engine: Engine, settings: Settings) -> None:

@@ -199,3 +199,32 @@ def test_search_and_trace_on_the_embedded_sqlite(tmp_path) -> None:
         assert trace["rows"]["whatsapp_messages"][0]["written_by"] == first
         assert [i["result"] for i in trace["items"]] == ["processed"]
     lite.dispose()
+
+
+OVERFLOWING = ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00")
+
+
+@pytest.mark.parametrize("when", OVERFLOWING)
+def test_a_time_without_a_utc_equivalent_is_422_with_the_reason(admin: TestClient, when: str) -> None:
+    """Break-it #3 of the event feed: these used to answer 500."""
+    for url, params in ((SEARCH, {"received_from": when}), (SEARCH, {"received_to": when}),
+                        ("/api/admin/whatsapp/rejected-webhooks", {"since": when})):
+        r = admin.get(url, headers=AUTH, params=params)
+        assert r.status_code == 422, (url, params, r.text)
+        assert "out of range once converted to UTC" in r.text
+    r = admin.post("/api/admin/whatsapp/webhooks/replay", headers=AUTH, json={"received_from": when})
+    assert r.status_code == 422 and "out of range once converted to UTC" in r.text
+
+
+@pytest.mark.parametrize("edge", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z"])
+def test_a_time_at_the_ends_of_the_range_searches_without_error(admin: TestClient, edge: str) -> None:
+    for params in ({"received_from": edge}, {"received_to": edge}):
+        assert admin.get(SEARCH, headers=AUTH, params=params).status_code == 200, params
+
+
+def test_the_command_line_refuses_a_time_without_a_utc_equivalent(landed: dict[str, int], capsys: pytest.CaptureFixture) -> None:
+    from wa_webhook.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["webhooks", "search", "--from", OVERFLOWING[0]])
+    assert exit_.value.code == 2 and "out of range once converted to UTC" in capsys.readouterr().err

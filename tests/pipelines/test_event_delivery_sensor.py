@@ -1,8 +1,11 @@
-"""``event_delivery_sensor`` keeps a ``deliver_events`` run alive only while some organization
-has an enabled push endpoint: an install that only pulls keeps no idle delivery run."""
+"""``event_delivery_sensor`` keeps a ``deliver_events`` run alive: always with
+``EVENT_PUSH_KEEP_ALIVE`` (the default, so a newly set endpoint is served at once), only while
+some organization has an enabled push endpoint without it (an install that only pulls then
+keeps no idle delivery run)."""
 
 from __future__ import annotations
 
+import pytest
 from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
 from sqlalchemy.engine import Engine
 
@@ -20,7 +23,19 @@ def _tick(instance: DagsterInstance, pg_url: str):
         return event_delivery_sensor(context)
 
 
-def test_a_delivery_run_is_started_only_while_an_endpoint_is_enabled(engine: Engine, settings: Settings, pg_url: str) -> None:
+def test_with_keep_alive_a_run_is_started_before_any_endpoint_exists(engine: Engine, settings: Settings, pg_url: str) -> None:
+    bind_fixture_numbers(engine)
+    with DagsterInstance.ephemeral() as instance:
+        assert isinstance(_tick(instance, pg_url), RunRequest)
+
+
+def test_without_keep_alive_a_run_is_started_only_while_an_endpoint_is_enabled(
+    engine: Engine, settings: Settings, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENT_PUSH_KEEP_ALIVE", "false")
+    from wa_core.settings import get_settings
+
+    get_settings.cache_clear()
     orgs = bind_fixture_numbers(engine)
     with DagsterInstance.ephemeral() as instance:
         skipped = _tick(instance, pg_url)

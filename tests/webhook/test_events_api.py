@@ -94,6 +94,9 @@ def test_admin_sets_rotates_disables_and_replays_an_endpoint(settings: Settings,
         assert c.post(f"{base}/endpoint/rotate", headers=admin).json()["secret"] != secret
         assert c.post(f"{base}/replay", json={"types": ["message.received"]}, headers=admin).json() == {"queued": 1}
         assert c.post(f"{base}/replay", json={}, headers=admin).status_code == 422, "an empty replay names nothing: refused"
+        for when in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"):  # break-it #3: no UTC equivalent, was 500
+            r = c.post(f"{base}/replay", json={"since": when}, headers=admin)
+            assert r.status_code == 422 and "out of range once converted to UTC" in r.text
         assert c.post(f"{base}/endpoint/disable", headers=admin).json() == {"enabled": False}
         assert c.get("/api/admin/whatsapp/events/nobody/endpoint", headers=admin).status_code == 404
         assert c.put(f"{base}/endpoint", json={"url": "ftp://crm.example/x"}, headers=admin).status_code == 422
@@ -112,5 +115,8 @@ def test_the_command_sets_rotates_and_disables_an_endpoint(settings: Settings, e
     assert json.loads(capsys.readouterr().out)["secret"] != first["secret"]
     assert main(["events-endpoint", "disable", "--org", "acme"]) == 0
     assert json.loads(capsys.readouterr().out)["enabled"] is False
+    assert main(["events-endpoint", "show", "--org", "acme"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["consecutive_failures"], shown["last_attempt"], shown["disabled_reason"]) == (0, None, "disabled by an operator")
     assert main(["events-endpoint", "set", "--org", "acme"]) == 2  # no URL
     assert main(["events-endpoint", "show", "--org", "nobody"]) == 1

@@ -50,7 +50,7 @@ from wa_core.db.schema_events import (
 from wa_core.settings import Settings
 
 from .feed import event_json, last_cursor
-from .outbox import EVENT_NAMESPACE, jsonable
+from .outbox import EVENT_NAMESPACE, EVENTS_CHANNEL, jsonable
 
 log = logging.getLogger("wa_core.events")
 ep, ev, rp = whatsapp_event_endpoints.c, whatsapp_events.c, whatsapp_event_replays.c
@@ -81,7 +81,16 @@ def set_endpoint(conn: Connection, cipher: Any, organization_id: uuid.UUID, url:
     if not changed:
         conn.execute(sa.insert(whatsapp_event_endpoints).values(
             organization_id=organization_id, delivered_cursor=last_cursor(conn, organization_id), created_at=now, **values))
+    wake_delivery(conn, organization_id)
     return secret
+
+
+def wake_delivery(conn: Connection, organization_id: Any) -> None:
+    """Wake the delivery run and long-polls at commit (Postgres ``NOTIFY wa_events``; no-op on
+    SQLite, whose waker sees every commit): an endpoint set or a replay queued is served at
+    once, not at the run's next idle poll (``EVENT_PUSH_IDLE_POLL_SECONDS``)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_notify(%(c)s, %(o)s)", {"c": EVENTS_CHANNEL, "o": str(organization_id)})
 
 
 def rotate_secret(conn: Connection, cipher: Any, organization_id: uuid.UUID, grace_hours: float = 24.0) -> str:
@@ -103,11 +112,24 @@ def disable_endpoint(conn: Connection, organization_id: uuid.UUID, reason: str =
 
 
 def endpoint_status(conn: Connection, organization_id: uuid.UUID) -> dict[str, Any]:
-    """The endpoint's state without its secret (URL, enabled, position, failures, times)."""
+    """The endpoint's state without its secret: ``url``, ``enabled``, ``disabled_at`` /
+    ``disabled_reason``, ``delivered_cursor`` and ``last_cursor`` (the organization's newest),
+    ``failures`` (= ``consecutive_failures``) since ``first_failure_at``, ``next_attempt_at``,
+    ``last_attempt_at``, ``last_success_at``, ``previous_secret_expires_at``, and ``last_attempt``:
+    the latest logged attempt (``attempted_at``, ``ok``, ``status_code`` — None when no
+    response came —, ``error``, ``latency_ms``, ``events``, ``replay``) or None before the
+    first one. Times are UTC ISO 8601. Raises :class:`UnknownEndpoint`."""
     row = _endpoint(conn, organization_id)
     keep = ("url", "enabled", "disabled_at", "disabled_reason", "delivered_cursor", "failures", "first_failure_at", "next_attempt_at",
             "last_attempt_at", "last_success_at", "previous_secret_expires_at")
-    return jsonable({k: getattr(row, k) for k in keep} | {"last_cursor": last_cursor(conn, organization_id)})
+    d = whatsapp_event_deliveries.c
+    last = conn.execute(  # index (organization_id, attempted_at): one row
+        sa.select(d.attempted_at, d.ok, d.status_code, d.error, d.latency_ms, d.events, d.replay)
+        .where(d.organization_id == organization_id).order_by(d.attempted_at.desc(), d.id.desc()).limit(1)
+    ).first()
+    state = {k: getattr(row, k) for k in keep} | {"consecutive_failures": row.failures, "last_cursor": last_cursor(conn, organization_id)}
+    state["last_attempt"] = None if last is None else {**last._mapping, "attempted_at": as_utc(last.attempted_at)}
+    return jsonable(state)
 
 
 def _endpoint(conn: Connection, organization_id: uuid.UUID) -> Any:
@@ -135,7 +157,10 @@ def enqueue_replay(
         query = query.where(ev.type.in_(list(types)))
     query = query.order_by(ev.cursor)
     stmt = sa.insert(whatsapp_event_replays).from_select(["organization_id", "event_id"], query).returning(rp.id)
-    return len(conn.execute(stmt).all())
+    queued = len(conn.execute(stmt).all())
+    if queued:
+        wake_delivery(conn, organization_id)
+    return queued
 
 
 def retry_delay(failures: int, settings: Settings) -> float:

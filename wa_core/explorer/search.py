@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from wa_core.db.schema import WEBHOOK_STATES, as_utc, whatsapp_webhook_logs as logs
 from wa_core.db.schema_explorer import whatsapp_webhook_keys as keys
 from wa_core.dead_letters import error_kind_matches
+from wa_core.timebounds import shifted
 
 #: id filters, most selective first (the first one given drives the search)
 KEY_FILTERS = ("wamid", "wa_id", "user_id", "phone_number_id", "waba_id", "field")
@@ -137,10 +138,10 @@ def search_statement(search: WebhookSearch, limit: int) -> sa.Select:
     # merge join would otherwise read the logs' primary key from the newest row down)
     sides = {id_column, logs.c.id}
     if search.received_from:
-        first = _first_id_from(search.received_from - ARRIVAL_SLACK)
+        first = _first_id_from(shifted(search.received_from, -ARRIVAL_SLACK))
         where += [logs.c.received_at >= search.received_from, *(side >= first for side in sides)]
     if search.received_to:
-        last = _last_id_before(search.received_to + ARRIVAL_SLACK)
+        last = _last_id_before(shifted(search.received_to, ARRIVAL_SLACK))
         where += [logs.c.received_at < search.received_to, *(side <= last for side in sides)]
     if search.before_id is not None:
         where += [side < search.before_id for side in sides]

@@ -70,13 +70,23 @@ class Fetched:
 
 
 def file_size(value: Any) -> int | None:
-    """``file_size`` of step 1 as an int: Meta sends a string, others a number (§9.1)."""
+    """``file_size`` of step 1 as an int: Meta sends a string, others a number (§9.1).
+
+    None (the size is then unknown: not checked, the bytes still are against ``sha256``, and
+    the stored ``file_size`` is the count of bytes received) for anything that is not a sane
+    non-negative byte count below 2^63: a bool, a float, a negative number, ASCII digits
+    longer than 19 or with other characters (``"²"`` passes ``str.isdigit`` and makes
+    ``int()`` raise; so do 5,000 digits), an object. Break-it #4: such values used to fail
+    the download as ``unexpected_error`` or ``size_mismatch``."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
+    if isinstance(value, str):
+        text = value.strip()
+        if not (0 < len(text) <= 19 and text.isascii() and text.isdigit()):
+            return None
+        value = int(text)
+    if isinstance(value, int) and 0 <= value < 2**63:
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
     return None
 
 

@@ -9,7 +9,10 @@ in one statement and changed ones updated in one.
 
 Concurrent runs: the insert is ``ON CONFLICT DO NOTHING``; when another run created one of
 the contacts meanwhile, the contacts are read again and the rules re-run (the other run's
-row is then known). Updates merge instead of overwrite (``COALESCE`` for ids and names this
+row is then known). The ids this run's inserts returned are kept across the passes: on the
+re-run the contacts it created are read back like known ones, yet their ``contact.updated``
+event still says ``created`` (break-it #2 of the event feed: it used to be lost). So each
+created contact is announced as created by exactly the transaction whose insert made it. Updates merge instead of overwrite (``COALESCE`` for ids and names this
 batch did not give, ``GREATEST`` for ``last_seen_at``), so two runs never undo each other.
 A batch whose rules would give two contacts the same id (a unique violation the per-item
 path reports as ``invalid_value``) raises :class:`ContactConflict`: the engine then applies
@@ -183,16 +186,18 @@ def _sqlite_update(conn: Connection, rows: list[dict[str, Any]]) -> None:
     conn.execute(stmt, [{f"b_{k}": v for k, v in row.items() if k != "created_at"} for row in rows])
 
 
-def _contact_events(conn: Connection, contacts: Sequence[_Contact]) -> None:
-    """``contact.updated`` for each contact created, or whose ids or names changed (not for
+def _contact_events(conn: Connection, contacts: Sequence[_Contact], created: set[Any]) -> None:
+    """``contact.updated`` for each contact created (``new``, or its id among ``created``:
+    inserted by an earlier pass of this transaction), or whose ids or names changed (not for
     ``last_seen_at`` alone), once per contact, in item order."""
     seen: dict[int, _Contact] = {}
     for x in contacts:
-        if x.new or x.changed:
+        if x.new or x.changed or x.id in created:
             seen.setdefault(id(x), x)
     add_events(conn, (
-        contact_event(x.organization_id, x.id, x.wa_id, x.user_id, x.new, [] if x.new else list(x.changed), x.updated_at)
+        contact_event(x.organization_id, x.id, x.wa_id, x.user_id, made, [] if made else list(x.changed), x.updated_at)
         for x in seen.values()
+        for made in (x.new or x.id in created,)
     ))
 
 
@@ -202,6 +207,7 @@ def resolve_contacts(conn: Connection, refs: Sequence[ContactRef]) -> list[uuid.
     and database errors."""
     if not refs:
         return []
+    created: set[Any] = set()  # ids this transaction inserted, over the passes
     for _ in range(MAX_PASSES):
         contacts = _resolve(refs, _known(conn, refs))
         new = {id(x): x for x in contacts if x.new}.values()
@@ -209,6 +215,7 @@ def resolve_contacts(conn: Connection, refs: Sequence[ContactRef]) -> list[uuid.
             rows = sorted((x.row(_INSERT) for x in new), key=lambda r: (str(r["organization_id"]), r["wa_id"] or "", r["user_id"] or ""))
             if is_postgres(conn):
                 inserted = pg_insert(conn, whatsapp_contacts, rows, _INSERT, "ON CONFLICT DO NOTHING RETURNING id").all()
+                created.update(i for (i,) in inserted)
                 if len(inserted) < len(rows):
                     continue  # another run created some of them meanwhile: read them and re-run the rules
             else:
@@ -220,7 +227,7 @@ def resolve_contacts(conn: Connection, refs: Sequence[ContactRef]) -> list[uuid.
                 pg_from(conn, _PG_UPDATE, whatsapp_contacts, rows, _UPDATE)
             else:
                 _sqlite_update(conn, rows)
-        _contact_events(conn, contacts)
+        _contact_events(conn, contacts, created)
         return [x.id for x in contacts]
     raise ContactConflict(f"contacts still changing after {MAX_PASSES} passes")
 

@@ -152,7 +152,9 @@ class _Batch:
             for entry, unit in group.units:
                 if callable(unit.work):  # a rare field: its own SQL, in a savepoint
                     apply_unit(conn, unit, entry.row.id)
-                elif isinstance(unit.work, (StatePlan, MessagePlan)) and unit.work.events:
+                elif isinstance(unit.work, StatePlan):
+                    add_events(conn, unit.work.announced(), entry.row.id)  # none when its gate's row did not move
+                elif isinstance(unit.work, MessagePlan) and unit.work.events:
                     add_events(conn, unit.work.events, entry.row.id)
             self._renew(group)
             flush_events(conn)  # last: it takes the organizations' cursor locks until the commit
@@ -410,7 +412,7 @@ def _lost(row: ClaimedRow) -> WebhookOutcome:
 def _state_alerts(engine: Engine, entry: _Entry, settings: Settings) -> None:
     """The alerts the state fields' items planned (template paused, PIN reset…), raised once
     their writes have committed; the notifier deduplicates a redelivered webhook's."""
-    alerts = [a for u in entry.parsed.units if u.result == "processed" and isinstance(u.work, StatePlan) for a in u.work.alerts]
+    alerts = [a for u in entry.parsed.units if u.result == "processed" and isinstance(u.work, StatePlan) for a in u.work.raised()]
     if alerts:
         notifier = get_notifier(settings, engine)
         for alert in alerts:

@@ -16,6 +16,18 @@ dated state, so it cannot open the door to an older event either. Within one bat
 order value wins, the later one on a tie, exactly as applying them one after the other would
 leave it. An append-only history row is a write with ``update=()``: inserted once per key
 (``ON CONFLICT DO NOTHING``), so a redelivered webhook never adds a second history row.
+
+**Events and alerts only for a change that happened.** A plan whose events announce the move
+of one row (``template.status_changed``, ``number.health_changed``…) names that write its
+``gate``. The gate's statement gets ``RETURNING`` its key columns, which lists exactly the
+rows the statement inserted or updated (not those the ``newer`` guard kept, nor a folded-away
+write of the same batch), so a late, older webhook stores its history row but announces
+nothing: :attr:`StatePlan.moved` is set by :func:`write_rows` / :func:`apply_rows` and
+:meth:`StatePlan.announced` / :meth:`StatePlan.raised` return the events / alerts only when
+it moved. Under concurrency the conflicting row is locked and the guard evaluated on its
+committed version, so two batches cannot both announce opposite moves. A redelivery (same
+order value) moves the row again, and its event has the same id (written once, see
+:mod:`wa_core.events.outbox`); the notifier groups the repeated alert.
 """
 
 from __future__ import annotations
@@ -88,6 +100,18 @@ class StatePlan:
     rows: list[RowWrite]
     alerts: list["Alert"] = field(default_factory=list)
     events: list[EventSpec] = field(default_factory=list)
+    #: the write (one of ``rows``) whose move the events and alerts announce; None: always
+    gate: RowWrite | None = None
+    #: whether ``gate`` moved its row in the last write of this plan (set by the writers)
+    moved: bool = True
+
+    def announced(self) -> list[EventSpec]:
+        """The events to write: all of them unless the gate's row did not move."""
+        return self.events if self.moved else []
+
+    def raised(self) -> list["Alert"]:
+        """The alerts to raise after the commit: all of them unless the gate's row did not move."""
+        return self.alerts if self.moved else []
 
 
 def _shape(write: RowWrite) -> tuple[Any, ...]:
@@ -139,36 +163,70 @@ def _pg_tail(write: RowWrite) -> str:
     return tail
 
 
-def _write_group(conn: Connection, group: Sequence[RowWrite]) -> None:
+def _norm(key: Sequence[Any]) -> tuple[Any, ...]:
+    # a returned key as the planned one (a uuid column comes back as uuid.UUID, text as str)
+    return tuple(None if v is None else str(v) for v in key)
+
+
+def _write_group(conn: Connection, group: Sequence[RowWrite], gates: frozenset[int] = frozenset()) -> set[int]:
+    """Write one shape's ``group``; returns the ``id()`` of the writes among ``gates`` whose
+    row the statement inserted or updated (``RETURNING`` only when the group holds a gate)."""
     first = group[0]
     names = tuple(sorted(first.values))
     rows = [w.values for w in group]
+    gated = [w for w in group if id(w) in gates]
     if is_postgres(conn):
-        pg_insert(conn, first.table, rows, names, _pg_tail(first))
-        return
+        if not gated:
+            pg_insert(conn, first.table, rows, names, _pg_tail(first))
+            return set()
+        result = pg_insert(conn, first.table, rows, names, f"{_pg_tail(first)} RETURNING {', '.join(first.key)}")
+        moved = {_norm(r) for r in result}
+        return {id(w) for w in gated if _norm(w.key_value()) in moved}
+    from sqlalchemy.dialects.sqlite import insert
+
     where = None
     if first.update and first.newer:
-        from sqlalchemy.dialects.sqlite import insert
-
         stored, arriving = first.table.c[first.newer], insert(first.table).excluded[first.newer]
         where = sa.or_(stored.is_(None), sa.and_(arriving.is_not(None), stored <= arriving))
-    for part in chunks(rows):
-        sqlite_insert(conn, first.table, part, names, first.key, first.update, where)
+    if not gated:
+        for part in chunks(rows):
+            sqlite_insert(conn, first.table, part, names, first.key, first.update, where)
+        return set()
+    stmt = insert(first.table)  # SQLite (the embedded default): row by row, with RETURNING
+    if first.update:
+        stmt = stmt.on_conflict_do_update(index_elements=list(first.key), set_={c: stmt.excluded[c] for c in first.update}, where=where)
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(first.key))
+    stmt = stmt.returning(*(first.table.c[k] for k in first.key))
+    out = set()
+    for write in group:
+        if conn.execute(stmt, {n: write.values.get(n) for n in names}).first() is not None and id(write) in gates:
+            out.add(id(write))
+    return out
 
 
-def write_rows(conn: Connection, writes: Iterable[RowWrite]) -> None:
+def write_rows(conn: Connection, writes: Iterable[RowWrite], gates: Iterable[RowWrite] = ()) -> set[int]:
     """Write ``writes`` (in item order) set-based within the caller's transaction: one
     statement per shape (Postgres ``unnest``; SQLite ``executemany``). Shapes are written in
     the order they first appear, so a parent table planned before its children is written
-    first. Database errors propagate (the engine then splits the batch)."""
+    first. Returns the ``id()`` of the writes among ``gates`` (:attr:`StatePlan.gate`) that
+    moved their row: a gate folded away by a winning write of its key, or kept out by the
+    ``newer`` guard, is not in it. Database errors propagate (the engine then splits the batch)."""
+    wanted = frozenset(id(g) for g in gates)
+    moved: set[int] = set()
     for group in fold(writes):
-        _write_group(conn, group)
+        moved |= _write_group(conn, group, wanted)
+    return moved
 
 
 def apply_rows(conn: Connection, plan: StatePlan) -> str:
-    """The per-item path: ``plan``'s rows one statement each; returns ``"processed"``."""
+    """The per-item path: ``plan``'s rows one statement each, setting :attr:`StatePlan.moved`
+    from its gate; returns ``"processed"``."""
+    gates = frozenset({id(plan.gate)}) if plan.gate is not None else frozenset()
+    moved: set[int] = set()
     for write in plan.rows:
-        _write_group(conn, [write])
+        moved |= _write_group(conn, [write], gates)
+    plan.moved = plan.gate is None or id(plan.gate) in moved
     return "processed"
 
 

@@ -270,8 +270,9 @@ def apply_plan(conn: Connection, plan: Plan) -> str:
         record_status(conn, plan.values)
         return "processed"
     if isinstance(plan, StatePlan):
-        add_events(conn, plan.events)
-        return apply_rows(conn, plan)
+        result = apply_rows(conn, plan)  # sets plan.moved
+        add_events(conn, plan.announced())
+        return result
     contact = plan.contact
     if contact is not None:
         contact_id = find_or_create_contact(

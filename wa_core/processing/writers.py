@@ -119,7 +119,10 @@ def write_plans(conn: Connection, plans: Sequence[Plan]) -> None:
     _insert(conn, whatsapp_message_revisions, _first_per_key(revisions, ("phone_number_id", "revision_wamid")), REVISION_COLUMNS,
             ("phone_number_id", "revision_wamid"))
     # the other fields' state (templates, number health, calls…), after the messages it may refer to
-    write_rows(conn, (w for p in plans for w in _state_rows(p)))
+    states = [p for p in plans if isinstance(p, StatePlan)]
+    moved = write_rows(conn, (w for p in plans for w in _state_rows(p)), [p.gate for p in states if p.gate is not None])
+    for p in states:  # events and alerts only for a gate that moved its row (see .state)
+        p.moved = p.gate is None or id(p.gate) in moved
 
 
 def _message_ids(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:

@@ -9,7 +9,6 @@ comes from where (:mod:`wa_core.reporting.admin_status`).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -21,6 +20,7 @@ from wa_core.dead_letters import DeadLetterSelection, EmptySelection, replay_dea
 from wa_core.meta.signature import tokens_equal
 from wa_core.organizations import InvalidOrganization, UnknownOrganization, resolve_organization
 from wa_core.reporting.admin_status import AdminStatus, admin_status, failed_rows
+from wa_core.timebounds import UtcTime
 
 router = APIRouter(prefix="/api/admin/whatsapp", tags=["admin"])
 
@@ -93,8 +93,8 @@ class ReplayRequest(BaseModel):
     """Which dead webhooks to replay; filters combine with AND (at least one, or ``everything``)."""
 
     ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(default_factory=list, max_length=10000)
-    received_from: datetime | None = None
-    received_to: datetime | None = None
+    received_from: UtcTime | None = None
+    received_to: UtcTime | None = None
     error_kind: str | None = Field(default=None, min_length=1, max_length=64, pattern=PRINTABLE)
     organization: str | None = Field(
         default=None, min_length=1, max_length=255, pattern=PRINTABLE, description="organization id or external id"

@@ -5,7 +5,6 @@ The logic is :mod:`wa_core.events.push`; 404 for an unknown organization or endp
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -13,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wa_core.events import push
 from wa_core.organizations import resolve_organization
+from wa_core.timebounds import UtcTime
 from wa_webhook.routes.admin import AdminDep
 
 router = APIRouter(prefix="/api/admin/whatsapp/events", tags=["admin"])
@@ -31,8 +31,8 @@ class ReplayRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     event_id: uuid.UUID | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: UtcTime | None = None
+    until: UtcTime | None = None
     types: list[str] = Field(default_factory=list, max_length=50)
     everything: bool = False
 

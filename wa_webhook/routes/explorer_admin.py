@@ -7,15 +7,14 @@ body only with ``include_body=true`` and only while retention keeps it. Queries 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from wa_core.db.schema import as_utc
 from wa_core.explorer.rejections import recent_rejections
 from wa_core.explorer.search import MAX_LIMIT, InvalidSearch, WebhookSearch, search_webhooks
 from wa_core.explorer.trace import trace_webhook
+from wa_core.timebounds import UtcTime
 from wa_webhook.routes.admin import PRINTABLE, AdminDep
 
 router = APIRouter(prefix="/api/admin/whatsapp", tags=["admin"])
@@ -34,16 +33,17 @@ def search(
     field: Id = None,
     status: Annotated[list[str], Query()] = [],  # noqa: B006
     error_kind: Annotated[str | None, Query(min_length=1, max_length=64, pattern=PRINTABLE)] = None,
-    received_from: datetime | None = None,
-    received_to: datetime | None = None,
+    received_from: UtcTime | None = None,
+    received_to: UtcTime | None = None,
     before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
 ) -> dict[str, Any]:
     """Landed webhooks matching every filter given, newest first (no bodies). Ids are found
-    in bodies once processed; ``next_before_id`` pages on. 422 for a malformed filter."""
+    in bodies once processed; ``next_before_id`` pages on. 422 for a malformed filter (also a
+    time without a UTC equivalent, e.g. ``9999-12-31T23:59:59-05:00``)."""
     query = WebhookSearch(
         wamid=wamid, phone_number_id=phone_number_id, wa_id=wa_id, user_id=user_id, waba_id=waba_id, field=field,
-        status=tuple(status), error_kind=error_kind, received_from=as_utc(received_from), received_to=as_utc(received_to),
+        status=tuple(status), error_kind=error_kind, received_from=received_from, received_to=received_to,
         before_id=before_id,
     )
     try:
@@ -68,9 +68,9 @@ def trace(
 
 @router.get("/rejected-webhooks")
 def rejected(
-    request: Request, _: AdminDep, since: datetime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    request: Request, _: AdminDep, since: UtcTime | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:
     """Deliveries the receiver refused (bad or missing signature, too large) since ``since``
     (default 24 h): counts by reason and the latest records (no bodies are ever stored)."""
     with request.app.state.api_engine().connect() as conn:
-        return recent_rejections(conn, since=as_utc(since), limit=limit)
+        return recent_rejections(conn, since=since, limit=limit)

@@ -92,6 +92,7 @@ def plan_account_health(ctx: ChangeContext) -> StatePlan:
     change = waba_change(ctx)
     plan = StatePlan([])
     _PLANNERS[ctx.field](change, value, plan)
+    plan.gate = plan.rows[0]  # the state upsert: a late, older change announces nothing
     return plan
 
 

@@ -86,6 +86,11 @@ def _apply(ctx: ChangeContext, event: str, transition: tuple[str, str | None, st
         if event == "PARTNER_ADDED":
             log.warning("unclaimed WABA %s: PARTNER_ADDED with no organization (the unclaimed_wabas check alerts); assign it with the assign_waba job or the admin API", waba_id)
         raise Unroutable(f"no organization is bound to WABA {waba_id} ({event})")
+    # locked until the commit: two batches applying account_updates of one WABA at once then
+    # decide in turn on the committed row, so an older event never overwrites a newer one and
+    # a move is announced once (break-it #1 of the event feed); SQLite has one writer anyway
+    c = whatsapp_connections.c
+    connection = ctx.conn.execute(sa.select(whatsapp_connections).where(c.id == connection.id).with_for_update()).first()
     event_at = meta_time(ctx.entry.get("time"))
     if event_at is None:
         # Meta always sends entry.time here; without it we cannot order events, so a

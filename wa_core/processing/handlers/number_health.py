@@ -101,6 +101,7 @@ def plan_number_health(ctx: ChangeContext) -> StatePlan:
     key, extra = number_key(change, value)
     plan = StatePlan([])
     new = _PLANNERS[ctx.field](change, value, plan, key, extra)
+    plan.gate = plan.rows[0]  # a late, older change keeps its history row but announces nothing
     details = {k: value[k] for k in _DETAILS[ctx.field] if value.get(k) is not None}
     plan.rows.append(history(change, ctx.field, key["display_phone_number"], new, details, value))
     aspect = ctx.field.removeprefix("phone_number_").removesuffix("_update")

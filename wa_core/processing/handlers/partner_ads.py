@@ -51,7 +51,7 @@ def solution_plan(ctx: ChangeContext) -> StatePlan:
     stamp = event_at.isoformat() if event_at else "-"
     spec = event(None, "partner_solution.updated", f"{solution_id}:{stamp}:{name}:{status}",
                  {"solution_id": solution_id, "business_id": business_id, "event": name, "solution_status": status}, event_at, ctx)
-    return StatePlan([write], events=[spec])
+    return StatePlan([write], events=[spec], gate=write)  # a late, older status announces nothing
 
 
 def handle_partner_solutions(ctx: ChangeContext) -> Iterable[Unit]:

@@ -58,7 +58,7 @@ def preference_plan(ctx: ChangeContext, route: Route, item: dict[str, Any]) -> S
     spec = event(route, "contact.preferences_updated", f"{key}:{category}:{stamp}:{value}",
                  {"wa_id": wa_id, "user_id": user_id, "category": category, "value": value, "opted_out": OPTED_OUT.get(value)},
                  event_at, ctx)
-    return StatePlan([write], events=[spec])
+    return StatePlan([write], events=[spec], gate=write)  # a late, older preference announces nothing
 
 
 def handle_user_preferences(ctx: ChangeContext) -> Iterable[Unit]:

@@ -41,6 +41,8 @@ def plan_security(ctx: ChangeContext) -> StatePlan:
         upsert(change, whatsapp_number_health, key, {**extra, "pin_event": name}, "pin_event_at"),
         history(change, "security", key["display_phone_number"], name, {"requester": requester} if requester else None, value),
     ])
+    # no gate: a PIN change or reset request is an occurrence worth its event and alert even
+    # when it arrives after a newer one (the feed's other WABA-family events announce state)
     known = SECURITY_EVENTS.get(name or "")
     if known:
         type_, severity, summary = known

@@ -134,6 +134,7 @@ def plan_template(ctx: ChangeContext) -> StatePlan:
     }
     history = prepare(whatsapp_template_events.name, history, ("waba_id", "template_id"), ctx.clean)
     plan.rows.append(RowWrite(whatsapp_template_events, history, ("waba_id", "template_id", "event_key")))
+    plan.gate = plan.rows[0]  # a late, older change keeps its history row but announces nothing
     _events_and_alerts(plan, change, kind, template_id, named, value, new, reason, history_key)
     return plan
 

@@ -49,18 +49,21 @@ deliver_events_job = one_op_job("deliver_events", deliver_events_op, "Long-lived
 _IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
-@sensor(job=deliver_events_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
-        description="Keeps one deliver_events run alive while an organization has an enabled push endpoint.")
+@sensor(job=deliver_events_job, minimum_interval_seconds=1, default_status=DefaultSensorStatus.RUNNING,
+        description="Keeps one deliver_events run alive (EVENT_PUSH_KEEP_ALIVE=false: only while an endpoint is enabled).")
 def event_delivery_sensor(context: SensorEvaluationContext, app_db: AppDatabase):
-    """One ``deliver_events`` run alive while any push endpoint is enabled; none without one
-    (an install whose SaaS only pulls keeps no idle run; a run also ends when the last
-    endpoint is disabled)."""
+    """One ``deliver_events`` run alive. With ``EVENT_PUSH_KEEP_ALIVE`` (default) always, so a
+    newly set endpoint is served at once by the run already listening; with it false, only
+    while some push endpoint is enabled (an install whose SaaS only pulls keeps no idle run;
+    the first push after enabling an endpoint then waits for this tick and a run launch). It
+    ticks every 5 s (the daemon's best, shared/reference/dagster-measured.md §3): a run that
+    ended (``EVENT_PUSH_RUN_MAX_SECONDS`` rollover, crash) is replaced within 5 s plus a launch."""
     from wa_core.events.push import has_enabled_endpoint
 
     runs = context.instance.get_run_records(RunsFilter(job_name="deliver_events", statuses=_IN_FLIGHT), limit=1)
     if runs:
         return SkipReason("a delivery run is alive")
-    if not has_enabled_endpoint(app_db.get_engine()):
+    if not app_db.settings.event_push_keep_alive and not has_enabled_endpoint(app_db.get_engine()):
         return SkipReason("no organization has an enabled push endpoint")
     return RunRequest(tags={"wa/launched_by": "event_delivery_sensor"})
 
