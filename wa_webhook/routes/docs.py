@@ -5,7 +5,8 @@ only with ``Authorization: Bearer <ADMIN_API_TOKEN>`` (401 without a bearer toke
 another, 503 when no admin token is set), ``off`` (the default) answers 404. The Swagger UI
 and ReDoc files come from the ``fastapi-offline`` package and are served by this process
 under ``/docs-assets/`` (no CDN: the pages work offline and no third party sees who reads
-them).
+them). The asset files are public in every mode but ``off``: they are the packages'
+own files and say nothing about this API.
 """
 
 from __future__ import annotations
