@@ -8,6 +8,7 @@ its embedded default: a SQLite file under ``WA_DATA_DIR`` and an in-process cach
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -58,6 +59,10 @@ class Settings(BaseSettings):
     meta_app_secret: SecretStr | None = None
     meta_app_secret_previous: SecretStr | None = Field(
         default=None, description="The app secret before a rotation: still verifies webhooks during the grace period."
+    )
+    meta_app_secret_previous_until: datetime | None = Field(
+        default=None,
+        description="End of the rotation's grace period (ISO-8601 instant, UTC when no offset): after it the previous secret verifies nothing.",
     )
     meta_webhook_verify_token: SecretStr | None = None
     meta_app_access_token: SecretStr | None = None
@@ -219,6 +224,14 @@ class Settings(BaseSettings):
         default=None, description="Bearer token of the admin API (/api/admin/...); unset = admin API disabled (503)."
     )
 
+    api_docs: Literal["on", "admin", "off"] = Field(
+        default="off",
+        description="/docs, /redoc and /openapi.json: on = public, admin = ADMIN_API_TOKEN bearer required, off = 404 (`up` sets on).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token required by GET /metrics when set; unset = /metrics is public (the demo)."
+    )
+
     cors_allowed_origins: str = Field(
         default="", description="Comma-separated origins of the web app allowed to call the API from a browser; empty = none."
     )
@@ -265,6 +278,23 @@ class Settings(BaseSettings):
         default=None, description="6-digit two-step verification PIN used to register non-coexistence numbers."
     )
 
+    @field_validator("api_docs", mode="before")
+    @classmethod
+    def _api_docs_lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("meta_app_secret_previous_until", mode="before")
+    @classmethod
+    def _blank_until_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("meta_app_secret_previous_until")
+    @classmethod
+    def _until_is_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
     @field_validator("database_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
@@ -287,6 +317,49 @@ class Settings(BaseSettings):
         return value or None
 
     # --- derived -------------------------------------------------------------------
+    @property
+    def is_production(self) -> bool:
+        """True unless ``ALERT_ENVIRONMENT`` names another environment than ``production``
+        (its default; ``up`` runs the demo with ``demo``)."""
+        return self.alert_environment.strip().lower() in ("production", "prod")
+
+    def previous_app_secret(self, now: datetime | None = None) -> str | None:
+        """The previous app secret while it may still verify at ``now`` (UTC; default: now):
+        ``None`` when unset or once ``META_APP_SECRET_PREVIOUS_UNTIL`` has passed."""
+        previous = self.meta_app_secret_previous
+        if previous is None or not previous.get_secret_value():
+            return None
+        until = self.meta_app_secret_previous_until
+        if until is not None and (now or datetime.now(timezone.utc)) >= until:
+            return None
+        return previous.get_secret_value()
+
+    def startup_warnings(self, now: datetime | None = None) -> list[str]:
+        """Configuration that works but is probably a mistake, one sentence each (logged at
+        start-up): a previous app secret with no end or past its end, and no ``JWT_AUDIENCE``
+        in production (a JWT minted for another service of the SaaS would be accepted)."""
+        now = now or datetime.now(timezone.utc)
+        warnings = []
+        previous = self.meta_app_secret_previous
+        if previous is not None and previous.get_secret_value():
+            until = self.meta_app_secret_previous_until
+            if until is None:
+                warnings.append(
+                    "META_APP_SECRET_PREVIOUS is set without META_APP_SECRET_PREVIOUS_UNTIL: the previous app secret "
+                    "verifies webhooks for as long as it is set; set the end of the grace period"
+                )
+            elif now >= until:
+                warnings.append(
+                    f"the grace period of META_APP_SECRET_PREVIOUS ended at {until.isoformat()}: deliveries signed with "
+                    "the previous app secret are rejected; remove META_APP_SECRET_PREVIOUS"
+                )
+        if self.is_production and not self.jwt_audience:
+            warnings.append(
+                "JWT_AUDIENCE is not set in production: any JWT signed with the API key is accepted whatever its audience; "
+                "set JWT_AUDIENCE to the audience the SaaS mints for this service"
+            )
+        return warnings
+
     @property
     def sqlite_path(self) -> Path:
         """Path of the embedded SQLite database used when ``DATABASE_URL`` is unset."""

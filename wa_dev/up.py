@@ -87,6 +87,8 @@ def demo_environment(settings: Settings, options: UpOptions) -> tuple[Settings, 
         env.setdefault("JWT_SECRET", DEMO_JWT_SECRET)
         env["EMBEDDED_SIGNUP_MESSAGE_ORIGINS"] = f"facebook.com,{options.host}"
     env["WA_DATA_DIR"] = str(settings.data_dir.resolve())
+    env.setdefault("API_DOCS", "on")  # /docs, /redoc, /openapi.json (off by default outside the demo)
+    env.setdefault("ALERT_ENVIRONMENT", "demo")  # not production: no production-only start-up warnings
     for key, value in {**DEMO_PROCESSING, **(DEMO_EXIT_PROCESSING if options.exit_when_done else {})}.items():
         env.setdefault(key, value)  # demo: runs roll over (and record their figures) every two minutes
     return settings, env, demo_meta

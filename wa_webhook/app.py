@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,15 +20,21 @@ from wa_webhook.routes import (
     admin, admin_page, coexistence_admin, events, events_admin, explorer_admin, health, media, onboarding, page, processing_admin, read_api,
     webhook,
 )
+from wa_webhook.openapi import install_openapi
+from wa_webhook.routes.docs import install_api_docs
 from wa_webhook.routes.webhook import BodyReads
 from wa_core.meta.crypto import TokenCipher
 from wa_core.settings import Settings, get_settings
+
+log = logging.getLogger("wa_webhook.app")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the receiver app for ``settings`` (default: the process settings)."""
     settings = settings or get_settings()
     configure_logging()
+    for warning in settings.startup_warnings():
+        log.warning(warning)
     # A missing or malformed TOKEN_ENCRYPTION_KEY stops start-up here, with a clear message.
     cipher = TokenCipher.from_hex(settings.token_encryption_key, settings.token_encryption_previous_keys)
 
@@ -76,7 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="WhatsApp onboarding and webhook receiver",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by wa_webhook.routes.docs with local assets, per API_DOCS
+        redoc_url=None,
+        openapi_url=None,
     )
+    install_openapi(app)
     origins = [o.strip() for o in settings.cors_allowed_origins.split(",") if o.strip()]
     if origins:  # only the configured web app origins; never "*" with credentials
         app.add_middleware(
@@ -99,4 +110,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(explorer_admin.router)
     app.include_router(read_api.router)
     app.include_router(admin_page.router)
+    install_api_docs(app, settings.api_docs)
     return app

@@ -178,9 +178,8 @@ async def receive_webhook(request: Request) -> Response:
     finally:
         reads.leave()
 
-    previous = state.settings.meta_app_secret_previous
-    result = verify_with_rotation(
-        body, request.headers.get(SIGNATURE_HEADER), secret.get_secret_value(), previous.get_secret_value() if previous else None
+    result = verify_with_rotation(  # the previous secret only until META_APP_SECRET_PREVIOUS_UNTIL
+        body, request.headers.get(SIGNATURE_HEADER), secret.get_secret_value(), state.settings.previous_app_secret()
     )
     if result is SignatureResult.VALID_PREVIOUS:
         log.info("webhook signed with the previous app secret (rotation grace period)", extra={"request_id": request_id})
