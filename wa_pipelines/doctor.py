@@ -62,7 +62,7 @@ def _daemon(instance) -> list[Check]:
 
 def _sensors(instance) -> list[Check]:
     from dagster import DefaultSensorStatus
-    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType, TickStatus
 
     from wa_pipelines.definitions import defs
 
@@ -85,6 +85,11 @@ def _sensors(instance) -> list[Check]:
             checks.append(warn(name, "running, but no tick recorded yet", "wait for the daemon's first tick; " + _DAEMON_FIX))
         elif now - ticks[0].timestamp > TICK_STALE_SECONDS:
             checks.append(fail(name, f"last tick {now - ticks[0].timestamp:.0f} s ago", _DAEMON_FIX))
+        elif ticks[0].status == TickStatus.FAILURE:
+            error = getattr(ticks[0], "error", None)
+            message = (getattr(error, "message", "") or "").strip().splitlines()[:1]
+            checks.append(fail(name, f"last tick failed: {message[0][:300] if message else 'no message'}",
+                               "open the sensor in the Dagster UI (Automation) for the full error"))
         else:
             checks.append(ok(name, f"running, last tick {now - ticks[0].timestamp:.0f} s ago ({ticks[0].status.value})"))
     return checks

@@ -65,12 +65,16 @@ def _instance(states, ticks):
     )
 
 
-def test_a_stopped_sensor_or_a_stale_tick_fails_a_recent_tick_passes() -> None:
-    stopped, stale, fresh = SENSORS[0], SENSORS[1], SENSORS[2]
+def test_a_stopped_sensor_a_stale_or_failed_tick_fails_a_recent_tick_passes() -> None:
+    stopped, stale, fresh, failed = SENSORS[0], SENSORS[1], SENSORS[2], SENSORS[3]
     state = lambda name, status: SimpleNamespace(instigator_name=name, status=status, instigator_origin_id=name, selector_id=name)  # noqa: E731
     tick = lambda age: SimpleNamespace(timestamp=time.time() - age, status=TickStatus.SUCCESS)  # noqa: E731
-    states = [state(stopped, InstigatorStatus.STOPPED), state(stale, InstigatorStatus.RUNNING), state(fresh, InstigatorStatus.RUNNING)]
-    checks = by_name(doctor._sensors(_instance(states, {stale: [tick(doctor.TICK_STALE_SECONDS + 60)], fresh: [tick(3)]})))
+    states = [state(stopped, InstigatorStatus.STOPPED), state(stale, InstigatorStatus.RUNNING), state(fresh, InstigatorStatus.RUNNING),
+              state(failed, InstigatorStatus.RUNNING)]
+    broken = SimpleNamespace(timestamp=time.time() - 3, status=TickStatus.FAILURE, error=SimpleNamespace(message="OperationalError: no such table\nmore"))
+    ticks = {stale: [tick(doctor.TICK_STALE_SECONDS + 60)], fresh: [tick(3)], failed: [broken]}
+    checks = by_name(doctor._sensors(_instance(states, ticks)))
     assert checks[f"dagster.sensor.{stopped}"].status == "fail" and "dagster sensor start" in checks[f"dagster.sensor.{stopped}"].fix
     assert checks[f"dagster.sensor.{stale}"].status == "fail" and "last tick" in checks[f"dagster.sensor.{stale}"].detail
     assert checks[f"dagster.sensor.{fresh}"].status == "ok"
+    assert checks[f"dagster.sensor.{failed}"].status == "fail" and checks[f"dagster.sensor.{failed}"].detail.endswith("no such table")
