@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     )
     meta_webhook_verify_token: SecretStr | None = None
     meta_app_access_token: SecretStr | None = None
+    meta_webhook_callback_url: str | None = Field(
+        default=None,
+        description="The public Callback URL set in the Meta App Dashboard (https://your-host/api/v1/whatsapp/webhook); "
+        "`wa-onboarding doctor` round-trips to it. Unset: the doctor uses the URL Meta has on file.",
+    )
     token_encryption_key: SecretStr | None = None
     graph_api_base_url: str = "https://graph.facebook.com"
     graph_api_version: str = "v25.0"
@@ -311,7 +316,7 @@ class Settings(BaseSettings):
             raise ValueError("PROCESSING_ROLLOVER_LEAD_SECONDS must be below PROCESSING_RUN_MAX_SECONDS")
         return self
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "meta_webhook_callback_url")
     @classmethod
     def _blank_redis_is_unset(cls, value: str | None) -> str | None:
         return value or None

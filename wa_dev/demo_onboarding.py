@@ -36,7 +36,10 @@ def start_emulator(app_secret: str, webhook_url: str) -> DemoEmulator:
     from wa_dev.demo_sdk import with_demo_sdk
     from wa_dev.emulator import GraphEmulator, serve_in_thread
 
+    from wa_core.doctor.meta_app import RECOMMENDED_FIELDS, REQUIRED_FIELDS
+
     emulator = GraphEmulator(app_id=DEMO_APP_ID, app_secret=app_secret, auto_partner_added=(webhook_url, app_secret))
+    emulator.set_app_subscription(webhook_url, (*REQUIRED_FIELDS, *RECOMMENDED_FIELDS))  # as the App Dashboard would (doctor)
     for spec in (CLOUD, COEX, VISITOR):
         emulator.add_waba(spec["waba"], spec["owner"], [{"id": spec["phone"], "display_phone_number": spec["display"], "verified_name": spec["org"].title(), "coexistence": spec["coexistence"]}])
     base, stop = serve_in_thread(with_demo_sdk(emulator, [CLOUD["waba"], COEX["waba"], VISITOR["waba"]]))

@@ -17,7 +17,10 @@ For tests and the demo: a Starlette app we own that answers like Meta on a versi
 ``POST /{phone}/smb_app_data``                 coexistence only; each type once (2593107); only
                                                within ``sync_window`` of onboarding (2593108)
 ``GET /debug_token``                           app token ``APP_ID|APP_SECRET`` (or the configured
-                                               app token); ``is_valid``/``expires_at``/scopes
+                                               app token); ``is_valid``/``expires_at``/scopes;
+                                               the app token itself as ``input_token`` → ``type: APP``
+``GET /{app-id}/subscriptions``                the app's webhook subscriptions (app token only),
+                                               set with :meth:`GraphEmulator.set_app_subscription`
 ``GET /{media-id}``, ``GET /media-cdn/…``       the Media API and its expiring download URLs
                                                (:mod:`wa_dev.emulator_media`, :attr:`media`)
 =============================================  ==================================================
@@ -241,6 +244,8 @@ class GraphEmulator:
         self._lock = threading.RLock()
         self._threads: list[threading.Thread] = []
         self.media = MediaCdn(lambda: self.now())  # media nodes and their CDN (emulator_media.py)
+        #: the app's webhook subscriptions by object (``GET /{app-id}/subscriptions``)
+        self.app_subscriptions: dict[str, dict[str, Any]] = {}
 
     # --- configuration -------------------------------------------------------------------
     def add_waba(self, waba_id: str, owner_business_id: str, numbers: Iterable[dict[str, Any]] = ()) -> EmulatedWaba:
@@ -268,6 +273,19 @@ class GraphEmulator:
                 waba.number_ids.append(number.id)
             self.wabas[waba.id] = waba
             return waba
+
+    def set_app_subscription(
+        self, callback_url: str, fields: Iterable[str], *, object_type: str = "whatsapp_business_account",
+        active: bool = True, version: str = "v25.0",
+    ) -> None:
+        """Set the app's webhook subscription for ``object_type`` as the App Dashboard would
+        (``POST /{app-id}/subscriptions``): ``callback_url``, the subscribed ``fields``, and
+        whether it is ``active``. Graph "Subscriptions Edge"."""
+        with self._lock:
+            self.app_subscriptions[object_type] = {
+                "object": object_type, "callback_url": callback_url, "active": bool(active),
+                "fields": [{"name": name, "version": version} for name in fields],
+            }
 
     def issue_code(self, waba_id: str) -> str:
         """A fresh Embedded Signup ``code`` for ``waba_id`` (single-use, ``code_ttl`` seconds)."""
@@ -514,6 +532,8 @@ class GraphEmulator:
             return self._debug_token(request, params)
         if len(parts) == 2 and parts[0].isdigit():
             node, edge = parts
+            if edge == "subscriptions" and node == self.app_id and method == "GET":
+                return self._app_subscriptions(request, params)
             if edge == "subscribed_apps" and method in ("GET", "POST", "DELETE"):
                 return self._subscribed_apps(request, params, node)
             if edge == "phone_numbers" and method == "GET":
@@ -590,6 +610,10 @@ class GraphEmulator:
         input_token = params.get("input_token")
         if not input_token:
             raise _Fail(400, 100, "(#100) The parameter input_token is required")
+        if self._is_app_token(input_token):  # Meta answers type APP for the app token itself
+            return JSONResponse({"data": {
+                "app_id": self.app_id, "type": "APP", "application": self.app_name, "is_valid": True, "scopes": [],
+            }})
         tok = self.tokens.get(input_token)
         if tok is None:
             return JSONResponse({"data": {
@@ -614,6 +638,11 @@ class GraphEmulator:
             data["is_valid"] = False
             data["error"] = {"code": 190, "message": message, **({"subcode": subcode} if subcode else {})}
         return JSONResponse({"data": data})
+
+    def _app_subscriptions(self, request: Request, params: dict[str, Any]) -> Response:
+        if not self._is_app_token(self._token(request, params)):
+            raise _Fail(400, 190, "Invalid OAuth access token - Cannot parse access token")
+        return JSONResponse({"data": [dict(sub, fields=list(sub["fields"])) for sub in self.app_subscriptions.values()]})
 
     def _require_token(self, request: Request, params: dict[str, Any], waba_id: str, node: str) -> EmulatedToken:
         raw = self._token(request, params)

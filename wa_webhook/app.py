@@ -17,7 +17,7 @@ from wa_core.logs import configure_logging
 from wa_core.ratelimit import RateLimiter
 from wa_webhook.events_wait import EventWaiter
 from wa_webhook.routes import (
-    admin, admin_page, coexistence_admin, events, events_admin, explorer_admin, health, media, onboarding, page, processing_admin, read_api,
+    admin, admin_page, coexistence_admin, doctor_admin, events, events_admin, explorer_admin, health, media, onboarding, page, processing_admin, read_api,
     webhook,
 )
 from wa_webhook.openapi import install_openapi
@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(onboarding.router)
     app.include_router(page.router)
     app.include_router(admin.router)
+    app.include_router(doctor_admin.router)
     app.include_router(processing_admin.router)
     app.include_router(coexistence_admin.router)
     app.include_router(events.router)

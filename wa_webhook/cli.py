@@ -1,7 +1,7 @@
 """``wa-onboarding``: the operator's console script.
 
 Commands: ``migrate``, ``serve``, ``bind-waba``, ``process``, ``pause``, ``resume``, ``caps``,
-``rotate-token-key``, ``request-sync``, ``webhooks search|trace|rejected`` and ``status``. ``wa-onboarding COMMAND --help`` describes each. The developer's commands (``up``,
+``rotate-token-key``, ``request-sync``, ``webhooks search|trace|rejected``, ``doctor`` and ``status``. ``wa-onboarding COMMAND --help`` describes each. The developer's commands (``up``,
 the main job, and ``simulate``) are in ``wa-dev`` (:mod:`wa_dev.cli`), which has these too.
 """
 
@@ -271,6 +271,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """The Meta setup self-test (:mod:`wa_core.doctor`): exit 0 when nothing failed (warnings
+    and skips included), 1 when a check failed (unreadable settings too)."""
+    from wa_core.doctor import Check, exit_code, run_doctor
+    from wa_core.settings import get_settings
+    from wa_webhook.doctor import dagster_checks, format_checks
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # the first finding, not a crash: exit 1 like any failed check
+        errors = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        checks = [Check("settings", "fail", f"the settings cannot be read: {errors}", "fix those environment variables (README, Configuration)")]
+        print(json.dumps([c.as_dict() for c in checks], indent=2) if args.json else format_checks(checks))
+        return 1
+    extra = [] if args.no_dagster else [("dagster", dagster_checks)]
+    checks = run_doctor(settings, extra=extra, timeout=args.timeout)
+    if args.json:
+        print(json.dumps([c.as_dict() for c in checks], indent=2))
+    else:
+        color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+        print(format_checks(checks, color=color))
+    return exit_code(checks)
+
+
 def _bad_cap(value: str):
     raise argparse.ArgumentTypeError(f"{value!r}: a whole number (0 = no cap) or 'default'")
 
@@ -348,6 +372,13 @@ def build_parser(
     from wa_webhook.cli_webhooks import add_commands as add_webhook_commands
 
     add_webhook_commands(sub)
+
+    p = sub.add_parser("doctor", help="check the Meta app setup end to end (settings, database, Dagster, Graph, callback URL, tokens)")
+    p.add_argument("--json", action="store_true", help="a JSON list of {name, status, detail, fix}")
+    p.add_argument("--no-dagster", action="store_true", help="skip the Dagster daemon and sensor checks")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per Graph or callback request (default 10)")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("status", help="what is stored: webhooks by state, messages, statuses, connections, token states, backlog")
     p.add_argument("--json", action="store_true")

@@ -331,6 +331,22 @@ class GraphClient:
             raise GraphRequestError("debug_token answered without data", method="GET", path="debug_token")
         return data
 
+    def debug_app_token(self) -> dict[str, Any]:
+        """``debug_token`` on the app token itself (``input_token`` = ``access_token`` = the app
+        token): Meta answers ``type: "APP"``, ``app_id`` and ``is_valid``. A wrong app id or
+        secret raises :class:`TokenInvalid` (190). Used by ``wa-onboarding doctor``."""
+        return self.debug_token(self._app_token())
+
+    def app_subscriptions(self) -> list[dict[str, Any]]:
+        """The app's webhook subscriptions: ``GET /{app-id}/subscriptions`` with the app token
+        (Graph reference "Application Subscriptions", "Subscriptions Edge") → one item per
+        object: ``{"object": "whatsapp_business_account", "callback_url", "active": bool,
+        "fields": [{"name", "version"}]}``. Raises :class:`TokenInvalid` for a wrong app token."""
+        app_id = _node(self.app_id or "", "app_id")
+        payload = self._json("GET", f"{app_id}/subscriptions", params={"access_token": self._app_token()})
+        data = payload.get("data")
+        return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+
     # --- media (fact sheet §9) -----------------------------------------------------------
     def media_info(self, media_id: str, token: str, *, phone_number_id: str | None = None) -> dict[str, Any]:
         """Step 1 of a media download (fact sheet §9.1): ``GET /{media-id}[?phone_number_id=]``
