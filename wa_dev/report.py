@@ -69,14 +69,21 @@ def latency_figures(settings: Settings, since: float | None = None, run_windows:
 
 
 def dashboards_refreshed_since(settings: Settings, since: float) -> bool:
-    """True when a dashboard snapshot was computed after ``since`` (Unix seconds)."""
+    """True when every dashboard (:data:`wa_core.reporting.dashboards.DASHBOARDS`) has a
+    snapshot computed after ``since`` (Unix seconds): a whole refresh has landed."""
+    from wa_core.reporting.dashboards import DASHBOARDS
+
     engine = create_sync_engine(settings)
     try:
         with engine.connect() as conn:
-            latest = conn.execute(sa.select(sa.func.max(dashboard_snapshots.c.computed_at))).scalar_one()
+            fresh = conn.execute(
+                sa.select(sa.func.count(sa.distinct(dashboard_snapshots.c.asset_key))).where(
+                    dashboard_snapshots.c.computed_at >= datetime.fromtimestamp(since, timezone.utc)
+                )
+            ).scalar_one()
     finally:
         engine.dispose()
-    return latest is not None and as_utc(latest) >= datetime.fromtimestamp(since, timezone.utc)
+    return fresh >= len(DASHBOARDS)
 
 
 def where_to_look(host: str, dagster_port: int, base: str, log_dir: Path) -> str:

@@ -163,3 +163,23 @@ def test_the_definitions_load_without_warnings() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr, proc.stderr
+
+
+# --- item: a plain `up` prints the dashboards once a whole refresh has landed -------------------
+def test_the_dashboards_count_as_refreshed_only_when_all_are_newer_than_the_start(engine: Engine, settings: Settings) -> None:
+    from wa_core.db.schema import dashboard_snapshots
+    from wa_core.reporting.dashboards import DASHBOARDS
+    from wa_dev.report import dashboards_refreshed_since, operations_report
+
+    start = utcnow()
+    old = start - timedelta(hours=1)
+    with engine.begin() as conn:  # an earlier start's refresh
+        conn.execute(sa.insert(dashboard_snapshots), [{"asset_key": d.key, "computed_at": old, "payload": {}} for d in DASHBOARDS])
+    assert not dashboards_refreshed_since(settings, start.timestamp())
+    for i, d in enumerate(DASHBOARDS):  # this start's refresh, one dashboard after the other
+        assert not dashboards_refreshed_since(settings, start.timestamp())
+        with engine.begin() as conn:
+            conn.execute(sa.update(dashboard_snapshots).where(dashboard_snapshots.c.asset_key == d.key).values(computed_at=start + timedelta(seconds=i + 1)))
+    assert dashboards_refreshed_since(settings, start.timestamp())
+    text = operations_report(settings)
+    assert "dashboards (materialised by refresh_dashboards" in text and "open alerts" in text
