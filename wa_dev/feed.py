@@ -99,12 +99,13 @@ def demo_business_token(waba_id: str) -> str:
     return f"EAADEMO{waba_id}"
 
 
-def give_demo_numbers_tokens(settings: Settings, emulator, orgs: int) -> int:
+def give_demo_numbers_tokens(settings: Settings, emulator, orgs: int, base_url: str | None = None) -> int:
     """Make the corpus's and the synthetic organizations' numbers real to the Graph emulator
     (``emulator`` a :class:`wa_dev.emulator.GraphEmulator`): their WABAs, a business token per
     WABA stored encrypted on its connection (as an onboarding would), and every media id of
-    their numbers served (so the demo's media downloads end ``stored``). Idempotent (fixed
-    tokens, rewritten each run). Returns the number of connections given a token."""
+    their numbers served (so the demo's media downloads end ``stored``). With ``base_url``
+    (where the emulator answers) each token's health is checked too, as after an onboarding.
+    Idempotent (fixed tokens, rewritten each run). Returns the number of connections given a token."""
     from wa_core.db.schema import whatsapp_connections
     from wa_core.meta.crypto import TokenCipher
 
@@ -112,6 +113,7 @@ def give_demo_numbers_tokens(settings: Settings, emulator, orgs: int) -> int:
     numbers = [(waba, n) for _, _, waba, n in CORPUS_BINDINGS]
     numbers += [(s.waba_id, PhoneNumber(s.phone_number_id, s.display_phone_number, s.org_name)) for s in synthetic_numbers(orgs)]
     engine = create_sync_engine(settings)
+    given: list[tuple] = []
     try:
         with engine.begin() as conn:
             for waba, n in numbers:
@@ -125,6 +127,17 @@ def give_demo_numbers_tokens(settings: Settings, emulator, orgs: int) -> int:
                 if row is not None:
                     conn.execute(sa.update(whatsapp_connections).where(c.id == row.id).values(
                         business_token_encrypted=cipher.encrypt(token, row.id)))
+                    given.append((row.id, token))
+        if base_url:
+            from datetime import timedelta
+
+            from wa_core.meta.graph.client import GraphClient
+            from wa_core.token_health import check_connection
+
+            soon = timedelta(days=settings.token_expiring_soon_days)
+            with GraphClient(base_url, settings.graph_api_version, app_id=emulator.app_id, app_secret=emulator.app_secret) as graph:
+                for connection_id, token in given:
+                    check_connection(engine, graph, connection_id, token, soon)
     finally:
         engine.dispose()
     return len(numbers)

@@ -144,7 +144,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         emulator = start_emulator(settings.meta_app_secret.get_secret_value(), webhook_url)
         env["GRAPH_API_BASE_URL"] = emulator.base_url
         env["EMBEDDED_SIGNUP_SDK_URL"] = f"{emulator.base_url}/sdk.js"
-        give_demo_numbers_tokens(settings, emulator.emulator, options.orgs)
+        give_demo_numbers_tokens(settings, emulator.emulator, options.orgs, emulator.base_url)
         print(f"Meta: no META_APP_ID set, the local Graph emulator plays Meta at {emulator.base_url} "
               "(the demo numbers have business tokens it accepts: their media download)")
     bin_dir = Path(sys.executable).parent

@@ -72,6 +72,9 @@ def check_stored(settings: Settings, output: str) -> None:
     # the demo's admin token and a JWT of an organization with data are printed
     assert "Bearer demo_admin_token_not_real" in output and "read API (acme)" in output
     assert "landing→processed, this start's" in output
+    # every number's business token was checked (the demo's at start, the onboarded ones after their follow-up)
+    tokens = output.split("\n  tokens          ")[1].splitlines()[0]
+    assert "valid" in tokens and "not checked yet" not in tokens, tokens
 
 
 def test_main_job_on_the_embedded_default(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from tests.conftest import ADMIN_URL
 from tests.helpers import land
-from wa_core.db.schema import utcnow, whatsapp_connections, whatsapp_webhook_logs
+from wa_core.db.schema import utcnow, whatsapp_configs, whatsapp_connections, whatsapp_webhook_logs
 from wa_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,10 +84,12 @@ def test_the_demo_numbers_get_tokens_the_emulator_accepts_and_their_media_downlo
     from wa_dev.feed import CORPUS_BINDINGS, bind_demo_numbers, give_demo_numbers_tokens
 
     bind_demo_numbers(settings, 1)
-    emulator = GraphEmulator()
+    emulator = GraphEmulator(app_id="123456", app_secret=settings.meta_app_secret.get_secret_value())
     base, stop = serve_in_thread(emulator)
     try:
-        assert give_demo_numbers_tokens(settings, emulator, 1) == len(CORPUS_BINDINGS) + 1
+        assert give_demo_numbers_tokens(settings, emulator, 1, base) == len(CORPUS_BINDINGS) + 1
+        with engine.connect() as conn:  # checked like a freshly onboarded number's: never "not checked yet"
+            assert set(conn.execute(sa.select(whatsapp_configs.c.token_health)).scalars()) == {"valid"}
         cipher = TokenCipher.from_hex(settings.token_encryption_key)
         waba, phone = CORPUS_BINDINGS[1][2], CORPUS_BINDINGS[1][3].phone_number_id
         with engine.connect() as conn:
