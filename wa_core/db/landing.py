@@ -171,6 +171,14 @@ class LandingAnnouncer:
         await self._drop()
 
 
+async def keep_session(conn) -> None:  # noqa: ANN001 - an asyncpg connection
+    """The landing pool's ``reset``: nothing to undo. Its connections only run the autocommit
+    INSERT and ``SELECT 1`` (no session settings, cursors, LISTEN or advisory locks), so
+    asyncpg's default reset query (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL``), a second round trip and statement per landing, is skipped. asyncpg still rolls
+    back an open transaction before calling this."""
+
+
 class PostgresLandingStore:
     """asyncpg pool; created lazily so that the receiver starts even while Postgres is down."""
 
@@ -213,6 +221,7 @@ class PostgresLandingStore:
             max_size=self._size,
             timeout=self._timeout,
             command_timeout=self._timeout,
+            reset=keep_session,
         )
 
     async def land(self, webhook: LandedWebhook) -> int:
