@@ -226,8 +226,12 @@ class PostgresLandingStore:
 
     async def land(self, webhook: LandedWebhook) -> int:
         try:
-            pool = await self._get_pool()
-            async with pool.acquire(timeout=self._timeout) as conn:
+            pool = self._pool or await self._get_pool()
+            # the wait for a connection is bounded with asyncio's timeout: asyncpg's own
+            # (``acquire(timeout=)``) runs the wait in a new task per landing
+            async with asyncio.timeout(self._timeout):
+                conn = await pool.acquire()
+            try:
                 row_id = await conn.fetchval(
                     _PG_INSERT,
                     webhook.received_at,
@@ -238,6 +242,8 @@ class PostgresLandingStore:
                     webhook.request_id,
                     webhook.waba_id,
                 )
+            finally:
+                await pool.release(conn)
         except Exception as exc:  # any driver, network or timeout error
             raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if self._announcer is not None:
