@@ -7,12 +7,9 @@ N ``SyntheticStream`` bodies (seeded per repetition, the same for every variant)
 the receiver lands them, ``VACUUM ANALYZE``d, then drained by a fresh child process that
 times its own drain (imports and connection set-up excluded):
 
-- ``engine``: ``wa_core.processing.runner.run_processing(engine, settings, batch_size=B,
-  idle_exit_seconds=0)``, the loop a Dagster run executes, until nothing is left (the fair
-  claim, the set-based ``apply_batch``, the next batch claimed and parsed while one is written:
-  :mod:`wa_core.processing.pipeline`), with the engine a Dagster run uses
-  (``create_processing_engine``, pool 2+2);
-- ``serial``: the same with ``PROCESSING_PREFETCH=false`` (one batch after the other);
+- ``engine``: ``wa_core.processing.runner.process_batch(engine, settings, limit=B)`` until
+  nothing is left (the fair claim, the set-based ``apply_batch``), with the engine a Dagster
+  run uses (``create_processing_engine``, pool 2+2);
 - ``reference``: ``bench/reference_writer.py``, a straightforward set-based writer doing the
   same inserts into the same tables (FIFO claim, one ``unnest`` insert per table, no
   outcome bookkeeping);
@@ -245,7 +242,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=10000, help="pre-landed webhooks per case")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--orgs", type=int, default=3)
-    ap.add_argument("--variants", default="engine,reference,old", help="compare: comma list of engine, serial (the engine without the prefetch pipeline), no_events (the engine without the event outbox), reference, old")
+    ap.add_argument("--variants", default="engine,reference,old", help="compare: comma list of engine, no_events (the engine without the event outbox), reference, old")
     ap.add_argument("--old-commit", default="8c43a00", help="compare: the commit whose loop is 'old'")
     ap.add_argument("--backlog", action="store_true", help="instead: the engine at a backlog of 1k against 100k")
     ap.add_argument("--backlogs", default="1000,100000", help="--backlog: the two backlog sizes")

@@ -38,11 +38,8 @@ from wa_core.settings import Settings
 from wa_core.db.engine import create_processing_engine
 from wa_core.processing import runner
 caps = dict(processing_org_webhooks_per_minute=10**9, processing_org_max_in_flight=a["batch"]) if a.get("caps") else {}
-settings = Settings(_env_file=None, database_url=a["url"], WA_DATA_DIR=a["dir"], meta_app_secret="bench", processing_batch_size=a["batch"],
-                    processing_prefetch=not a.get("serial"), **caps)
+settings = Settings(_env_file=None, database_url=a["url"], WA_DATA_DIR=a["dir"], meta_app_secret="bench", processing_batch_size=a["batch"], **caps)
 #TIMED_CLAIM
-from wa_core.processing import pipeline
-pipeline.claim_batch = timed_claim
 if a.get("no_events"):  # the 'no_events' variant: the outbox drops what it is given (nothing built lazily, nothing written)
     from wa_core.events import outbox
 
@@ -54,11 +51,16 @@ if a.get("no_events"):  # the 'no_events' variant: the outbox drops what it is g
 engine = create_processing_engine(settings, pool_size=2, max_overflow=2)
 statements = [0]
 sa.event.listen(engine, "before_cursor_execute", lambda *_a, **_k: statements.__setitem__(0, statements[0] + 1))
+webhooks = items = batches = 0
 cpu0, t0 = time.process_time(), time.perf_counter()
-# what a Dagster processing run executes, draining what is claimable and then returning
-stats = runner.run_processing(engine, settings, batch_size=a["batch"], idle_exit_seconds=0)
+while True:
+    outcomes = runner.process_batch(engine, settings, limit=a["batch"])
+    if not outcomes:
+        break
+    batches += 1
+    webhooks += len(outcomes)
+    items += sum(o.items_received for o in outcomes)
 seconds = time.perf_counter() - t0
-webhooks, items, batches = stats.webhooks, stats.items_received, stats.batches
 print(json.dumps({"webhooks": webhooks, "items": items, "batches": batches, "seconds": seconds, "cpu_seconds": time.process_time() - cpu0,
                   "claim_seconds": claim_seconds[0], "statements": statements[0], "code": runner.__file__}))
 """
@@ -95,10 +97,9 @@ def old_tree(commit: str) -> Path:
 
 
 def run_child(variant: str, url: str, batch: int, old_root: Path | None, caps: bool = False) -> dict:
-    args = json.dumps({"url": url, "dir": str(DATA_DIR), "batch": batch, "no_events": variant == "no_events", "caps": caps,
-                       "serial": variant == "serial"})
+    args = json.dumps({"url": url, "dir": str(DATA_DIR), "batch": batch, "no_events": variant == "no_events", "caps": caps})
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "PROCESSING_", "WA_"))}
-    if variant in ("engine", "no_events", "serial"):
+    if variant in ("engine", "no_events"):
         cmd, env["PYTHONPATH"], cwd = [sys.executable, "-c", ENGINE_CHILD, args], str(PROJECT_ROOT), PROJECT_ROOT
     elif variant == "reference":
         cmd, cwd = [sys.executable, str(PROJECT_ROOT / "bench" / "reference_writer.py"), url, str(batch)], PROJECT_ROOT

@@ -109,10 +109,6 @@ class Settings(BaseSettings):
     processing_max_attempts: int = Field(default=5, ge=1, description="Attempts before a webhook row is dead.")
     processing_retry_base_seconds: float = Field(default=30.0, gt=0, description="First retry delay; doubles per attempt.")
     processing_retry_max_seconds: float = Field(default=3600.0, gt=0, description="Cap on one retry delay.")
-    processing_prefetch: bool = Field(
-        default=True,
-        description="Postgres: while a full batch is written, claim and parse the next one in a background thread (overlaps Python with the database; docs/benchmarks.md).",
-    )
     processing_lease_seconds: float = Field(
         default=300.0, gt=0, description="A claimed row whose run died is claimable again after this long."
     )

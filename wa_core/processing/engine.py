@@ -291,59 +291,6 @@ def _report(engine: Engine, row: ClaimedRow, outcome: WebhookOutcome, settings: 
         log.warning("webhook %s %s after attempt %s: %s", row.id, outcome.status, row.attempts, kinds)
 
 
-@dataclass(eq=False)
-class PreparedBatch:
-    """Claimed rows parsed into items (:func:`prepare_batch`), not written yet.
-
-    ``conn`` stays open (no transaction) until :func:`apply_prepared` writes on it: the rare
-    fields' own-SQL steps were planned on it. ``fields``: the webhook fields the rows hold."""
-
-    rows: list[ClaimedRow]
-    conn: Connection
-    entries: list[_Entry]
-    routes: dict[str, Any]
-
-    @property
-    def fields(self) -> set[str]:
-        """The ``changes[].field`` names of the batch's rows."""
-        return {name for e in self.entries for name in e.parsed.outcome.fields}
-
-    def close(self) -> None:
-        """Release the connection without writing (the rows stay leased until their lease ends)."""
-        self.conn.close()
-
-
-def _parse_rows(conn: Connection, rows: Sequence[ClaimedRow], settings: Settings, routes: dict[str, Any]) -> list[_Entry]:
-    entries = []
-    for row in rows:
-        if row.lease_expired and row.attempts > settings.processing_max_attempts:
-            entries.append(_Entry(row, _crashed(row)))
-        else:
-            entries.append(_Entry(row, parse_webhook(conn, row.id, row.body, row.received_at, routes)))
-    if conn.in_transaction():
-        conn.rollback()  # only routing reads: no transaction is held while the batch waits
-    return entries
-
-
-def prepare_batch(engine: Engine, rows: Sequence[ClaimedRow], settings: Settings) -> PreparedBatch:
-    """Parse claimed ``rows`` (step 1 of the module docstring) on a connection of their own,
-    kept for :func:`apply_prepared`. Database errors propagate (the connection is closed)."""
-    conn = engine.connect()
-    try:
-        routes: dict[str, Any] = {}
-        return PreparedBatch(list(rows), conn, _parse_rows(conn, rows, settings, routes), routes)
-    except BaseException:
-        conn.close()
-        raise
-
-
-def reparse(prepared: PreparedBatch, settings: Settings) -> None:
-    """Parse ``prepared`` again with fresh routing (a batch written after it was parsed
-    changed connections, e.g. an ``account_update``)."""
-    prepared.routes.clear()
-    prepared.entries = _parse_rows(prepared.conn, prepared.rows, settings, prepared.routes)
-
-
 def apply_batch(
     engine: Engine, rows: Sequence[ClaimedRow], settings: Settings, *, shard: int = 0, shards: int = 1
 ) -> list[WebhookOutcome]:
@@ -359,26 +306,21 @@ def apply_batch(
     """
     if not rows:
         return []
-    with LeaseKeeper(engine, rows, settings.processing_lease_seconds):
-        return apply_prepared(engine, prepare_batch(engine, rows, settings), settings, shard=shard, shards=shards)
-
-
-def apply_prepared(engine: Engine, prepared: PreparedBatch, settings: Settings, *, shard: int = 0, shards: int = 1) -> list[WebhookOutcome]:
-    """Steps 2 and 3 of :func:`apply_batch` for a batch :func:`prepare_batch` parsed; closes
-    its connection. The caller keeps the rows' lease (:class:`~.lease.LeaseKeeper`)."""
-    rows = prepared.rows
-    try:
-        conn = prepared.conn
+    with LeaseKeeper(engine, rows, settings.processing_lease_seconds), engine.connect() as conn:
         batch = _Batch(engine, conn, settings)
-        entries = prepared.entries
+        routes: dict[str, Any] = {}
+        entries = []
+        for row in rows:
+            if row.lease_expired and row.attempts > settings.processing_max_attempts:
+                entries.append(_Entry(row, _crashed(row)))
+            else:
+                entries.append(_Entry(row, parse_webhook(conn, row.id, row.body, row.received_at, routes)))
         released = _release_misrouted(conn, entries, shard, shards)
         entries = [e for e in entries if e.row.id not in released]
         for group in _groups(entries):
             batch.write(group)
         if conn.in_transaction():
             conn.rollback()  # only routing reads were left open
-    finally:
-        prepared.close()
     with engine.connect() as conn:
         outcomes = _Batch(engine, conn, settings).finish(entries)
     record_fields(engine, settings, [o for o in outcomes if o.status != LEASE_LOST], utcnow())  # per-field counts, new fields alerted
@@ -419,4 +361,4 @@ def _state_alerts(engine: Engine, entry: _Entry, settings: Settings) -> None:
             notifier.notify(alert)
 
 
-__all__ = ["LEASE_LOST", "TRANSACTION_ITEMS", "PreparedBatch", "apply_batch", "apply_prepared", "prepare_batch", "reparse"]
+__all__ = ["LEASE_LOST", "TRANSACTION_ITEMS", "apply_batch"]

@@ -25,7 +25,6 @@ from wa_core.settings import Settings
 from .claim import ClaimedRow, claim_batch
 from .dispatch import WebhookOutcome
 from .engine import apply_batch
-from .pipeline import Batch, Pipeline
 from .wake import TIMEOUT, Waker, make_waker
 
 log = logging.getLogger("wa_core.processing")
@@ -57,8 +56,6 @@ class RunStats:
     throttled_claims: int = 0
     #: per organization lane (UUID or None): webhooks processed in this run
     by_organization: Counter = field(default_factory=Counter)
-    #: batches claimed and parsed while the one before was written (:mod:`.pipeline`)
-    prefetched_batches: int = 0
     #: time spent claiming and applying batches that had rows (the rest of ``seconds`` is idle)
     busy_seconds: float = 0.0
     #: why each idle wait ended: ``notified`` (NOTIFY or a database change), ``lost`` (the
@@ -91,6 +88,13 @@ class RunStats:
 def process_row(engine: Engine, row: ClaimedRow, settings: Settings) -> WebhookOutcome:
     """Apply one claimed row and store its outcome (:func:`~.engine.apply_batch` of one row)."""
     return apply_batch(engine, [row], settings)[0]
+
+
+class Batch(list):
+    """Outcomes of one batch (a list of :class:`WebhookOutcome`), plus ``held_back``: claimable
+    rows the claim left waiting because their organization was at its quota."""
+
+    held_back: int = 0
 
 
 def process_batch(
@@ -152,18 +156,6 @@ def run_processing(
     started = last_work = last_stop_check = time.monotonic()
     deadline = started + max_seconds
     own_waker = waker is None
-    pipeline = Pipeline(engine, settings, limit, shard=shard, shards=shards) if settings.processing_prefetch and settings.is_postgres else None
-
-    def record(batch: Batch, since: float) -> None:
-        nonlocal last_work
-        stats.batches += 1
-        stats.prefetched_batches += batch.prefetched
-        for outcome in batch:
-            stats.add(outcome)
-        last_work = time.monotonic()
-        stats.busy_seconds += last_work - since
-        if on_batch:
-            on_batch(stats)
 
     def stop_now() -> bool:
         nonlocal last_stop_check
@@ -181,18 +173,18 @@ def run_processing(
                 break
             if waker is not None:
                 waker.drain()  # this claim sees what was announced so far
-            if pipeline is not None:
-                batch = pipeline.next()
-            else:
-                batch = process_batch(engine, settings, limit, shard=shard, shards=shards)
+            batch = process_batch(engine, settings, limit, shard=shard, shards=shards)
             if batch:
-                record(batch, now)
-                # a prefetched claim may have missed rows whose notification was just drained
-                if not (waker is not None and waker.notifying and len(batch) < limit and not batch.held_back and not batch.prefetched):
+                stats.batches += 1
+                for outcome in batch:
+                    stats.add(outcome)
+                last_work = time.monotonic()
+                stats.busy_seconds += last_work - now
+                if on_batch:
+                    on_batch(stats)
+                if not (waker is not None and waker.notifying and len(batch) < limit and not batch.held_back):
                     continue
                 # everything claimable was taken: rows landed since then have announced themselves
-            elif batch.prefetched:
-                continue  # claimed before the last drain: claim once more before waiting
             elif batch.held_back:
                 stats.throttled_claims += 1
                 time.sleep(max(poll, THROTTLED_POLL_SECONDS))
@@ -207,14 +199,7 @@ def run_processing(
             if _wait(waker, stats, deadline, idle_exit, last_work, should_stop, stop_now):
                 stats.ended = "stopped"
                 break
-        if pipeline is not None and pipeline.pending:  # written before the run hands over or ends
-            since = time.monotonic()
-            batch = pipeline.flush()
-            if batch:
-                record(batch, since)
     finally:
-        if pipeline is not None:
-            pipeline.close()
         if own_waker and waker is not None:
             waker.close()
     stats.seconds = time.monotonic() - started
