@@ -7,9 +7,10 @@ N ``SyntheticStream`` bodies (seeded per repetition, the same for every variant)
 the receiver lands them, ``VACUUM ANALYZE``d, then drained by a fresh child process that
 times its own drain (imports and connection set-up excluded):
 
-- ``engine``: ``wa_core.processing.runner.process_batch(engine, settings, limit=B)`` until
-  nothing is left (the fair claim, the set-based ``apply_batch``), with the engine a Dagster
-  run uses (``create_processing_engine``, pool 2+2);
+- ``engine``: ``wa_core.processing.runner.run_processing(engine, settings, batch_size=B,
+  idle_exit_seconds=0)``, the loop a Dagster run executes (its garbage-collector tuning
+  included), until nothing is left (the fair claim, the set-based ``apply_batch``), with the
+  engine a Dagster run uses (``create_processing_engine``, pool 2+2);
 - ``reference``: ``bench/reference_writer.py``, a straightforward set-based writer doing the
   same inserts into the same tables (FIFO claim, one ``unnest`` insert per table, no
   outcome bookkeeping);

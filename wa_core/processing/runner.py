@@ -12,10 +12,12 @@ the sensor starts ``PROCESSING_ROLLOVER_LEAD_SECONDS`` before the deadline.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
+from contextlib import contextmanager
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
@@ -117,6 +119,33 @@ def process_batch(
     return batch
 
 
+#: garbage-collector thresholds while a run processes (Python's default: 700, 10, 10). A batch
+#: allocates about 100k objects that live until its outcomes are stored; with the default a
+#: batch of 1000 webhooks triggers ~150 young collections, each walking what the batch built so
+#: far, and full ones walking everything the process holds (measured: about 40 % of the parse
+#: time and a third of the engine's Python time, docs/benchmarks.md 7.3)
+GC_THRESHOLDS = (50_000, 20, 20)
+_frozen: list[bool] = []
+
+
+@contextmanager
+def batch_friendly_gc() -> Iterator[None]:
+    """While a run processes: what is alive before it (imports, definitions, settings) is moved
+    out of the collector's generations once per process (:func:`gc.freeze`), so no collection
+    walks it again, and young collections run every ``GC_THRESHOLDS[0]`` allocations (the
+    cycles a batch leaves are still collected); the previous thresholds are restored after."""
+    if not _frozen:
+        _frozen.append(True)
+        gc.collect()  # what is garbage now is freed, not frozen
+        gc.freeze()
+    previous = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+
+
 def run_processing(
     engine: Engine,
     settings: Settings,
@@ -162,46 +191,47 @@ def run_processing(
         last_stop_check = time.monotonic()
         return should_stop is not None and should_stop()
 
-    try:
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                stats.ended = "deadline"
-                break
-            if should_stop is not None and now - last_stop_check >= STOP_CHECK_SECONDS and stop_now():
-                stats.ended = "stopped"
-                break
-            if waker is not None:
-                waker.drain()  # this claim sees what was announced so far
-            batch = process_batch(engine, settings, limit, shard=shard, shards=shards)
-            if batch:
-                stats.batches += 1
-                for outcome in batch:
-                    stats.add(outcome)
-                last_work = time.monotonic()
-                stats.busy_seconds += last_work - now
-                if on_batch:
-                    on_batch(stats)
-                if not (waker is not None and waker.notifying and len(batch) < limit and not batch.held_back):
+    with batch_friendly_gc():
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    stats.ended = "deadline"
+                    break
+                if should_stop is not None and now - last_stop_check >= STOP_CHECK_SECONDS and stop_now():
+                    stats.ended = "stopped"
+                    break
+                if waker is not None:
+                    waker.drain()  # this claim sees what was announced so far
+                batch = process_batch(engine, settings, limit, shard=shard, shards=shards)
+                if batch:
+                    stats.batches += 1
+                    for outcome in batch:
+                        stats.add(outcome)
+                    last_work = time.monotonic()
+                    stats.busy_seconds += last_work - now
+                    if on_batch:
+                        on_batch(stats)
+                    if not (waker is not None and waker.notifying and len(batch) < limit and not batch.held_back):
+                        continue
+                    # everything claimable was taken: rows landed since then have announced themselves
+                elif batch.held_back:
+                    stats.throttled_claims += 1
+                    time.sleep(max(poll, THROTTLED_POLL_SECONDS))
                     continue
-                # everything claimable was taken: rows landed since then have announced themselves
-            elif batch.held_back:
-                stats.throttled_claims += 1
-                time.sleep(max(poll, THROTTLED_POLL_SECONDS))
-                continue
-            elif idle_exit is not None and time.monotonic() - last_work >= idle_exit:
-                stats.ended = "drained" if idle_exit == 0 else "idle"
-                break
-            if waker is None:
-                waker = make_waker(settings, shard=shard, poll_seconds=poll)
-                waker.ready()
-                continue  # claim once more now that it listens: nothing lands unannounced
-            if _wait(waker, stats, deadline, idle_exit, last_work, should_stop, stop_now):
-                stats.ended = "stopped"
-                break
-    finally:
-        if own_waker and waker is not None:
-            waker.close()
+                elif idle_exit is not None and time.monotonic() - last_work >= idle_exit:
+                    stats.ended = "drained" if idle_exit == 0 else "idle"
+                    break
+                if waker is None:
+                    waker = make_waker(settings, shard=shard, poll_seconds=poll)
+                    waker.ready()
+                    continue  # claim once more now that it listens: nothing lands unannounced
+                if _wait(waker, stats, deadline, idle_exit, last_work, should_stop, stop_now):
+                    stats.ended = "stopped"
+                    break
+        finally:
+            if own_waker and waker is not None:
+                waker.close()
     stats.seconds = time.monotonic() - started
     return stats
 
