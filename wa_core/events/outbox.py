@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import json
 import logging
+
+import orjson
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -88,11 +90,12 @@ def payload_text(payload: Any) -> JsonText:
     (the common case), else through :func:`jsonable` and :func:`~wa_core.db.engine.storable`
     (NUL characters, lone surrogates, NaN, keys that are not text)."""
     try:
-        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
+        # orjson writes UUIDs and (aware) datetimes as str() and isoformat() do, refuses lone
+        # surrogates and ints beyond 64 bits (TypeError), and writes NaN as null
+        text = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS).decode()
         if "\\u0000" not in text:
-            text.encode("utf-8")  # a lone surrogate cannot be encoded: the slow path cleans it
             return JsonText(text)
-    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+    except TypeError:
         pass
     return JsonText(json.dumps(storable(jsonable(payload)), ensure_ascii=False, separators=(",", ":"), allow_nan=False))
 

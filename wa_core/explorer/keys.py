@@ -50,8 +50,8 @@ _KIND_OF = {**dict.fromkeys(_WA_ID_KEYS, "wa_id"), **dict.fromkeys(_USER_ID_KEYS
 #: preceded by a backslash opens or closes a string (quotes inside strings are escaped, and a
 #: closing quote is followed by ``,:]}``), so a match always starts at an opening quote.
 _SCAN = re.compile(
-    rb'(?<!\\)"(?:(' + b"|".join(re.escape(k.encode()) for k in sorted(_KIND_OF)) + rb')"\s*:\s*"((?:[^"\\]|\\.){1,1600})"'
-    rb'|(wamid\.(?:[^"\\]|\\.){0,1600})"(?!\s*:))'
+    rb'"(?<!\\")(?:(' + b"|".join(re.escape(k.encode()) for k in sorted(_KIND_OF)) + rb')"\s*:\s*"([^"\\]{1,1600}|(?:[^"\\]|\\.){1,1600})"'
+    rb'|(wamid\.(?:[^"\\]{0,1600}|(?:[^"\\]|\\.){0,1600}))"(?!\s*:))'
 )
 
 

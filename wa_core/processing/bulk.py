@@ -15,6 +15,8 @@ default) runs the equivalent SQLAlchemy Core statement as an ``executemany``.
 from __future__ import annotations
 
 import json
+
+import orjson
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -59,9 +61,14 @@ class JsonText(str):
 
 
 def _dumps(value: Any) -> str | None:
+    # orjson: the same compact JSON as json.dumps(ensure_ascii=False, separators=(",", ":")),
+    # several times faster; values reach here storable (no NaN, no lone surrogate, 64-bit ints)
     if value is None or type(value) is JsonText:
         return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # what orjson refuses (e.g. an int beyond 64 bits): the standard encoder says why
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 @lru_cache(maxsize=64)
