@@ -1,8 +1,8 @@
 """The one place where configuration is read.
 
 Every setting comes from an environment variable (or a ``.env`` file in the working
-directory) with the same name in upper case. The README's configuration table lists them
-all with their defaults. With no ``DATABASE_URL`` and no ``REDIS_URL`` the service runs on
+directory) with the same name in upper case. docs/configuration.md lists them all with their
+defaults, generated from this class (``wa-dev config-docs``): every field needs a description. With no ``DATABASE_URL`` and no ``REDIS_URL`` the service runs on
 its embedded default: a SQLite file under ``WA_DATA_DIR`` and an in-process cache.
 """
 
@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path("var"),
         validation_alias="WA_DATA_DIR",
-        description="Folder for the embedded default (SQLite file, Dagster home).",
+        description="Folder of the embedded default: SQLite file, dagster_home/, media/, logs/ of `up` (relative to the working directory).",
     )
     database_url: str | None = Field(
         default=None,
@@ -54,9 +54,14 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, description="redis://host:port/db; unset = in-process cache.")
 
     # --- Meta app ------------------------------------------------------------------
-    meta_app_id: str | None = Field(default=None, validation_alias="META_APP_ID")
-    meta_config_id: str | None = None
-    meta_app_secret: SecretStr | None = None
+    meta_app_id: str | None = Field(
+        default=None, validation_alias="META_APP_ID",
+        description="The Meta app's App ID; `up` without it runs the local Graph emulator.",
+    )
+    meta_config_id: str | None = Field(default=None, description="The Embedded Signup configuration id (Facebook Login for Business → Configurations).")
+    meta_app_secret: SecretStr | None = Field(
+        default=None, description="Meta app secret, the HMAC key of X-Hub-Signature-256; unset = the receiver answers 503 (`up` uses a demo secret)."
+    )
     meta_app_secret_previous: SecretStr | None = Field(
         default=None, description="The app secret before a rotation: still verifies webhooks during the grace period."
     )
@@ -64,17 +69,19 @@ class Settings(BaseSettings):
         default=None,
         description="End of the rotation's grace period (ISO-8601 instant, UTC when no offset): after it the previous secret verifies nothing.",
     )
-    meta_webhook_verify_token: SecretStr | None = None
-    meta_app_access_token: SecretStr | None = None
+    meta_webhook_verify_token: SecretStr | None = Field(default=None, description="Token of Meta's hub.verify_token handshake; unset = 503.")
+    meta_app_access_token: SecretStr | None = Field(default=None, description="App token for debug_token; unset = META_APP_ID|META_APP_SECRET.")
     meta_webhook_callback_url: str | None = Field(
         default=None,
         description="The public Callback URL set in the Meta App Dashboard (https://your-host/api/v1/whatsapp/webhook); "
         "`wa-onboarding doctor` round-trips to it. Unset: the doctor uses the URL Meta has on file.",
     )
-    token_encryption_key: SecretStr | None = None
-    graph_api_base_url: str = "https://graph.facebook.com"
-    graph_api_version: str = "v25.0"
-    sentry_dsn: SecretStr | None = None
+    token_encryption_key: SecretStr | None = Field(
+        default=None, description="64 hex characters (32 bytes) encrypting business tokens; required: the receiver refuses to start without it."
+    )
+    graph_api_base_url: str = Field(default="https://graph.facebook.com", description="Graph API host.")
+    graph_api_version: str = Field(default="v25.0", description="Graph API version.")
+    sentry_dsn: SecretStr | None = Field(default=None, description="Alerts also go to Sentry as events when set (alerts only, no global error capture).")
 
     # --- receiver ------------------------------------------------------------------
     webhook_max_body_bytes: int = Field(
@@ -149,14 +156,14 @@ class Settings(BaseSettings):
         default=1,
         ge=1,
         le=64,
-        description="Processing shards: one long-lived run per shard, each owning the organization lanes whose stable hash maps to it.",
+        description="Processing shards: one long-lived run per shard, each owning the organization lanes whose stable hash maps to it; every claimer must use the same value.",
     )
 
     # --- operations: alerts, checks, Dagster storage ------------------------------
     slack_webhook_url: SecretStr | None = Field(
         default=None, description="Slack incoming-webhook URL; alerts are posted there when set."
     )
-    alert_environment: str = Field(default="production", description="Environment name sent with alerts (Sentry, Slack).")
+    alert_environment: str = Field(default="production", description="Environment name sent with alerts (Sentry, Slack); production (or prod) adds the production start-up warnings; `up` sets demo.")
     alert_repeat_seconds: float = Field(
         default=3600.0, ge=0, description="An open alert with the same kind and key is re-sent at most this often."
     )
@@ -215,6 +222,7 @@ class Settings(BaseSettings):
         "endpoint gets its first push within about a second; false: a run only while an endpoint is enabled (the first push "
         "after enabling the first one then waits for the sensor tick, about 5 s, plus a run launch, about 5-10 s).",
     )
+    # --- receiver: rejected deliveries, admin API, API docs, metrics, CORS -----------
     webhook_rejection_retention_days: float = Field(
         default=14.0, gt=0, description="Records of rejected webhook deliveries (bad signature, too large) older than this are deleted."
     )
@@ -257,7 +265,7 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = Field(default=None, description="PEM public key of the SaaS's JWTs (RS256/ES256).")
     jwt_algorithms: str = Field(default="HS256", description="Accepted JWT algorithms, comma separated.")
     jwt_org_claim: str = Field(default="org_id", description="JWT claim holding the organization's external id.")
-    jwt_audience: str | None = Field(default=None, description="Required JWT audience, if set.")
+    jwt_audience: str | None = Field(default=None, description="Required JWT audience, if set; in production start-up warns when it is unset.")
     jwt_issuer: str | None = Field(default=None, description="Required JWT issuer, if set.")
     onboarding_ttl_seconds: int = Field(default=86400, ge=60, description="Life of an onboarding tracking code (24 h).")
     onboarding_hosted_url: str = Field(
