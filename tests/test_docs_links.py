@@ -68,3 +68,13 @@ def test_the_checker_finds_broken_links(tmp_path: Path) -> None:
         "```\n[fenced](nowhere.md)\n```\n"
     )
     assert broken_links(page) == ["missing.md: no such file", "other.md#nowhere: no heading #nowhere in other.md"]
+
+
+def test_readme_starts_with_the_two_commands_and_maps_every_doc() -> None:
+    """The README's first code block is the two commands, and its map links every docs file."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first_block = readme.split("```")[1]
+    assert [line.split("#")[0].strip() for line in first_block.splitlines()[1:] if line.strip()] == ["bin/up", "bin/test"]
+    linked = {(ROOT / target.partition("#")[0]).resolve() for target in links(ROOT / "README.md")}
+    unmapped = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if p.resolve() not in linked]
+    assert unmapped == [], f"add a line for these to the README's documentation map: {unmapped}"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,13 @@ def test_types_defaults_and_bounds_come_from_the_fields() -> None:
     assert by_name["META_APP_SECRET"] == {**by_name["META_APP_SECRET"], "type": "secret", "default": ""}
     assert by_name["LANDING_NOTIFY"]["default"] == "true"
     assert by_name["API_DOCS"]["type"] == "on | admin | off"
+
+
+def test_deploy_md_names_every_required_setting() -> None:
+    """docs/deploy.md's "Required and optional settings" table and REQUIRED (the uncommented
+    lines of .env.example) say the same."""
+    deploy = (config_docs.ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    section = deploy.split("## Required and optional settings", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| `")]
+    named = {name for line in table for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split(" | ")[0])}
+    assert set(REQUIRED) <= named
