@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Log level; at INFO and above no line carries secrets, bodies or phone numbers."
     )
-    log_format: Literal["text", "json"] = Field(default="text", description="text for people, json (one object per line) for shipping.")
+    log_format: Literal["text", "json"] = Field(default="text", description="text for people, json (one object per line: time, level, logger, message, extras such as request_id) for shipping.")
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         default=None,
         description="postgresql://user@host:port/db for production; unset = SQLite file in WA_DATA_DIR.",
     )
-    redis_url: str | None = Field(default=None, description="redis://host:port/db; unset = in-process cache.")
+    redis_url: str | None = Field(default=None, description="redis://host:port/db for the onboarding cache and the rate-limit counters (best effort); unset = in-process.")
 
     # --- Meta app ------------------------------------------------------------------
     meta_app_id: str | None = Field(
@@ -100,16 +100,16 @@ class Settings(BaseSettings):
         ge=1,
         description="Webhook bodies read at once per receiver process; past that a delivery gets 503 at once (Meta redelivers).",
     )
-    db_pool_size: int = Field(default=10, ge=1, description="Receiver connection pool size per worker.")
+    db_pool_size: int = Field(default=10, ge=1, description="Receiver connections per worker (Postgres).")
     db_timeout_seconds: float = Field(
-        default=5.0, gt=0, description="How long the receiver waits for the database before answering 503."
+        default=5.0, gt=0, description="How long the receiver waits for the database (connection, pool, SQLite lock) before answering 503 (seconds)."
     )
 
     # --- processing ----------------------------------------------------------------
     processing_batch_size: int = Field(default=1000, ge=1, le=5000, description="Webhook rows claimed and applied set-based per batch.")
     processing_max_attempts: int = Field(default=5, ge=1, description="Attempts before a webhook row is dead.")
-    processing_retry_base_seconds: float = Field(default=30.0, gt=0, description="First retry delay; doubles per attempt.")
-    processing_retry_max_seconds: float = Field(default=3600.0, gt=0, description="Cap on one retry delay.")
+    processing_retry_base_seconds: float = Field(default=30.0, gt=0, description="First retry delay (seconds); doubles per attempt, jittered to 50-100 %.")
+    processing_retry_max_seconds: float = Field(default=3600.0, gt=0, description="Cap on one retry delay (seconds).")
     processing_prefetch: bool = Field(
         default=True,
         description="Postgres: while a full batch is written, claim and parse the next one in a background thread (overlaps Python with the database; docs/benchmarks.md).",
@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     processing_idle_exit_seconds: float | None = Field(
         default=None,
         ge=0,
-        description="Unset: a sensor-launched run stays alive while idle until its rollover; a number: it ends after that long idle.",
+        description="Unset: a sensor-launched run stays alive while idle until its rollover; a number: it ends after that long idle (and the sensor starts one only when rows wait). Manual runs drain and end.",
     )
     processing_poll_seconds: float = Field(
         default=0.2, gt=0, description="Idle poll interval of a run no notification can wake (SQLite checks for a change this often)."
@@ -168,16 +168,16 @@ class Settings(BaseSettings):
         default=3600.0, ge=0, description="An open alert with the same kind and key is re-sent at most this often."
     )
     check_dead_letters_max: int = Field(
-        default=0, ge=0, description="Asset check: dead-letter webhooks received in the last 24 h above this fail."
+        default=0, ge=0, description="Asset check dead_letters_24h: dead-letter webhooks received in the last 24 h above this fail."
     )
     check_backlog_max_age_seconds: float = Field(
-        default=600.0, gt=0, description="Asset check: the oldest claimable webhook may wait at most this long."
+        default=600.0, gt=0, description="Asset check backlog_age: the oldest claimable webhook may wait at most this long (seconds)."
     )
     check_parked_max_age_seconds: float = Field(
-        default=3600.0, gt=0, description="Asset check: statuses/revisions parked for a missing message longer fail."
+        default=3600.0, gt=0, description="Asset check parked_items_age: edits/revokes parked for a missing original longer than this (seconds) fail."
     )
     dagster_run_retention_days: float = Field(
-        default=30.0, gt=0, le=36500, description="Dagster runs (and their event logs) older than this are deleted daily."
+        default=30.0, gt=0, le=36500, description="Finished Dagster runs (and their event logs and captured output) older than this are deleted daily by purge_dagster_runs."
     )
 
     # --- inbound media (meta-platform.md §9) --------------------------------------------
@@ -190,7 +190,7 @@ class Settings(BaseSettings):
     media_s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret access key.")
     media_s3_region: str | None = Field(default=None, description="S3 region name, if the endpoint needs one.")
     media_max_bytes: int = Field(
-        default=100 * 1024 * 1024, ge=1, description="Largest media file downloaded (bytes); Meta's inbound cap is 100 MB (§9.2)."
+        default=100 * 1024 * 1024, ge=1, description="Largest media file downloaded (bytes); Meta's inbound cap is 100 MB (§9.2); larger ones are failed."
     )
     media_download_concurrency: int = Field(default=4, ge=1, le=64, description="Media files downloaded at once by one download run.")
     media_max_attempts: int = Field(default=6, ge=1, description="Download attempts of one media file before it is failed.")
@@ -198,7 +198,7 @@ class Settings(BaseSettings):
 
     # --- retention and admin -------------------------------------------------------------
     retention_days: float = Field(
-        default=30.0, gt=0, description="Bodies of processed webhooks older than this many days are removed."
+        default=30.0, gt=0, description="Bodies of processed webhooks older than this many days are removed daily (the rows are kept)."
     )
     event_retention_days: float = Field(
         default=30.0, gt=0, description="Events of the event feed (and push delivery attempts) older than this many days are purged daily."
@@ -207,7 +207,7 @@ class Settings(BaseSettings):
     # --- event push (Standard Webhooks) ---------------------------------------------------
     event_push_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="Timeout of one push request to an organization's endpoint.")
     event_push_batch_size: int = Field(default=100, ge=1, le=1000, description="Events per push request at most (one when caught up, more when behind).")
-    event_push_retry_base_seconds: float = Field(default=5.0, gt=0, description="First retry delay after a failed push; doubles per failure.")
+    event_push_retry_base_seconds: float = Field(default=5.0, gt=0, description="First retry delay after a failed push (seconds); base × 2^(failures−1), capped by EVENT_PUSH_RETRY_MAX_SECONDS.")
     event_push_retry_max_seconds: float = Field(default=21600.0, gt=0, description="Longest delay between two push attempts (6 h).")
     event_push_retry_window_hours: float = Field(default=72.0, gt=0, description="An endpoint failing for this long (3 days) is disabled.")
     event_push_disable_after_failures: int = Field(
@@ -224,7 +224,7 @@ class Settings(BaseSettings):
     )
     # --- receiver: rejected deliveries, admin API, API docs, metrics, CORS -----------
     webhook_rejection_retention_days: float = Field(
-        default=14.0, gt=0, description="Records of rejected webhook deliveries (bad signature, too large) older than this are deleted."
+        default=14.0, gt=0, description="Records of rejected webhook deliveries (bad signature, too large) older than this many days are deleted daily."
     )
     webhook_rejections_recorded_per_minute: int = Field(
         default=120, ge=0, le=100_000,
@@ -239,10 +239,10 @@ class Settings(BaseSettings):
 
     api_docs: Literal["on", "admin", "off"] = Field(
         default="off",
-        description="/docs, /redoc and /openapi.json: on = public, admin = ADMIN_API_TOKEN bearer required, off = 404 (`up` sets on).",
+        description="/docs, /redoc and /openapi.json (local assets): on = public, admin = ADMIN_API_TOKEN bearer required (401 without, 403 wrong), off = 404 (`up` sets on).",
     )
     metrics_token: SecretStr | None = Field(
-        default=None, description="Bearer token required by GET /metrics when set; unset = /metrics is public (the demo)."
+        default=None, description="Bearer token required by GET /metrics when set (401 without, 403 wrong); unset = /metrics is public (the demo)."
     )
 
     cors_allowed_origins: str = Field(
