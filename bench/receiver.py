@@ -13,7 +13,10 @@ no access log, proxy headers, default loop/http = uvloop + httptools):
 - ``receiver`` ``wa-onboarding serve``: the real receiver on Postgres (asyncpg pool); after
   each landing it sends the coalesced ``NOTIFY wa_webhook_landed`` (the default);
 - ``nonotify`` the same receiver with ``LANDING_NOTIFY=false``: the plain INSERT, for the
-  cost of the notification (list it next to ``receiver``: the matrix is interleaved).
+  cost of the notification (list it next to ``receiver``: the matrix is interleaved);
+- ``minimal``  ``bench/apps.py:minimal_app``: the minimal durable receiver of issue 14 (raw
+  ASGI: body, HMAC, the same asyncpg INSERT of the same row, 200); every other target is
+  compared with it per repetition (req/s and p99 ratios, server CPU per 200), rows checked.
 
 Insert check (``--insert-check``): raw landing inserts/s straight into Postgres with asyncpg
 (32 connections, no HTTP) for three notification designs, interleaved: the plain INSERT,
@@ -32,6 +35,8 @@ with the same SHA-256, and no 401 may leave a row.
 Usage (about 6 minutes with the defaults):
     .venv/bin/python bench/receiver.py
     .venv/bin/python bench/receiver.py --duration 5 --repeat 1 --targets bare,receiver  # quick
+    .venv/bin/python bench/receiver.py --targets minimal,receiver --workers 1 --concurrency 16,32 \
+        --duration 5 --repeat 2 --insert-check 0   # issue 14's bar
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ PATH = "/api/v1/whatsapp/webhook"
 
 #: targets that are the real receiver (readiness on /readyz, rows checked)
 RECEIVERS = ("receiver", "nonotify")
+#: targets whose rows are checked against their 200 answers
+DURABLE = RECEIVERS + ("minimal",)
 
 
 def server_env(env: dict[str, str], target: str) -> dict[str, str]:
@@ -85,13 +92,36 @@ def server_env(env: dict[str, str], target: str) -> dict[str, str]:
 def server_cmd(target: str, port: int, workers: int) -> list[str]:
     if target in RECEIVERS:
         return [str(VENV_BIN / "wa-onboarding"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    factory = {"bare": "bench.apps:bare_app", "nodb": "bench.apps:receiver_nodb_app"}[target]
+    factory = {"bare": "bench.apps:bare_app", "nodb": "bench.apps:receiver_nodb_app", "minimal": "bench.apps:minimal_app"}[target]
     # the same uvicorn options as `wa-onboarding serve` (wa_webhook/cli.py cmd_serve)
     return [
         sys.executable, "-m", "uvicorn", factory, "--factory", "--app-dir", str(PROJECT_ROOT),
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         "--log-level", "warning", "--no-access-log", "--proxy-headers",
     ]
+
+
+def minimal_ratios(results: list[dict], target: str = "receiver") -> list[dict]:
+    """``target`` against ``minimal`` (the minimal durable receiver) for each (workers,
+    concurrency), paired per repetition: req/s ratio, p99 ratio and server CPU ms per 200, with
+    issue 14's bar (req/s >= 0.85x and p99 <= 1.5x the reference, on the medians)."""
+    out = []
+    for w, c in sorted({(r["workers"], r["concurrency"]) for r in results}):
+        rps, p99, cpu = [], [], {target: [], "minimal": []}
+        for rep in sorted({r["rep"] for r in results}):
+            pair = {r["target"]: r for r in results if (r["workers"], r["concurrency"], r["rep"]) == (w, c, rep)}
+            if target in pair and "minimal" in pair and pair["minimal"]["rps"]:
+                rps.append(pair[target]["rps"] / pair["minimal"]["rps"])
+                p99.append(pair[target]["p99_ms"] / pair["minimal"]["p99_ms"])
+                for t in cpu:
+                    cpu[t].append(1000 * pair[t]["cpu_server_s"] / max(1, pair[t]["ok"]))
+        if rps:
+            med = {"rps": statistics.median(rps), "p99": statistics.median(p99)}
+            out.append({"target": target, "workers": w, "concurrency": c, "rps_ratios": rps, "p99_ratios": p99,
+                        "rps_ratio_median": med["rps"], "p99_ratio_median": med["p99"],
+                        "server_cpu_ms_per_request": {t: statistics.median(v) for t, v in cpu.items()},
+                        "meets_bar": med["rps"] >= 0.85 and med["p99"] <= 1.5})
+    return out
 
 
 def notify_ratios(results: list[dict]) -> list[dict]:
@@ -282,7 +312,7 @@ def main() -> int:
                         for conc in conc_list:
                             if args.warmup > 0:
                                 run_wrk(url, bodies_file, conc, args.warmup, args.threads)
-                            if target in RECEIVERS:
+                            if target in DURABLE:
                                 time.sleep(0.5)
                                 truncate(db)
                             cpu0 = cpu_snapshot([proc.pid])
@@ -299,11 +329,11 @@ def main() -> int:
                                 "p99_ms": w["lat_p99_us"] / 1000, "max_ms": w["lat_max_us"] / 1000, "seconds": secs,
                                 "cpu_server_s": cpu1["server"] - cpu0["server"], "cpu_postgres_s": cpu1["postgres"] - cpu0["postgres"],
                                 "cpu_wrk_s": w["wrk_cpu_s"],
-                                "cpu_machine_s": cpu1["machine"] - cpu0["machine"],
+                                "cpu_machine_s": cpu1["machine"] - cpu0["machine"], "loadavg1": os.getloadavg()[0],
                             }
                             # CPU used by anything else on the machine (other users' jobs), in cores
                             row["other_cores"] = max(0.0, row["cpu_machine_s"] - row["cpu_server_s"] - row["cpu_postgres_s"] - row["cpu_wrk_s"]) / secs
-                            if target in RECEIVERS:
+                            if target in DURABLE:
                                 time.sleep(1.0)  # let requests abandoned by wrk at its deadline finish landing
                                 rows = count_rows(db)
                                 row["rows"] = rows
@@ -375,6 +405,16 @@ def main() -> int:
         print(f"{s['target']:9} {s['workers']:>2} {s['concurrency']:>3} {s['rps']:>8.0f} {s['rps_min']:>6.0f}-{s['rps_max']:<6.0f} "
               f"{s['p50_ms']:>7.1f} {s['p99_ms']:>7.1f} {ratio:>7} {s['other_cores_max']:>15.2f}")
 
+    vs_minimal = [m for t in targets if t != "minimal" for m in minimal_ratios(results, t)]
+    if vs_minimal:
+        print("\nvs the minimal durable receiver, per repetition (bar: req/s >= 0.85x, p99 <= 1.5x):")
+        for m in vs_minimal:
+            cpu = m["server_cpu_ms_per_request"]
+            print(f"  {m['target']:9} w={m['workers']} c={m['concurrency']}: req/s {', '.join(f'{r:.2f}' for r in m['rps_ratios'])} "
+                  f"(median {m['rps_ratio_median']:.2f}x), p99 {', '.join(f'{r:.2f}' for r in m['p99_ratios'])} (median "
+                  f"{m['p99_ratio_median']:.2f}x); server CPU/200 {cpu[m['target']]:.3f} vs {cpu['minimal']:.3f} ms"
+                  f"{'' if m['meets_bar'] else '  BELOW BAR'}")
+
     notify_cost = notify_ratios(results)
     if notify_cost:
         print("\nreceiver (NOTIFY) / nonotify req/s, per repetition (same rep = adjacent runs):")
@@ -385,7 +425,7 @@ def main() -> int:
 
     path = save_results("receiver", {"machine": machine_info(), "loadavg": os.getloadavg(), "args": vars(args),
                                      "body_sizes": [min(sizes), statistics.median(sizes), max(sizes)],
-                                     "runs": results, "summary": summary, "notify_cost": notify_cost, "insert_check": inserts,
+                                     "runs": results, "summary": summary, "notify_cost": notify_cost, "vs_minimal": vs_minimal, "insert_check": inserts,
                                      "exact_check": exact, "problems": problems})
     print(f"\nresults: {path}")
     for p in problems:

@@ -221,7 +221,11 @@ def rerequest(engine: Engine, graph: Any, cipher: Any, phone_number_id: str, syn
 
 
 def sync_states(conn: Connection, phone_number_id: str) -> list[dict[str, Any]]:
-    """The number's sync rows as dicts (one per type requested or received), times UTC."""
+    """The number's sync rows as dicts (one per type requested or received), times UTC.
+    Raises :class:`UnknownNumber` when no number ``phone_number_id`` is stored (a stored
+    Cloud API number answers an empty list)."""
+    if conn.execute(sa.select(whatsapp_configs.c.id).where(whatsapp_configs.c.phone_number_id == phone_number_id)).first() is None:
+        raise UnknownNumber(f"no number {phone_number_id}")
     found = conn.execute(sa.select(syncs).where(syncs.c.phone_number_id == phone_number_id).order_by(syncs.c.sync_type)).mappings()
     return [{k: (as_utc(v) if isinstance(v, datetime) else v) for k, v in r.items() if k not in ("id", "organization_id")} for r in found]
 

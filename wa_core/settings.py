@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Webhook bodies read at once per receiver process; past that a delivery gets 503 at once (Meta redelivers).",
     )
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Longest time a client may take to send one request's headers (seconds; `wa-onboarding serve`); then 408 and the connection is closed.",
+    )
     db_pool_size: int = Field(default=10, ge=1, description="Receiver connections per worker (Postgres).")
     db_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long the receiver waits for the database (connection, pool, SQLite lock) before answering 503 (seconds)."

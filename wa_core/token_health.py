@@ -181,6 +181,27 @@ def mark_from_graph_error(engine: Engine, connection_id: uuid.UUID, exc: Excepti
     return state
 
 
+def check_connection(engine: Engine, graph: Any, connection_id: uuid.UUID, token: str, expiring_soon: timedelta,
+                     notifier: Any = None, now: datetime | None = None) -> str:
+    """``debug_token`` one connection's business ``token`` (Meta: Graph API ``GET
+    /debug_token``), record the state of each of its numbers (:func:`record`), commit, then
+    alert through ``notifier`` (default :func:`~wa_core.alerts.get_notifier` on ``engine``).
+    Returns the state; a check that fails records ``unknown`` with the reason (never raises
+    for it)."""
+    try:
+        health = classify(graph.debug_token(token), now or utcnow(), expiring_soon)
+    except Exception as exc:  # the check itself failed (Meta down, app token wrong): unknown
+        health = {"state": "unknown", "reason": f"check failed: {type(exc).__name__}: {str(exc)[:300]}"}
+    state, reason = health.pop("state"), health.pop("reason")
+    extra = {}
+    if "expires_at" in health:
+        extra = {"token_expires_at": health["expires_at"], "token_data_access_expires_at": health["data_access_expires_at"], "token_scopes": health["scopes"]}
+    with engine.begin() as conn:
+        alerts = record(conn, connection_id, state, reason, **extra)
+    alerts.deliver(notifier or get_notifier(engine=engine))
+    return state
+
+
 def check_all(engine: Engine, graph: Any, cipher: Any, expiring_soon: timedelta, notifier: Any = None) -> Counter:
     """``debug_token`` every stored business token, record each state (:func:`record`) and
     alert through ``notifier`` (default :func:`~wa_core.alerts.get_notifier` on ``engine``);
@@ -193,16 +214,12 @@ def check_all(engine: Engine, graph: Any, cipher: Any, expiring_soon: timedelta,
     now = utcnow()
     for row in stored:
         try:
-            data = graph.debug_token(cipher.decrypt(row.business_token_encrypted, row.id))
-            health = classify(data, now, expiring_soon)
-        except Exception as exc:  # the check itself failed (Meta down, app token wrong): unknown
-            health = {"state": "unknown", "reason": f"check failed: {type(exc).__name__}: {str(exc)[:300]}"}
-        state, reason = health.pop("state"), health.pop("reason")
-        extra = {}
-        if "expires_at" in health:
-            extra = {"token_expires_at": health["expires_at"], "token_data_access_expires_at": health["data_access_expires_at"], "token_scopes": health["scopes"]}
-        with engine.begin() as conn:
-            alerts = record(conn, row.id, state, reason, **extra)
-        alerts.deliver(notifier)
-        counts[state] += 1
+            token = cipher.decrypt(row.business_token_encrypted, row.id)
+        except Exception as exc:  # noqa: BLE001 - a token we cannot read: its state is unknown
+            with engine.begin() as conn:
+                alerts = record(conn, row.id, "unknown", f"check failed: {type(exc).__name__}: {str(exc)[:300]}")
+            alerts.deliver(notifier)
+            counts["unknown"] += 1
+            continue
+        counts[check_connection(engine, graph, row.id, token, expiring_soon, notifier, now)] += 1
     return counts

@@ -62,7 +62,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from wa_core.meta.signature import SIGNATURE_HEADER, sign
-from wa_dev.emulator_media import MediaCdn
+from wa_dev.emulator_media import DEMO_MEDIA_BYTES, MediaCdn
 from wa_dev.simulate import USER_AGENT, wire_bytes
 
 SECRET_KEYS = frozenset({"client_secret", "access_token", "input_token", "code", "pin", "appsecret_proof"})
@@ -542,6 +542,8 @@ class GraphEmulator:
                 return self._register(request, params, node)
             if edge == "smb_app_data" and method == "POST":
                 return self._smb_app_data(request, params, node)
+        if len(parts) == 1 and method == "GET" and self.media.serves_any(parts[0], params.get("phone_number_id")):
+            self.media.add_media(parts[0], str(params["phone_number_id"]), content=DEMO_MEDIA_BYTES, mime_type="image/jpeg")
         if len(parts) == 1 and parts[0] in self.media.media and method == "GET":
             return self.media.info(self, request, params, parts[0])
         if len(parts) == 1 and parts[0].isdigit() and method == "GET":

@@ -29,6 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 CHUNK = 256 * 1024
+#: what a demo number's media id downloads as when the id was never added (``serve_any_of``)
+DEMO_MEDIA_BYTES = b"\xff\xd8\xff\xe0 a demo photo from the Graph emulator"
 
 
 def generated_bytes(size: int, seed: int = 0) -> Iterator[bytes]:
@@ -75,6 +77,14 @@ class MediaCdn:
         self.media: dict[str, EmulatedMedia] = {}
         self.urls: dict[str, tuple[str, float]] = {}  # signature -> (media id, expires at)
         self._born_expired = 0
+        #: phone numbers whose every media id exists (asked with ``?phone_number_id=``): the
+        #: demo's numbers receive media ids nobody added (the corpus's, the synthetic stream's)
+        self.serve_any_of: set[str] = set()
+
+    def serves_any(self, media_id: str, phone_number_id: Any) -> bool:
+        """True when ``media_id`` is unknown and should be made up on the spot for
+        ``phone_number_id`` (one of :attr:`serve_any_of`)."""
+        return media_id not in self.media and phone_number_id is not None and str(phone_number_id) in self.serve_any_of
 
     def add_media(
         self, media_id: str, phone_number_id: str, *, content: bytes | None = None, size: int | None = None,
@@ -138,4 +148,4 @@ class MediaCdn:
         return StreamingResponse(media.chunks(), media_type=media.mime_type, headers=headers)
 
 
-__all__ = ["EmulatedMedia", "MediaCdn", "generated_bytes"]
+__all__ = ["DEMO_MEDIA_BYTES", "EmulatedMedia", "MediaCdn", "generated_bytes"]

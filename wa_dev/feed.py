@@ -9,6 +9,7 @@ import json
 import time
 
 import httpx
+import sqlalchemy as sa
 
 from wa_core.bindings import PhoneNumber, bind_waba, ensure_organization
 from wa_core.db.engine import create_sync_engine
@@ -32,6 +33,9 @@ CORPUS_BINDINGS = [
 ]
 
 
+
+#: the business that owns the demo's bound WABAs
+DEMO_OWNER_BUSINESS = "300000000000001"
 
 #: a WABA the main job announces with PARTNER_ADDED but binds to no one: the operator's
 #: "unclaimed WABA" case (asset check, alert, assign_waba job)
@@ -80,7 +84,7 @@ def bind_demo_numbers(settings: Settings, orgs: int) -> None:
         with engine.begin() as conn:
             for external_id, name, waba_id, number in CORPUS_BINDINGS:
                 org_id = ensure_organization(conn, external_id, name)
-                bind_waba(conn, org_id, waba_id, [number], owner_business_id="300000000000001")
+                bind_waba(conn, org_id, waba_id, [number], owner_business_id=DEMO_OWNER_BUSINESS)
             for n in synthetic_numbers(orgs):
                 org_id = ensure_organization(conn, n.org_external_id, n.org_name)
                 bind_waba(conn, org_id, n.waba_id, [PhoneNumber(n.phone_number_id, n.display_phone_number, n.org_name)], status="active")
@@ -88,6 +92,55 @@ def bind_demo_numbers(settings: Settings, orgs: int) -> None:
         engine.dispose()
 
 
+
+
+def demo_business_token(waba_id: str) -> str:
+    """The demo's fixed business token of ``waba_id`` (the Graph emulator accepts it)."""
+    return f"EAADEMO{waba_id}"
+
+
+def give_demo_numbers_tokens(settings: Settings, emulator, orgs: int, base_url: str | None = None) -> int:
+    """Make the corpus's and the synthetic organizations' numbers real to the Graph emulator
+    (``emulator`` a :class:`wa_dev.emulator.GraphEmulator`): their WABAs, a business token per
+    WABA stored encrypted on its connection (as an onboarding would), and every media id of
+    their numbers served (so the demo's media downloads end ``stored``). With ``base_url``
+    (where the emulator answers) each token's health is checked too, as after an onboarding.
+    Idempotent (fixed tokens, rewritten each run). Returns the number of connections given a token."""
+    from wa_core.db.schema import whatsapp_connections
+    from wa_core.meta.crypto import TokenCipher
+
+    cipher = TokenCipher.from_hex(settings.token_encryption_key, settings.token_encryption_previous_keys)
+    numbers = [(waba, n) for _, _, waba, n in CORPUS_BINDINGS]
+    numbers += [(s.waba_id, PhoneNumber(s.phone_number_id, s.display_phone_number, s.org_name)) for s in synthetic_numbers(orgs)]
+    engine = create_sync_engine(settings)
+    given: list[tuple] = []
+    try:
+        with engine.begin() as conn:
+            for waba, n in numbers:
+                spec = {"id": n.phone_number_id, "display_phone_number": n.display_phone_number, "verified_name": n.verified_name,
+                        "coexistence": n.is_coexistence}
+                emulator.add_waba(waba, DEMO_OWNER_BUSINESS, [spec])
+                token = emulator.add_token(waba, token=demo_business_token(waba))
+                emulator.media.serve_any_of.add(n.phone_number_id)
+                c = whatsapp_connections.c
+                row = conn.execute(sa.select(c.id).where(c.waba_id == waba)).first()
+                if row is not None:
+                    conn.execute(sa.update(whatsapp_connections).where(c.id == row.id).values(
+                        business_token_encrypted=cipher.encrypt(token, row.id)))
+                    given.append((row.id, token))
+        if base_url:
+            from datetime import timedelta
+
+            from wa_core.meta.graph.client import GraphClient
+            from wa_core.token_health import check_connection
+
+            soon = timedelta(days=settings.token_expiring_soon_days)
+            with GraphClient(base_url, settings.graph_api_version, app_id=emulator.app_id, app_secret=emulator.app_secret) as graph:
+                for connection_id, token in given:
+                    check_connection(engine, graph, connection_id, token, soon)
+    finally:
+        engine.dispose()
+    return len(numbers)
 
 
 def feed_demo_traffic(url: str, secret: str, rate: float, duration: float, orgs: int) -> int:

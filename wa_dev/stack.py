@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -50,8 +51,9 @@ def dagster_postgres_url(settings: Settings) -> str:
     return "postgresql+psycopg2://" + rest
 
 
-def ensure_postgres_database(url: str) -> None:
-    """Create the database named in ``url`` if it does not exist (needs CREATEDB)."""
+def ensure_postgres_database(url: str) -> bool:
+    """Create the database named in ``url`` if it does not exist (needs CREATEDB); True when
+    it was created. Raises ``psycopg.Error`` when the server cannot be reached or refuses."""
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -61,6 +63,27 @@ def ensure_postgres_database(url: str) -> None:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{parsed.database}"')
+    return not exists
+
+
+def prepare_app_database(settings: Settings) -> str | None:
+    """Create the app's Postgres database when it is missing (like Dagster's); None when the
+    database is there (or embedded SQLite), else one line saying what happened: ``created
+    …`` or ``error: …`` with how to fix it (no server, no CREATEDB right, a bad URL)."""
+    import psycopg
+
+    if not settings.is_postgres:
+        return None
+    from sqlalchemy.engine import make_url
+
+    try:
+        name = make_url(settings.database_url).database
+        if not name:
+            return "error: DATABASE_URL names no database (postgresql://user@host:5432/<name>)"
+        return f"app database {name!r} did not exist: created it" if ensure_postgres_database(settings.database_url) else None
+    except (psycopg.Error, ValueError, sa.exc.ArgumentError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"error: cannot use or create the app database of DATABASE_URL ({first}); check the server is up and the user may CREATEDB, or create the database yourself"
 
 
 def prepare_dagster_home(settings: Settings, env: dict[str, str]) -> Path:
@@ -159,6 +182,77 @@ def init_dagster_storage(env: dict[str, str]) -> None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+class _DagsterEnv:
+    """``DAGSTER_HOME``/``DAGSTER_POSTGRES_URL`` of ``env`` in ``os.environ`` for a ``with``
+    block (what :meth:`DagsterInstance.get` reads), restored afterwards."""
+
+    KEYS = ("DAGSTER_HOME", "DAGSTER_POSTGRES_URL")
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        self.saved = {k: os.environ.get(k) for k in self.KEYS}
+        for key in self.KEYS:
+            if key in self.env:
+                os.environ[key] = self.env[key]
+
+    def __exit__(self, *exc: object) -> None:
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+#: runs a stopped stack leaves behind: their processes are gone, nothing will move them on
+LEFT_BEHIND = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+
+
+def end_runs_left_behind(env: dict[str, str], why: str) -> int:
+    """Mark every run of Dagster's storage in ``env`` that is still queued, starting, started
+    or canceling as canceled, with ``why`` in its event log; returns how many. Called when
+    ``up`` starts (before the daemon: stale runs of a stack stopped mid-launch would hold
+    their shard's queue slots until run monitoring fails them, ~3 min) and after it has
+    stopped its services (their run processes died with them)."""
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    with _DagsterEnv(env), DagsterInstance.get() as instance:
+        runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus[s] for s in LEFT_BEHIND]))
+        for run in runs:
+            instance.report_run_canceled(run, message=why)
+    return len(runs)
+
+
+def processing_run_windows(env: dict[str, str], since: float) -> list[tuple[float, float]]:
+    """When a ``process_webhooks`` run created after ``since`` was up: ``(start, end)`` in
+    Unix seconds (a run still going ends now), from Dagster's run records."""
+    from dagster import DagsterInstance, RunsFilter
+
+    now = time.time()
+    with _DagsterEnv(env), DagsterInstance.get() as instance:
+        records = instance.get_run_records(RunsFilter(job_name="process_webhooks", created_after=datetime.fromtimestamp(since, timezone.utc)))
+    return sorted((r.start_time, r.end_time or now) for r in records if r.start_time)
+
+
+def wait_daemon_ready(env: dict[str, str], services: Services, since: float, timeout: float) -> bool:
+    """Wait until the Dagster daemon's sensor and run-queue daemons have sent a heartbeat
+    after ``since`` (Unix seconds): its code location is loaded and it can launch runs.
+    True if reached within ``timeout`` seconds; raises ``RuntimeError`` when a service exited."""
+    from dagster import DagsterInstance
+
+    deadline = time.monotonic() + timeout
+    with _DagsterEnv(env), DagsterInstance.get() as instance:
+        while time.monotonic() < deadline:
+            services.check()
+            beats = instance.get_daemon_heartbeats()
+            if all(k in beats and beats[k].timestamp >= since for k in ("SENSOR", "QUEUED_RUN_COORDINATOR")):
+                return True
+            time.sleep(1)
+    return False
 
 
 def wait_runs_finished(env: dict[str, str], timeout: float, services: Services, quiet_seconds: float = 15.0) -> bool:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
 from wa_core.alerts import get_notifier
 from wa_core.db.engine import create_sync_engine
@@ -22,11 +25,51 @@ from wa_webhook.routes import (
 )
 from wa_webhook.openapi import install_openapi
 from wa_webhook.routes.docs import install_api_docs
-from wa_webhook.routes.webhook import BodyReads
+from wa_webhook.routes.webhook import WEBHOOK_PATH, BodyReads, receive_webhook
 from wa_core.meta.crypto import TokenCipher
 from wa_core.settings import Settings, get_settings
 
 log = logging.getLogger("wa_webhook.app")
+
+
+_frozen: list[bool] = []
+
+
+def _freeze_startup_objects() -> None:
+    """Once per process, at the first start-up: move the objects that live as long as the
+    process (FastAPI, pydantic, SQLAlchemy, every route) out of the garbage collector's
+    generations (:func:`gc.freeze`), so that a full collection under load no longer walks them
+    (its pauses show in the p99). Once only, so that a process creating many apps (tests)
+    does not freeze the garbage of the earlier ones."""
+    if not _frozen:
+        _frozen.append(True)
+        gc.collect()
+        gc.freeze()
+
+
+class ReceiverApp(FastAPI):
+    """The FastAPI app, with Meta's deliveries (``POST /api/v1/whatsapp/webhook``) handed
+    straight to :func:`~wa_webhook.routes.webhook.receive_webhook`.
+
+    A delivery needs none of what the framework's stack does per request (error and exception
+    middleware, routing through every route, dependency solving, telemetry): measured, that
+    stack cost about as much CPU as the whole minimal durable receiver (``docs/benchmarks.md``,
+    "receiver vs minimal durable receiver"). The route stays registered, so the OpenAPI
+    schema and any request that does not match exactly (a ``root_path`` prefix, a browser's
+    ``Origin`` that the CORS middleware must answer) take the full stack, with the same
+    endpoint. An unexpected exception reaches uvicorn, which logs it and answers 500, as the
+    error middleware would.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == WEBHOOK_PATH and scope["method"] == "POST":
+            scope["app"] = self
+            request = Request(scope, receive, send)
+            if "origin" not in request.headers:
+                response = await receive_webhook(request)
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.webhook_rejection_alert_per_minute,
             lambda alert: get_notifier(settings, api_engine()).notify(alert),
         )
+        _freeze_startup_objects()
         try:
             yield
         finally:
@@ -79,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for engine in engines:
                 engine.dispose()
 
-    app = FastAPI(
+    app = ReceiverApp(
         title="WhatsApp onboarding and webhook receiver",
         version="0.1.0",
         lifespan=lifespan,

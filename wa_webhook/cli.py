@@ -67,6 +67,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from wa_webhook.http_guard import HeaderTimeoutProtocol
+
     settings_or_exit()
     uvicorn.run(
         "wa_webhook.app:create_app",
@@ -77,6 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
         proxy_headers=True,
+        http=HeaderTimeoutProtocol,  # httptools, plus a deadline for request headers
     )
     return 0
 

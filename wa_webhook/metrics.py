@@ -27,3 +27,7 @@ BODY_BYTES = Histogram(
     buckets=(512, 1024, 2048, 4096, 16384, 65536, 262144, 1048576, 3145728),
 )
 DATABASE_ERRORS = Counter("wa_webhook_database_errors_total", "Webhooks not stored because the database failed (answered 503).")
+HEADER_TIMEOUTS = Counter(
+    "wa_http_header_timeouts_total",
+    "Connections whose request headers were not received within HTTP_HEADER_TIMEOUT_SECONDS (answered 408 and closed).",
+)

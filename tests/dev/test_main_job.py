@@ -67,6 +67,14 @@ def check_stored(settings: Settings, output: str) -> None:
     # the event feed heard of the messages, and the media messages have their download rows
     assert "message.received=" in output and "template.status_changed=" in output
     assert "\n  media " in output
+    # the demo numbers have business tokens the Graph emulator accepts: their media downloads
+    assert "media           stored=" in output and "pending" not in output.split("media           ")[1].splitlines()[0]
+    # the demo's admin token and a JWT of an organization with data are printed
+    assert "Bearer demo_admin_token_not_real" in output and "read API (acme)" in output
+    assert "landing→processed, this start's" in output
+    # every number's business token was checked (the demo's at start, the onboarded ones after their follow-up)
+    tokens = output.split("\n  tokens          ")[1].splitlines()[0]
+    assert "valid" in tokens and "not checked yet" not in tokens, tokens
 
 
 def test_main_job_on_the_embedded_default(tmp_path: Path) -> None:
@@ -113,19 +121,18 @@ def test_main_job_on_the_embedded_default(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def fresh_pg_db() -> str:
+    """The URL of a database that does not exist yet: `up` creates it (and its Dagster one)."""
     name = f"wa_test_e2e_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
     yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        for db in (name, f"{name}_dagster"):  # both created by this test (the second by `up`)
+        for db in (name, f"{name}_dagster"):  # both created by `up`
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 def test_main_job_on_postgres_with_dagster_postgres_storage(tmp_path: Path, fresh_pg_db: str) -> None:
     proc = run_up({"WA_DATA_DIR": str(tmp_path), "DATABASE_URL": fresh_pg_db, "META_APP_SECRET": "e2e_secret"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Postgres storage" in proc.stdout
+    assert "Postgres storage" in proc.stdout and "did not exist: created it" in proc.stdout
     check_stored(Settings(data_dir=tmp_path, database_url=fresh_pg_db), proc.stdout)
     dagster_db = make_url(fresh_pg_db).set(database=make_url(fresh_pg_db).database + "_dagster")
     with psycopg.connect(dagster_db.render_as_string(hide_password=False)) as conn:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -228,3 +229,51 @@ def test_the_command_line_refuses_a_time_without_a_utc_equivalent(landed: dict[s
     with pytest.raises(SystemExit) as exit_:
         main(["webhooks", "search", "--from", OVERFLOWING[0]])
     assert exit_.value.code == 2 and "out of range once converted to UTC" in capsys.readouterr().err
+
+
+_ID_KEYS = {"wa_id": "wa_id", "from": "wa_id", "to": "wa_id", "recipient_id": "wa_id", "user_id": "user_id", "from_user_id": "user_id",
+            "recipient_user_id": "user_id", "to_user_id": "user_id", "phone_number_id": "phone_number_id"}
+
+
+def _walked(node, out) -> None:
+    """What the explorer's keys mean, by walking the parsed tree (the regular expression over the
+    body text must find exactly these)."""
+    usable = lambda v: isinstance(v, str) and 0 < len(v) <= 255 and v.isprintable()  # noqa: E731
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if usable(value) and value.startswith("wamid."):
+                out.add(("wamid", value))
+            elif usable(value) and key in _ID_KEYS:
+                out.add((_ID_KEYS[key], value))
+            _walked(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            if usable(value) and value.startswith("wamid."):
+                out.add(("wamid", value))
+            _walked(value, out)
+
+
+_texts = st.one_of(st.sampled_from(["wamid.A", "wamid.\"q\"", "wamid.a\\b", "15550001", "x\"from\":\"1", "wamid./+=", "é☃", ""]),
+                   st.text(alphabet=st.sampled_from('ab"\\:/{}, wamid.é\u2028\x00\t'), max_size=12).map(lambda t: st_prefix(t)))
+
+
+def st_prefix(text: str) -> str:
+    return "wamid." + text if len(text) % 2 else text
+
+
+_trees = st.recursive(
+    _texts | st.integers() | st.none(),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from([*_ID_KEYS, "id", "body", "wamid.k", "x"]), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(value=_trees, ascii_only=st.booleans(), spaced=st.booleans())
+def test_keys_found_in_the_text_are_those_of_the_parsed_tree(value, ascii_only: bool, spaced: bool) -> None:
+    payload = {"entry": [{"id": "W", "changes": [{"field": "messages", "value": value}]}]}
+    body = json.dumps(payload, ensure_ascii=ascii_only, separators=(", ", ": ") if spaced else (",", ":")).encode("utf-8", "surrogatepass")
+    expected: set = {("waba_id", "W"), ("field", "messages")}
+    _walked([value], expected)  # a bare string as the change's value counts too
+    assert set(extract_keys(payload, body)) == expected

@@ -210,6 +210,8 @@ def test_the_admin_api_lists_the_syncs_and_applies_the_rules(engine: Engine, set
         assert "redo Embedded Signup" in again.json()["message"] and again.json()["next_allowed_at"] is None
         listed = api.get(f"/api/admin/whatsapp/numbers/{ACME_PHONE}/syncs", headers=auth).json()["syncs"]
         assert [(r["sync_type"], r["status"], r["request_count"]) for r in listed] == [("history", "requested", 1)]
+        unknown = api.get("/api/admin/whatsapp/numbers/999/syncs", headers=auth)
+        assert unknown.status_code == 404 and "999" in unknown.json()["detail"]  # not 200 []
     assert len(emulator.calls_to(f"/{ACME_PHONE}/smb_app_data$")) == 1
 
 

@@ -229,6 +229,9 @@ def test_instance_yaml_is_valid_and_its_daemon_settings_are_explicit(flavour: st
     assert {"start_timeout_seconds", "cancel_timeout_seconds", "max_runtime_seconds", "max_resume_run_attempts", "poll_interval_seconds"} <= set(monitoring)
     assert raw["concurrency"]["runs"]["max_concurrent_runs"] >= 1 and "run_coordinator" not in raw
     assert config["retention"] == raw["retention"]
+    assert raw["nux"] == {"enabled": False}  # no "Join the community" modal covering a fresh UI
+    # loading the code location on a busy small machine can exceed Dagster's 180 s default
+    assert raw["code_servers"]["local_startup_timeout"] >= 300
     if flavour == "dagster.yaml":
         assert "storage" not in raw
     else:
@@ -236,6 +239,12 @@ def test_instance_yaml_is_valid_and_its_daemon_settings_are_explicit(flavour: st
     # both flavours agree on everything but the storage
     other = yaml.safe_load((PROJECT / "dagster" / "dagster.yaml").read_text())
     assert {k: v for k, v in raw.items() if k != "storage"} == other
+
+
+def test_the_ui_shows_no_community_modal(instance: DagsterInstance) -> None:
+    """The instance Dagster builds from dagster.yaml turns the new-user modal off (the
+    webserver's ``shouldShowNux`` asks ``instance.nux_enabled``)."""
+    assert instance.nux_enabled is False
 
 
 def test_tick_retention_reaches_the_daemon_as_configured(instance: DagsterInstance) -> None:
@@ -294,5 +303,5 @@ def test_deployment_examples_are_valid_and_keep_the_queues(example: str, tmp_pat
     our_limits.pop(("wa/queue", "processing"))
     assert limits == our_limits  # per shard 2; dashboards, maintenance, onboarding as today
     assert raw["concurrency"]["runs"]["max_concurrent_runs"] >= processing + 4
-    for key in ("sensors", "schedules", "retention", "python_logs", "storage"):
+    for key in ("sensors", "schedules", "retention", "python_logs", "storage", "nux"):
         assert raw[key] == ours[key], key

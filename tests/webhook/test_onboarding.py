@@ -521,11 +521,40 @@ def test_token_health_nightly_check_and_immediate_marks(es, engine: Engine, monk
     assert status_numbers[0]["token_health"] == "invalid"
 
 
+def test_a_new_number_shows_its_token_health_once_the_follow_up_is_done(es, engine: Engine, monkeypatch) -> None:
+    """Not ``not_checked`` until the nightly check: the follow-up checks the token after its commit."""
+    api, emulator, s = es
+    monkeypatch.setenv("META_APP_ID", "123456")  # the job's Graph client signs debug_token with the app token
+    from wa_core.settings import get_settings
+
+    get_settings.cache_clear()
+    code = finish_session(api, emulator)
+    [run] = run_follow_ups(s, emulator_base(api))
+    assert run.success and emulator.calls_to("/debug_token$")
+    [cfg] = rows(engine, whatsapp_configs)
+    assert cfg.token_health == "valid" and cfg.token_checked_at is not None
+    assert status(api, code)["phone_numbers"][0]["token_health"] == "valid"
+
+
+def test_a_failing_token_check_never_fails_the_onboarding(es, engine: Engine, monkeypatch) -> None:
+    api, emulator, s = es
+    monkeypatch.setenv("META_APP_ID", "123456")
+    from wa_core.settings import get_settings
+
+    get_settings.cache_clear()
+    code = finish_session(api, emulator)
+    emulator.fail_next("debug_token", 1, times=10, http_status=500, message="Meta is down")
+    [run] = run_follow_ups(s, emulator_base(api))
+    assert run.success and status(api, code)["follow_up"] == "done"
+    [cfg] = rows(engine, whatsapp_configs)
+    assert cfg.token_health == "unknown" and "check failed" in cfg.token_health_reason  # the nightly check retries
+
+
 def test_a_190_during_the_follow_up_marks_the_token_invalid_at_once(es, engine: Engine) -> None:
     api, emulator, s = es
     code = finish_session(api, emulator)
     run_follow_ups(s, emulator_base(api))  # numbers listed and registered
-    assert rows(engine, whatsapp_configs)[0].token_health is None  # not checked yet
+    assert rows(engine, whatsapp_configs)[0].token_checked_at is not None  # checked when the follow-up was done
     with engine.begin() as c:  # an operator reruns the follow-up; Meta now refuses the token
         c.execute(sa.update(whatsapp_onboarding).values(follow_up_status="waiting", follow_up_next_at=None))
     emulator.fail_next("phone_numbers", 190, message="Error validating access token: session invalidated")

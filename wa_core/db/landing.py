@@ -171,6 +171,14 @@ class LandingAnnouncer:
         await self._drop()
 
 
+async def keep_session(conn) -> None:  # noqa: ANN001 - an asyncpg connection
+    """The landing pool's ``reset``: nothing to undo. Its connections only run the autocommit
+    INSERT and ``SELECT 1`` (no session settings, cursors, LISTEN or advisory locks), so
+    asyncpg's default reset query (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL``), a second round trip and statement per landing, is skipped. asyncpg still rolls
+    back an open transaction before calling this."""
+
+
 class PostgresLandingStore:
     """asyncpg pool; created lazily so that the receiver starts even while Postgres is down."""
 
@@ -213,12 +221,17 @@ class PostgresLandingStore:
             max_size=self._size,
             timeout=self._timeout,
             command_timeout=self._timeout,
+            reset=keep_session,
         )
 
     async def land(self, webhook: LandedWebhook) -> int:
         try:
-            pool = await self._get_pool()
-            async with pool.acquire(timeout=self._timeout) as conn:
+            pool = self._pool or await self._get_pool()
+            # the wait for a connection is bounded with asyncio's timeout: asyncpg's own
+            # (``acquire(timeout=)``) runs the wait in a new task per landing
+            async with asyncio.timeout(self._timeout):
+                conn = await pool.acquire()
+            try:
                 row_id = await conn.fetchval(
                     _PG_INSERT,
                     webhook.received_at,
@@ -229,6 +242,8 @@ class PostgresLandingStore:
                     webhook.request_id,
                     webhook.waba_id,
                 )
+            finally:
+                await pool.release(conn)
         except Exception as exc:  # any driver, network or timeout error
             raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if self._announcer is not None:

@@ -191,7 +191,7 @@ def webhook_keys(row: Any) -> dict[str, list[str]] | None:
     except (ValueError, RecursionError):
         return None
     out: dict[str, list[str]] = {}
-    for kind, value in sorted(extract_keys(payload)):
+    for kind, value in sorted(extract_keys(payload, bytes(row.body))):
         out.setdefault(kind, []).append(value)
     return out
 

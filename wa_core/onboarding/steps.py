@@ -44,11 +44,18 @@ class FollowUpReport:
     error: str | None = None
 
 
-def finish_onboarding(engine: Engine, graph: Any, cipher: Any, onboarding_id: uuid.UUID, *, register_pin: str | None) -> FollowUpReport:
+def finish_onboarding(
+    engine: Engine, graph: Any, cipher: Any, onboarding_id: uuid.UUID, *, register_pin: str | None,
+    token_expiring_soon: timedelta = timedelta(days=7),
+) -> FollowUpReport:
     """Run the follow-up; an unexpected error (not Meta's) fails the onboarding instead of
-    leaving it ``running`` for the sensor to restart forever. See :func:`_finish`."""
+    leaving it ``running`` for the sensor to restart forever. See :func:`_finish`. Once the
+    follow-up is done (committed) the business token is checked (``debug_token``,
+    :func:`wa_core.token_health.check_connection`; ``token_expiring_soon``: the
+    ``expiring_soon`` window), best effort: the new numbers show their token health at once,
+    not ``not_checked`` until the nightly check, and a failing check never fails the onboarding."""
     try:
-        return _finish(engine, graph, cipher, onboarding_id, register_pin=register_pin)
+        report = _finish(engine, graph, cipher, onboarding_id, register_pin=register_pin)
     except Exception as exc:
         if isinstance(exc, sa.exc.OperationalError):
             raise  # the database itself: the run fails, the sensor retries later
@@ -58,6 +65,27 @@ def finish_onboarding(engine: Engine, graph: Any, cipher: Any, onboarding_id: uu
             conn.execute(sa.update(whatsapp_onboarding).where(whatsapp_onboarding.c.id == onboarding_id).values(follow_up_status="failed"))
         log.exception("onboarding %s follow-up failed", onboarding_id)
         return FollowUpReport(str(onboarding_id), outcome="failed", error=message)
+    if report.outcome == "done":
+        _check_token(engine, graph, cipher, onboarding_id, token_expiring_soon, report)
+    return report
+
+
+def _check_token(engine: Engine, graph: Any, cipher: Any, onboarding_id: uuid.UUID, expiring_soon: timedelta, report: FollowUpReport) -> None:
+    """The token-health check after a done follow-up; logs and notes a failure, never raises."""
+    from wa_core.token_health import check_connection, state_label
+
+    try:
+        c = whatsapp_connections.c
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.select(c.id, c.business_token_encrypted).join(whatsapp_onboarding, whatsapp_onboarding.c.connection_id == c.id)
+                .where(whatsapp_onboarding.c.id == onboarding_id)
+            ).one()
+        state = check_connection(engine, graph, row.id, cipher.decrypt(row.business_token_encrypted, row.id), expiring_soon)
+        report.steps.append(f"business token checked: {state_label(state)}")
+    except Exception as exc:  # noqa: BLE001 - best effort: the nightly check_token_health catches up
+        log.warning("onboarding %s: token health check failed: %s", onboarding_id, type(exc).__name__)
+        report.steps.append(f"business token not checked ({type(exc).__name__}); the nightly check will")
 
 
 def _finish(engine: Engine, graph: Any, cipher: Any, onboarding_id: uuid.UUID, *, register_pin: str | None) -> FollowUpReport:

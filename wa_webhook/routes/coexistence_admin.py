@@ -26,11 +26,15 @@ PhoneNumberId = Annotated[str, Path(pattern=r"^[0-9]{1,64}$")]
 def list_syncs(phone_number_id: PhoneNumberId, request: Request, _: AdminDep) -> dict[str, Any]:
     """The number's sync rows (``sync_type``, ``status``, ``request_id``, ``requested_at``,
     ``request_count``, ``request_error``, ``progress``, ``last_data_at``, ``completed_at``,
-    ``declined_at``, ``declined_reason``, ``stalled_at``, ``updated_at``; times UTC)."""
-    from wa_core.coexistence_sync import sync_states
+    ``declined_at``, ``declined_reason``, ``stalled_at``, ``updated_at``; times UTC); 404 for
+    a number that is not stored."""
+    from wa_core.coexistence_sync import UnknownNumber, sync_states
 
     with request.app.state.api_engine().connect() as conn:
-        return {"phone_number_id": phone_number_id, "syncs": sync_states(conn, phone_number_id)}
+        try:
+            return {"phone_number_id": phone_number_id, "syncs": sync_states(conn, phone_number_id)}
+        except UnknownNumber as exc:
+            raise HTTPException(404, str(exc)) from exc
 
 
 @router.post("/{phone_number_id}/syncs/{sync_type}/request")

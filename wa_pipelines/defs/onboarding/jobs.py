@@ -36,7 +36,8 @@ def finish_onboarding_op(context: OpExecutionContext, config: FinishOnboardingCo
 
     with meta_graph.client() as graph:
         report = finish_onboarding(
-            app_db.get_engine(), graph, token_keys.cipher(), uuid.UUID(config.onboarding_id), register_pin=app_db.settings.register_pin.get_secret_value() if app_db.settings.register_pin else None
+            app_db.get_engine(), graph, token_keys.cipher(), uuid.UUID(config.onboarding_id), register_pin=app_db.settings.register_pin.get_secret_value() if app_db.settings.register_pin else None,
+            token_expiring_soon=timedelta(days=app_db.settings.token_expiring_soon_days),
         )
     for step in report.steps:
         context.log.info(step)
