@@ -36,11 +36,13 @@ def test_every_setting_is_in_the_table_and_the_env_example() -> None:
             assert lines[0] == f"# {row['name']}={row['default']}"  # optional: commented, with its default
 
 
-def test_required_names_are_settings_and_the_example_loads() -> None:
+def test_required_names_are_settings_and_the_example_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     """REQUIRED names real settings, and .env.example as a .env file is accepted by Settings
     (placeholders included) with its required values read from it."""
     names = {row["name"] for row in setting_rows()}
     assert set(REQUIRED) <= names
+    for name in names:  # the environment would win over the file
+        monkeypatch.delenv(name, raising=False)
     settings = Settings(_env_file=str(config_docs.ENV_EXAMPLE))
     assert settings.database_url == REQUIRED["DATABASE_URL"]
     assert settings.meta_app_secret.get_secret_value() == REQUIRED["META_APP_SECRET"]
