@@ -1,8 +1,8 @@
 """The one place where configuration is read.
 
 Every setting comes from an environment variable (or a ``.env`` file in the working
-directory) with the same name in upper case. The README's configuration table lists them
-all with their defaults. With no ``DATABASE_URL`` and no ``REDIS_URL`` the service runs on
+directory) with the same name in upper case. docs/configuration.md lists them all with their
+defaults, generated from this class (``wa-dev config-docs``): every field needs a description. With no ``DATABASE_URL`` and no ``REDIS_URL`` the service runs on
 its embedded default: a SQLite file under ``WA_DATA_DIR`` and an in-process cache.
 """
 
@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Log level; at INFO and above no line carries secrets, bodies or phone numbers."
     )
-    log_format: Literal["text", "json"] = Field(default="text", description="text for people, json (one object per line) for shipping.")
+    log_format: Literal["text", "json"] = Field(default="text", description="text for people, json (one object per line: time, level, logger, message, extras such as request_id) for shipping.")
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -45,18 +45,23 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path("var"),
         validation_alias="WA_DATA_DIR",
-        description="Folder for the embedded default (SQLite file, Dagster home).",
+        description="Folder of the embedded default: SQLite file, dagster_home/, media/, logs/ of `up` (relative to the working directory).",
     )
     database_url: str | None = Field(
         default=None,
         description="postgresql://user@host:port/db for production; unset = SQLite file in WA_DATA_DIR.",
     )
-    redis_url: str | None = Field(default=None, description="redis://host:port/db; unset = in-process cache.")
+    redis_url: str | None = Field(default=None, description="redis://host:port/db for the onboarding cache and the rate-limit counters (best effort); unset = in-process.")
 
     # --- Meta app ------------------------------------------------------------------
-    meta_app_id: str | None = Field(default=None, validation_alias="META_APP_ID")
-    meta_config_id: str | None = None
-    meta_app_secret: SecretStr | None = None
+    meta_app_id: str | None = Field(
+        default=None, validation_alias="META_APP_ID",
+        description="The Meta app's App ID; `up` without it runs the local Graph emulator.",
+    )
+    meta_config_id: str | None = Field(default=None, description="The Embedded Signup configuration id (Facebook Login for Business → Configurations).")
+    meta_app_secret: SecretStr | None = Field(
+        default=None, description="Meta app secret, the HMAC key of X-Hub-Signature-256; unset = the receiver answers 503 (`up` uses a demo secret)."
+    )
     meta_app_secret_previous: SecretStr | None = Field(
         default=None, description="The app secret before a rotation: still verifies webhooks during the grace period."
     )
@@ -64,17 +69,19 @@ class Settings(BaseSettings):
         default=None,
         description="End of the rotation's grace period (ISO-8601 instant, UTC when no offset): after it the previous secret verifies nothing.",
     )
-    meta_webhook_verify_token: SecretStr | None = None
-    meta_app_access_token: SecretStr | None = None
+    meta_webhook_verify_token: SecretStr | None = Field(default=None, description="Token of Meta's hub.verify_token handshake; unset = 503.")
+    meta_app_access_token: SecretStr | None = Field(default=None, description="App token for debug_token; unset = META_APP_ID|META_APP_SECRET.")
     meta_webhook_callback_url: str | None = Field(
         default=None,
         description="The public Callback URL set in the Meta App Dashboard (https://your-host/api/v1/whatsapp/webhook); "
         "`wa-onboarding doctor` round-trips to it. Unset: the doctor uses the URL Meta has on file.",
     )
-    token_encryption_key: SecretStr | None = None
-    graph_api_base_url: str = "https://graph.facebook.com"
-    graph_api_version: str = "v25.0"
-    sentry_dsn: SecretStr | None = None
+    token_encryption_key: SecretStr | None = Field(
+        default=None, description="64 hex characters (32 bytes) encrypting business tokens; required: the receiver refuses to start without it."
+    )
+    graph_api_base_url: str = Field(default="https://graph.facebook.com", description="Graph API host.")
+    graph_api_version: str = Field(default="v25.0", description="Graph API version.")
+    sentry_dsn: SecretStr | None = Field(default=None, description="Alerts also go to Sentry as events when set (alerts only, no global error capture).")
 
     # --- receiver ------------------------------------------------------------------
     webhook_max_body_bytes: int = Field(
@@ -97,18 +104,18 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         le=300,
-        description="Longest time a client may take to send one request's headers (seconds); then 408 and the connection is closed.",
+        description="Longest time a client may take to send one request's headers (seconds; `wa-onboarding serve`); then 408 and the connection is closed.",
     )
-    db_pool_size: int = Field(default=10, ge=1, description="Receiver connection pool size per worker.")
+    db_pool_size: int = Field(default=10, ge=1, description="Receiver connections per worker (Postgres).")
     db_timeout_seconds: float = Field(
-        default=5.0, gt=0, description="How long the receiver waits for the database before answering 503."
+        default=5.0, gt=0, description="How long the receiver waits for the database (connection, pool, SQLite lock) before answering 503 (seconds)."
     )
 
     # --- processing ----------------------------------------------------------------
     processing_batch_size: int = Field(default=1000, ge=1, le=5000, description="Webhook rows claimed and applied set-based per batch.")
     processing_max_attempts: int = Field(default=5, ge=1, description="Attempts before a webhook row is dead.")
-    processing_retry_base_seconds: float = Field(default=30.0, gt=0, description="First retry delay; doubles per attempt.")
-    processing_retry_max_seconds: float = Field(default=3600.0, gt=0, description="Cap on one retry delay.")
+    processing_retry_base_seconds: float = Field(default=30.0, gt=0, description="First retry delay (seconds); doubles per attempt, jittered to 50-100 %.")
+    processing_retry_max_seconds: float = Field(default=3600.0, gt=0, description="Cap on one retry delay (seconds).")
     processing_lease_seconds: float = Field(
         default=300.0, gt=0, description="A claimed row whose run died is claimable again after this long."
     )
@@ -120,7 +127,7 @@ class Settings(BaseSettings):
     processing_idle_exit_seconds: float | None = Field(
         default=None,
         ge=0,
-        description="Unset: a sensor-launched run stays alive while idle until its rollover; a number: it ends after that long idle.",
+        description="Unset: a sensor-launched run stays alive while idle until its rollover; a number: it ends after that long idle (and the sensor starts one only when rows wait). Manual runs drain and end.",
     )
     processing_poll_seconds: float = Field(
         default=0.2, gt=0, description="Idle poll interval of a run no notification can wake (SQLite checks for a change this often)."
@@ -151,28 +158,28 @@ class Settings(BaseSettings):
         default=1,
         ge=1,
         le=64,
-        description="Processing shards: one long-lived run per shard, each owning the organization lanes whose stable hash maps to it.",
+        description="Processing shards: one long-lived run per shard, each owning the organization lanes whose stable hash maps to it; every claimer must use the same value.",
     )
 
     # --- operations: alerts, checks, Dagster storage ------------------------------
     slack_webhook_url: SecretStr | None = Field(
         default=None, description="Slack incoming-webhook URL; alerts are posted there when set."
     )
-    alert_environment: str = Field(default="production", description="Environment name sent with alerts (Sentry, Slack).")
+    alert_environment: str = Field(default="production", description="Environment name sent with alerts (Sentry, Slack); production (or prod) adds the production start-up warnings; `up` sets demo.")
     alert_repeat_seconds: float = Field(
         default=3600.0, ge=0, description="An open alert with the same kind and key is re-sent at most this often."
     )
     check_dead_letters_max: int = Field(
-        default=0, ge=0, description="Asset check: dead-letter webhooks received in the last 24 h above this fail."
+        default=0, ge=0, description="Asset check dead_letters_24h: dead-letter webhooks received in the last 24 h above this fail."
     )
     check_backlog_max_age_seconds: float = Field(
-        default=600.0, gt=0, description="Asset check: the oldest claimable webhook may wait at most this long."
+        default=600.0, gt=0, description="Asset check backlog_age: the oldest claimable webhook may wait at most this long (seconds)."
     )
     check_parked_max_age_seconds: float = Field(
-        default=3600.0, gt=0, description="Asset check: statuses/revisions parked for a missing message longer fail."
+        default=3600.0, gt=0, description="Asset check parked_items_age: edits/revokes parked for a missing original longer than this (seconds) fail."
     )
     dagster_run_retention_days: float = Field(
-        default=30.0, gt=0, le=36500, description="Dagster runs (and their event logs) older than this are deleted daily."
+        default=30.0, gt=0, le=36500, description="Finished Dagster runs (and their event logs and captured output) older than this are deleted daily by purge_dagster_runs."
     )
 
     # --- inbound media (meta-platform.md §9) --------------------------------------------
@@ -185,7 +192,7 @@ class Settings(BaseSettings):
     media_s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret access key.")
     media_s3_region: str | None = Field(default=None, description="S3 region name, if the endpoint needs one.")
     media_max_bytes: int = Field(
-        default=100 * 1024 * 1024, ge=1, description="Largest media file downloaded (bytes); Meta's inbound cap is 100 MB (§9.2)."
+        default=100 * 1024 * 1024, ge=1, description="Largest media file downloaded (bytes); Meta's inbound cap is 100 MB (§9.2); larger ones are failed."
     )
     media_download_concurrency: int = Field(default=4, ge=1, le=64, description="Media files downloaded at once by one download run.")
     media_max_attempts: int = Field(default=6, ge=1, description="Download attempts of one media file before it is failed.")
@@ -193,7 +200,7 @@ class Settings(BaseSettings):
 
     # --- retention and admin -------------------------------------------------------------
     retention_days: float = Field(
-        default=30.0, gt=0, description="Bodies of processed webhooks older than this many days are removed."
+        default=30.0, gt=0, description="Bodies of processed webhooks older than this many days are removed daily (the rows are kept)."
     )
     event_retention_days: float = Field(
         default=30.0, gt=0, description="Events of the event feed (and push delivery attempts) older than this many days are purged daily."
@@ -202,7 +209,7 @@ class Settings(BaseSettings):
     # --- event push (Standard Webhooks) ---------------------------------------------------
     event_push_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="Timeout of one push request to an organization's endpoint.")
     event_push_batch_size: int = Field(default=100, ge=1, le=1000, description="Events per push request at most (one when caught up, more when behind).")
-    event_push_retry_base_seconds: float = Field(default=5.0, gt=0, description="First retry delay after a failed push; doubles per failure.")
+    event_push_retry_base_seconds: float = Field(default=5.0, gt=0, description="First retry delay after a failed push (seconds); base × 2^(failures−1), capped by EVENT_PUSH_RETRY_MAX_SECONDS.")
     event_push_retry_max_seconds: float = Field(default=21600.0, gt=0, description="Longest delay between two push attempts (6 h).")
     event_push_retry_window_hours: float = Field(default=72.0, gt=0, description="An endpoint failing for this long (3 days) is disabled.")
     event_push_disable_after_failures: int = Field(
@@ -217,8 +224,9 @@ class Settings(BaseSettings):
         "endpoint gets its first push within about a second; false: a run only while an endpoint is enabled (the first push "
         "after enabling the first one then waits for the sensor tick, about 5 s, plus a run launch, about 5-10 s).",
     )
+    # --- receiver: rejected deliveries, admin API, API docs, metrics, CORS -----------
     webhook_rejection_retention_days: float = Field(
-        default=14.0, gt=0, description="Records of rejected webhook deliveries (bad signature, too large) older than this are deleted."
+        default=14.0, gt=0, description="Records of rejected webhook deliveries (bad signature, too large) older than this many days are deleted daily."
     )
     webhook_rejections_recorded_per_minute: int = Field(
         default=120, ge=0, le=100_000,
@@ -233,10 +241,10 @@ class Settings(BaseSettings):
 
     api_docs: Literal["on", "admin", "off"] = Field(
         default="off",
-        description="/docs, /redoc and /openapi.json: on = public, admin = ADMIN_API_TOKEN bearer required, off = 404 (`up` sets on).",
+        description="/docs, /redoc and /openapi.json (local assets): on = public, admin = ADMIN_API_TOKEN bearer required (401 without, 403 wrong), off = 404 (`up` sets on).",
     )
     metrics_token: SecretStr | None = Field(
-        default=None, description="Bearer token required by GET /metrics when set; unset = /metrics is public (the demo)."
+        default=None, description="Bearer token required by GET /metrics when set (401 without, 403 wrong); unset = /metrics is public (the demo)."
     )
 
     cors_allowed_origins: str = Field(
@@ -259,7 +267,7 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = Field(default=None, description="PEM public key of the SaaS's JWTs (RS256/ES256).")
     jwt_algorithms: str = Field(default="HS256", description="Accepted JWT algorithms, comma separated.")
     jwt_org_claim: str = Field(default="org_id", description="JWT claim holding the organization's external id.")
-    jwt_audience: str | None = Field(default=None, description="Required JWT audience, if set.")
+    jwt_audience: str | None = Field(default=None, description="Required JWT audience, if set; in production start-up warns when it is unset.")
     jwt_issuer: str | None = Field(default=None, description="Required JWT issuer, if set.")
     onboarding_ttl_seconds: int = Field(default=86400, ge=60, description="Life of an onboarding tracking code (24 h).")
     onboarding_hosted_url: str = Field(

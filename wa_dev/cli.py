@@ -1,6 +1,7 @@
 """``wa-dev``: every ``wa-onboarding`` command plus the developer's: ``up`` (the main job: the
-whole stack on the embedded default, fed with realistic signed webhooks) and ``simulate`` (send
-signed webhooks to a receiver like Meta does)."""
+whole stack on the embedded default, fed with realistic signed webhooks), ``simulate`` (send
+signed webhooks to a receiver like Meta does) and ``config-docs`` (the configuration reference
+and ``.env.example`` from ``wa_core/settings.py``)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_up(settings_or_exit(), options)
 
 
+def cmd_config_docs(args: argparse.Namespace) -> int:
+    from wa_dev.config_docs import main as config_docs_main
+
+    return config_docs_main(["--check"] if args.check else [])
+
+
 def add_dev_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``up`` and ``simulate`` to a parser's subcommands."""
     p = sub.add_parser("up", help="the main job: migrate, start receiver + Dagster, replay signed webhooks, report")
@@ -76,6 +83,10 @@ def add_dev_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--app-secret", help="sign with this secret instead of META_APP_SECRET")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("config-docs", help="regenerate docs/configuration.md's settings table and .env.example from wa_core/settings.py")
+    p.add_argument("--check", action="store_true", help="exit 1 if either file is out of date; write nothing")
+    p.set_defaults(func=cmd_config_docs)
 
 
 

@@ -285,7 +285,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         settings = get_settings()
     except ValidationError as exc:  # the first finding, not a crash: exit 1 like any failed check
         errors = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
-        checks = [Check("settings", "fail", f"the settings cannot be read: {errors}", "fix those environment variables (README, Configuration)")]
+        checks = [Check("settings", "fail", f"the settings cannot be read: {errors}", "fix those environment variables (docs/configuration.md)")]
         print(json.dumps([c.as_dict() for c in checks], indent=2) if args.json else format_checks(checks))
         return 1
     extra = [] if args.no_dagster else [("dagster", dagster_checks)]

@@ -1,7 +1,7 @@
 """Doctor checks that need nothing outside this deployment: settings, database, Redis, the page.
 
-Every check names the setting to change in its ``fix`` (``wa_core/settings.py`` and the
-README's Configuration section describe them). None of them prints a secret.
+Every check names the setting to change in its ``fix`` (``wa_core/settings.py`` and
+docs/configuration.md describe them). None of them prints a secret.
 """
 
 from __future__ import annotations
