@@ -506,3 +506,21 @@ def test_a_run_tunes_the_garbage_collector_only_while_it_processes(engine: Engin
     stats = run_processing(engine, settings, idle_exit_seconds=0, on_batch=lambda s: seen.append(gc.get_threshold()))
     assert stats.webhooks == 1 and seen == [runner.GC_THRESHOLDS]
     assert gc.get_threshold() == before  # restored: the process's own setting is its own again
+
+
+def test_overlapping_runs_restore_the_process_gc_thresholds() -> None:
+    import gc
+
+    from wa_core.processing.runner import GC_THRESHOLDS, batch_friendly_gc
+
+    original = gc.get_threshold()
+    try:
+        first, second = batch_friendly_gc(), batch_friendly_gc()
+        first.__enter__()
+        second.__enter__()  # a second run (another thread) starts while the first processes
+        first.__exit__(None, None, None)  # the first ends first: the second still processes
+        assert gc.get_threshold() == GC_THRESHOLDS
+        second.__exit__(None, None, None)
+        assert gc.get_threshold() == original
+    finally:
+        gc.set_threshold(*original)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -234,3 +235,17 @@ def test_a_nul_or_lone_surrogate_in_an_event_value_never_fails_the_batch(engine:
     assert sorted(states) == ["processed"] * 6
     changed = [e for e in events(engine) if e.type == "template.status_changed"]
     assert len(changed) == 6 and all("\x00" not in json.dumps(e.payload) for e in changed)
+
+
+@pytest.mark.parametrize("payload", [
+    {"n": 2**63}, {"n": 2**64 - 1}, {"n": -(2**63) - 1}, {None: 1}, {True: 1}, {"s": "x\x00y"}, {"s": "\ud800"}, {"f": float("nan")},
+    {"u": uuid.UUID(int=7), "t": datetime(2026, 1, 1, 1, 2, 3, 4567, tzinfo=timezone.utc), "l": (1, [2, {"k": "v"}])},
+], ids=["2**63", "2**64-1", "-2**63-1", "None-key", "bool-key", "nul", "surrogate", "nan", "uuid-datetime-tuple"])
+def test_payload_text_is_the_json_of_storable_jsonable(payload) -> None:
+    """Postgres (orjson fast path) and SQLite (storable(jsonable())) store the same payload."""
+    import json as _json
+
+    from wa_core.db.engine import storable
+    from wa_core.events.outbox import jsonable, payload_text
+
+    assert _json.loads(payload_text(payload)) == _json.loads(_json.dumps(storable(jsonable(payload)), allow_nan=False))

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import json
 import logging
-
-import orjson
+import re
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection
@@ -76,6 +76,10 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+#: a run of digits long enough to be an integer at or beyond 2**63 (or a long digit string)
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
@@ -90,10 +94,11 @@ def payload_text(payload: Any) -> JsonText:
     (the common case), else through :func:`jsonable` and :func:`~wa_core.db.engine.storable`
     (NUL characters, lone surrogates, NaN, keys that are not text)."""
     try:
-        # orjson writes UUIDs and (aware) datetimes as str() and isoformat() do, refuses lone
-        # surrogates and ints beyond 64 bits (TypeError), and writes NaN as null
-        text = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS).decode()
-        if "\\u0000" not in text:
+        # orjson writes UUIDs and (aware) datetimes as str() and isoformat() do, NaN as null,
+        # and refuses lone surrogates, keys that are not text and ints beyond 64 bits
+        # (TypeError); ints of 2**63 and up (a 19-digit run or longer) take the slow path too
+        text = orjson.dumps(payload).decode()
+        if "\\u0000" not in text and not _LONG_DIGITS.search(text):
             return JsonText(text)
     except TypeError:
         pass

@@ -18,8 +18,6 @@ GIN index would need a second, parsed copy of every body written by the landing 
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -35,6 +33,7 @@ MAX_KEYS_PER_WEBHOOK = 5000
 _WA_ID_KEYS = frozenset({"wa_id", "from", "to", "recipient_id"})
 #: dictionary keys whose string values are business-scoped user ids (BSUID)
 _USER_ID_KEYS = frozenset({"user_id", "from_user_id", "recipient_user_id", "to_user_id"})
+_MAX_DEPTH = 12
 
 
 def _usable(value: str) -> bool:
@@ -45,37 +44,46 @@ def _usable(value: str) -> bool:
 
 #: dictionary key -> key kind, for string values not starting with ``wamid.``
 _KIND_OF = {**dict.fromkeys(_WA_ID_KEYS, "wa_id"), **dict.fromkeys(_USER_ID_KEYS, "user_id"), "phone_number_id": "phone_number_id"}
-#: in the JSON text: a string value of one of :data:`_KIND_OF`'s keys (group 1 the key, group 2
-#: the value as written), or any string value (not a key) starting ``wamid.`` (group 3). In JSON text a ``"`` not
-#: preceded by a backslash opens or closes a string (quotes inside strings are escaped, and a
-#: closing quote is followed by ``,:]}``), so a match always starts at an opening quote.
-_SCAN = re.compile(
-    rb'"(?<!\\")(?:(' + b"|".join(re.escape(k.encode()) for k in sorted(_KIND_OF)) + rb')"\s*:\s*"([^"\\]{1,1600}|(?:[^"\\]|\\.){1,1600})"'
-    rb'|(wamid\.(?:[^"\\]{0,1600}|(?:[^"\\]|\\.){0,1600}))"(?!\s*:))'
-)
+def _walk(node: Any, out: dict[tuple[str, str], None], depth: int = 0) -> None:
+    # the parsed tree, not the text: escapes, duplicate names and odd spacing are resolved
+    # exactly as processing saw them; type checks by identity and the cheap tests first
+    if depth > _MAX_DEPTH or len(out) >= MAX_KEYS_PER_WEBHOOK:
+        return
+    if type(node) is dict:
+        for key, value in node.items():
+            kind = type(value)
+            if kind is str:
+                if value.startswith("wamid."):
+                    if _usable(value):
+                        out[("wamid", value)] = None
+                else:
+                    found = _KIND_OF.get(key)
+                    if found is not None and _usable(value):
+                        out[(found, value)] = None
+            elif kind is dict or kind is list:
+                _walk(value, out, depth + 1)
+    elif type(node) is list:
+        for value in node:
+            kind = type(value)
+            if kind is dict or kind is list:
+                _walk(value, out, depth + 1)
+            elif kind is str and value.startswith("wamid.") and _usable(value):
+                out[("wamid", value)] = None
 
 
-def _text(raw: bytes) -> str | None:
-    try:
-        return json.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode("utf-8")
-    except ValueError:  # not UTF-8, a bad escape: not a key
-        return None
+def extract_keys(payload: Any) -> list[tuple[str, str]]:
+    """The search keys ``(kind, value)`` of a parsed webhook envelope, in body order, without
+    duplicates, at most :data:`MAX_KEYS_PER_WEBHOOK`.
 
-
-def extract_keys(payload: Any, body: bytes | None = None) -> list[tuple[str, str]]:
-    """The search keys ``(kind, value)`` of a parsed webhook envelope, without duplicates, at
-    most :data:`MAX_KEYS_PER_WEBHOOK`.
-
-    Kinds: ``waba_id`` (each ``entry[].id``), ``field`` (each ``changes[].field``), then, in
-    body order, ``phone_number_id`` (anywhere, e.g. ``value.metadata.phone_number_id``),
-    ``wamid`` (any string starting ``wamid.``: message, status, echo, context, reaction
-    target), ``wa_id`` (values of ``wa_id``/``from``/``to``/``recipient_id``) and ``user_id``
-    (values of ``user_id``/``from_user_id``/``recipient_user_id``/``to_user_id``);
-    meta-platform.md §3–§4 for where Meta puts them. The ids are found by one regular
-    expression over the JSON text (``body``, the exact bytes the payload was parsed from;
-    without it ``payload`` is serialised): a tenth of the cost of walking the parsed tree.
-    Values longer than 255 characters or holding control characters or lone surrogates are
-    skipped. Never raises for any JSON value.
+    Kinds: ``waba_id`` (each ``entry[].id``), ``field`` (each ``changes[].field``),
+    ``phone_number_id`` (anywhere, e.g. ``value.metadata.phone_number_id``), ``wamid`` (any
+    string value starting ``wamid.``: message, status, echo, context, reaction target),
+    ``wa_id`` (values of ``wa_id``/``from``/``to``/``recipient_id``) and ``user_id`` (values of
+    ``user_id``/``from_user_id``/``recipient_user_id``/``to_user_id``); meta-platform.md §3–§4
+    for where Meta puts them. Read from the parsed tree (what processing applied; a regular
+    expression over the text was tried and disagreed with it on escaped names and duplicate
+    keys). Values longer than 255 characters or holding control characters or lone
+    surrogates are skipped. Never raises for any JSON value.
     """
     out: dict[tuple[str, str], None] = {}
     entries = payload.get("entry") if isinstance(payload, dict) else None
@@ -88,25 +96,18 @@ def extract_keys(payload: Any, body: bytes | None = None) -> list[tuple[str, str
             out[("waba_id", entry["id"])] = None
         changes = entry.get("changes")
         for change in changes if isinstance(changes, list) else ():
-            if isinstance(change, dict) and isinstance(change.get("field"), str) and _usable(change["field"]):
+            if not isinstance(change, dict):
+                continue
+            if isinstance(change.get("field"), str) and _usable(change["field"]):
                 out[("field", change["field"])] = None
-    if body is None:
-        try:
-            body = json.dumps(payload, ensure_ascii=False, allow_nan=True).encode("utf-8", "surrogatepass")
-        except (TypeError, ValueError):
-            return list(out)[:MAX_KEYS_PER_WEBHOOK]
-    for match in _SCAN.finditer(body):
-        if len(out) >= MAX_KEYS_PER_WEBHOOK:
-            break
-        key, raw, wamid = match.groups()
-        value = _text(wamid if wamid is not None else raw)
-        if value is None or not _usable(value):
-            continue
-        if value.startswith("wamid."):
-            out[("wamid", value)] = None
-        elif key is not None:
-            out[(_KIND_OF[key.decode()], value)] = None
-    return list(out)[:MAX_KEYS_PER_WEBHOOK]
+            value = change.get("value")
+            if type(value) is str and value.startswith("wamid.") and _usable(value):
+                out[("wamid", value)] = None
+            else:
+                _walk(value, out)
+            if len(out) >= MAX_KEYS_PER_WEBHOOK:
+                return list(out)[:MAX_KEYS_PER_WEBHOOK]
+    return list(out)
 
 
 def item_rows(webhook_log_id: int, attempt: int, units: Sequence[Any], errors: Sequence[tuple[str, str, bool]], preset: bool) -> list[dict[str, Any]]:

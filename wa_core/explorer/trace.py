@@ -66,6 +66,10 @@ def _item_rows(conn: Connection, row: Any) -> list[dict[str, Any]]:
     from wa_core.processing.dispatch import parse_webhook
 
     parsed = parse_webhook(conn, row.id, bytes(row.body), as_utc(row.received_at))
+    if len(parsed.units) != row.items_received or any(isinstance(unit.result, tuple) for unit in parsed.units):
+        # parsed today it would not be what processing applied (routing changed since, e.g. the
+        # number unbound): no made-up items; the counts stand, and its rows are found by its keys
+        return []
     out = []
     for n, unit in enumerate(parsed.units):
         item = unit_row(row.id, row.attempts, n, unit)
@@ -89,10 +93,10 @@ def search_keys(conn: Connection, row: Any, keys: dict[str, list[str]] | None) -
 
 def _item_wamids(conn: Connection, row: Any) -> set[tuple[str, str]]:
     pairs = {(item["phone_number_id"], item["wamid"]) for item in _item_rows(conn, row) if item["wamid"] is not None and item["phone_number_id"] is not None}
-    if pairs or row.body is not None:
+    if pairs:
         return pairs
-    # body purged and no item rows (every item processed): the stored search keys still name
-    # its numbers and wamids (a (number, wamid) pair not in the body finds nothing more)
+    # no item names one (body purged, or items not listable again): the stored search keys still
+    # name its numbers and wamids (a (number, wamid) pair not in the body finds nothing more)
     stored: dict[str, set[str]] = {"wamid": set(), "phone_number_id": set()}
     stmt = sa.select(keys_table.c.kind, keys_table.c.value).where(
         keys_table.c.webhook_log_id == row.id, keys_table.c.kind.in_(tuple(stored))
@@ -191,7 +195,7 @@ def webhook_keys(row: Any) -> dict[str, list[str]] | None:
     except (ValueError, RecursionError):
         return None
     out: dict[str, list[str]] = {}
-    for kind, value in sorted(extract_keys(payload, bytes(row.body))):
+    for kind, value in sorted(extract_keys(payload)):
         out.setdefault(kind, []).append(value)
     return out
 

@@ -202,7 +202,7 @@ def parse_webhook(
         outcome.items_received = 1
         outcome.fail("invalid_json", f"body is not JSON: {type(exc).__name__}: {str(exc)[:200]}", False)
         return parsed
-    parsed.keys = extract_keys(payload, body)
+    parsed.keys = extract_keys(payload)
     entries = payload.get("entry") if isinstance(payload, dict) else None
     if not isinstance(entries, list):
         parsed.preset = True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from contextlib import contextmanager
 from collections import Counter
@@ -126,6 +127,9 @@ def process_batch(
 #: time and a third of the engine's Python time, docs/benchmarks.md 7.3)
 GC_THRESHOLDS = (50_000, 20, 20)
 _frozen: list[bool] = []
+_gc_users: list[bool] = []
+_gc_saved: list[int] = []
+_gc_lock = threading.Lock()
 
 
 @contextmanager
@@ -134,16 +138,22 @@ def batch_friendly_gc() -> Iterator[None]:
     out of the collector's generations once per process (:func:`gc.freeze`), so no collection
     walks it again, and young collections run every ``GC_THRESHOLDS[0]`` allocations (the
     cycles a batch leaves are still collected); the previous thresholds are restored after."""
-    if not _frozen:
-        _frozen.append(True)
-        gc.collect()  # what is garbage now is freed, not frozen
-        gc.freeze()
-    previous = gc.get_threshold()
-    gc.set_threshold(*GC_THRESHOLDS)
+    with _gc_lock:
+        if not _frozen:
+            _frozen.append(True)
+            gc.collect()  # what is garbage now is freed, not frozen
+            gc.freeze()
+        if not _gc_users:  # the first of overlapping runs (threads of one process) saves the process's own
+            _gc_saved[:] = gc.get_threshold()
+            gc.set_threshold(*GC_THRESHOLDS)
+        _gc_users.append(True)
     try:
         yield
     finally:
-        gc.set_threshold(*previous)
+        with _gc_lock:
+            _gc_users.pop()
+            if not _gc_users:  # the last one restores it
+                gc.set_threshold(*_gc_saved)
 
 
 def run_processing(
