@@ -54,7 +54,11 @@ DEMO_GRPC_TIMEOUT = {"DAGSTER_GRPC_TIMEOUT_SECONDS": "180"}
 DEMO_PROCESSING = {"PROCESSING_RUN_MAX_SECONDS": "120"}
 #: with --exit-when-done runs also end after 10 s idle, so the last ones record SUCCESS and
 #: their figures before the services stop
-DEMO_EXIT_PROCESSING = {"PROCESSING_IDLE_EXIT_SECONDS": "10"}
+DEMO_EXIT_PROCESSING = {
+    "PROCESSING_IDLE_EXIT_SECONDS": "10",
+    # the demo sets no push endpoint: no always-on delivery run that would outlive the feed
+    "EVENT_PUSH_KEEP_ALIVE": "false",
+}
 
 
 @dataclass

@@ -284,6 +284,22 @@ def test_the_run_queue_allows_each_shard_its_run_and_one_successor(instance: Dag
     assert queue.max_concurrent_runs >= 2 * 2 + 4
 
 
+def test_the_always_running_delivery_run_never_holds_an_operator_jobs_slot(instance: DagsterInstance) -> None:
+    """deliver_events lives for an hour (EVENT_PUSH_KEEP_ALIVE): with it (and its rollover
+    successor) running, a replay, a pause or a purge still starts at once."""
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    from wa_pipelines.definitions import defs
+
+    queue = instance.get_concurrency_config().run_queue_config
+    tags = lambda name: {k: v for k, v in defs.get_job_def(name).tags.items() if k == "wa/queue"}  # noqa: E731
+    delivery = [DagsterRun(job_name="deliver_events", run_id=str(uuid.uuid4()), tags=tags("deliver_events")) for _ in range(2)]
+    counter = TagConcurrencyLimitsCounter(queue.tag_concurrency_limits, delivery)
+    for name in ("replay_dead_letters", "pause_processing", "resume_processing", "purge_webhook_bodies", "assign_waba", "replay_events"):
+        assert not counter.is_blocked(DagsterRun(job_name=name, run_id=str(uuid.uuid4()), tags=tags(name))), name
+    assert counter.is_blocked(DagsterRun(job_name="deliver_events", run_id=str(uuid.uuid4()), tags=tags("deliver_events")))  # a third waits
+
+
 @pytest.mark.parametrize("example", ["dagster.k8s.yaml", "dagster.docker.yaml"])
 def test_deployment_examples_are_valid_and_keep_the_queues(example: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/deploy.md's instance files: Dagster accepts every key; they use the current

@@ -44,7 +44,11 @@ def deliver_events_op(context: OpExecutionContext, config: DeliverEventsConfig, 
     return stats.delivered
 
 
-deliver_events_job = one_op_job("deliver_events", deliver_events_op, "Long-lived push delivery of the event feed (Standard Webhooks).")
+#: the run queue of the long-lived delivery run (``dagster/dagster.yaml``): its own, so the
+#: always-running run never holds the maintenance queue's one slot that operators' jobs need
+DELIVERY_QUEUE = "delivery"
+deliver_events_job = one_op_job("deliver_events", deliver_events_op, "Long-lived push delivery of the event feed (Standard Webhooks).",
+                                queue=DELIVERY_QUEUE)
 
 _IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
