@@ -100,6 +100,9 @@ def demo_environment(settings: Settings, options: UpOptions) -> tuple[Settings, 
     demo_meta = not settings.meta_app_id  # no real Meta app configured: the local Graph emulator plays Meta
     if demo_meta:
         env.update({"META_APP_ID": DEMO_APP_ID, "META_CONFIG_ID": "demo-config", "REGISTER_PIN": env.get("REGISTER_PIN", "123456")})
+        if "JWT_SECRET" not in env and "JWT_PUBLIC_KEY" not in env:
+            print(f"JWT_SECRET is not set: the organization API verifies HS256 JWTs signed with the demo secret {DEMO_JWT_SECRET!r}"
+                  " (mint your own: docs/integrate.md).")
         env.setdefault("JWT_SECRET", DEMO_JWT_SECRET)
         env["EMBEDDED_SIGNUP_MESSAGE_ORIGINS"] = f"facebook.com,{options.host}"
     env["WA_DATA_DIR"] = str(settings.data_dir.resolve())

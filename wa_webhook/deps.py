@@ -62,6 +62,8 @@ def verify_token(token: str, settings: Settings) -> dict:
         return claims
     except jwt.ExpiredSignatureError as exc:
         raise HTTPException(401, "token expired", headers={"WWW-Authenticate": "Bearer"}) from exc
+    except jwt.MissingRequiredClaimError as exc:  # says which claim (exp, aud, iss), never its value
+        raise HTTPException(401, f"session token without its required {exc.claim!r} claim", headers={"WWW-Authenticate": "Bearer"}) from exc
     except jwt.InvalidTokenError as exc:
         raise HTTPException(401, "invalid or unreadable session token: sign in again", headers={"WWW-Authenticate": "Bearer"}) from exc
 

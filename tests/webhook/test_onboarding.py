@@ -637,6 +637,9 @@ def test_org_claims_with_control_characters_and_huge_tokens_are_refused(api: Tes
     assert api.get("/api/v1/whatsapp/onboarding-url", headers={"Authorization": f"Bearer {big}"}).status_code == 401
     string_exp = jwt.encode({"org_id": "acme", "exp": str(int(time.time()) + 60)}, JWT_SECRET, algorithm="HS256")
     assert api.get("/api/v1/whatsapp/onboarding-url", headers={"Authorization": f"Bearer {string_exp}"}).status_code == 401
+    no_exp = jwt.encode({"org_id": "acme"}, JWT_SECRET, algorithm="HS256")
+    r = api.get("/api/v1/whatsapp/onboarding-url", headers={"Authorization": f"Bearer {no_exp}"})
+    assert r.status_code == 401 and "'exp'" in r.json()["detail"]  # says what is missing
 
 
 def test_an_expired_tracking_code_shows_expired_before_the_nightly_job(api: TestClient, engine: Engine) -> None:

@@ -84,8 +84,10 @@ def record_fields(engine: Engine, settings: Settings, outcomes: Sequence[Webhook
     except Exception as exc:  # noqa: BLE001 - counts are observability: never fail the batch
         log.warning("webhook field counts not updated: %s", type(exc).__name__)
         return []
+    from wa_core.doctor.callback import PROBE_FIELD
+
     for name in new:
-        if name in HANDLERS:
+        if name in HANDLERS or name == PROBE_FIELD:  # the doctor's own test delivery is no news
             log.info("webhook field %r seen for the first time", name)
             continue
         log.warning("new webhook field %r: stored and marked ignored (no handler); see whatsapp_webhook_fields", name)
