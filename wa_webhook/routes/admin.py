@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from wa_core.db.schema import whatsapp_webhook_logs as logs
+from wa_core.db.schema import as_utc, whatsapp_webhook_logs as logs
 from wa_core.dead_letters import DeadLetterSelection, EmptySelection, replay_dead_letters
 from wa_core.meta.signature import tokens_equal
 from wa_core.organizations import InvalidOrganization, UnknownOrganization, resolve_organization
@@ -124,6 +124,8 @@ def failed_webhooks(
     for row in latest:
         item = dict(row._mapping)
         item["organization_id"] = item.pop("lane")
+        for name in ("received_at", "next_attempt_at"):  # UTC with its offset on both databases
+            item[name] = as_utc(item[name]).isoformat() if item[name] is not None else None
         webhooks.append(item)
     return {"source": "live", "counts": [count.model_dump() for count in counts], "webhooks": webhooks}
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 
+from wa_core.db.schema import as_utc
 from wa_webhook.routes.admin import AdminDep
 
 router = APIRouter(prefix="/api/admin/whatsapp/numbers", tags=["admin"])
@@ -57,6 +58,6 @@ def request_sync(
         "outcome": result.outcome,
         "message": result.message,
         "request_id": result.request_id,
-        "next_allowed_at": result.next_allowed_at.isoformat() if result.next_allowed_at else None,
+        "next_allowed_at": as_utc(result.next_allowed_at).isoformat() if result.next_allowed_at else None,
     }
     return JSONResponse(body, status_code={"sent": 200, "refused": 409}.get(result.outcome, 502))

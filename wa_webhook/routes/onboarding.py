@@ -19,7 +19,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from wa_core.cache import onboarding_cache
-from wa_core.db.schema import utcnow, whatsapp_configs, whatsapp_connections
+from wa_core.db.schema import as_utc, utcnow, whatsapp_configs, whatsapp_connections
 from wa_core.meta.graph.errors import GraphError
 from wa_core.onboarding.service import (
     OnboardingError,
@@ -74,7 +74,7 @@ def onboarding_url(request: Request, caller: CallerDep, coexistence: bool = Fals
     params["extras_tracking_note"] = "Meta returns no tracking code: post the session to the session URL below"
     return {
         "tracking_code": row.tracking_code,
-        "expires_at": row.expires_at.isoformat(),
+        "expires_at": as_utc(row.expires_at).isoformat(),
         "session_url": f"/api/v1/whatsapp/onboarding/{row.tracking_code}/session",
         "status_url": f"/api/v1/whatsapp/onboarding/{row.tracking_code}",
         **params,
@@ -164,7 +164,7 @@ def check_connection(request: Request, caller: CallerDep) -> dict[str, Any]:
             out.append(
                 {
                     "id": str(c.id), "waba_id": c.waba_id, "status": c.status, "status_reason": c.status_reason,
-                    "connected_at": c.connected_at.isoformat() if c.connected_at else None,
+                    "connected_at": as_utc(c.connected_at).isoformat() if c.connected_at else None,
                     "health": health[c.waba_id].model_dump(mode="json"),
                     "phone_numbers": numbers,
                 }
