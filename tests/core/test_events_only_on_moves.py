@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tests.helpers import ACME_WABA, bind_fixture_numbers, land, rows
+from tests.helpers import ACME_PHONE, ACME_WABA, bind_fixture_numbers, land, rows
 from wa_core.db.schema import ops_alerts
 from wa_core.db.schema_events import whatsapp_events
 from wa_core.db.schema_waba_state import whatsapp_number_health, whatsapp_template_events, whatsapp_templates, whatsapp_waba_events
@@ -152,3 +152,46 @@ def test_racing_account_updates_decide_on_the_committed_connection(engine: Engin
     assert done["outcome"].items_ignored == 1
     assert [e.type for e in typed(engine, "connection.disconnected")] == ["connection.disconnected"]
     assert typed(engine, "connection.connected") == []
+
+
+def groups_body(item: dict) -> bytes:
+    value = {"messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550000001", "phone_number_id": ACME_PHONE},
+             "groups": [{"group_id": "FAKEGROUP0000000000000009", **item}]}
+    return body("group_participants_update", value, NEW)
+
+
+@pytest.mark.parametrize("drain", [set_based, per_item], ids=["set_based", "per_item"])
+def test_a_late_ringing_status_after_the_call_ended_announces_nothing(engine: Engine, settings: Settings, drain) -> None:
+    """Break-it (issue 13): call events had no gate, so a late, older status announced a move
+    the call's row never made; the feed's last word on a call must be the state it is in."""
+    from tests.conftest import fixture_bytes
+    from wa_core.db.schema_phone import whatsapp_call_events, whatsapp_calls
+
+    bind_fixture_numbers(engine, acme_status="active")
+    land(engine, fixture_bytes("calls_terminate_completed.json"))  # 1767227400: the call ended
+    drain(engine, settings)
+    land(engine, fixture_bytes("calls_status_ringing.json"))  # 1767227220: older, delivered late
+    drain(engine, settings)
+    call = "wacid.FAKECALL0000000000000002"
+    states = [(e.type, e.payload["state"]) for e in typed(engine, "call.terminate") + typed(engine, "call.status") if e.payload["call_id"] == call]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(whatsapp_calls.c.state).where(whatsapp_calls.c.call_id == call)).scalar_one() == "completed"  # not moved back
+        history = conn.execute(sa.select(whatsapp_call_events.c.event_key).where(whatsapp_call_events.c.call_id == call)).scalars().all()
+    assert sorted(history) == ["status:RINGING", "terminate:COMPLETED"]  # the late status is kept as history
+    assert states == [("call.terminate", "completed")]
+
+
+@pytest.mark.parametrize("drain", [set_based, per_item], ids=["set_based", "per_item"])
+def test_a_late_older_participant_add_after_the_removal_announces_nothing(engine: Engine, settings: Settings, drain) -> None:
+    from wa_core.db.schema_phone import whatsapp_group_events, whatsapp_group_participants
+
+    bind_fixture_numbers(engine, acme_status="active")
+    person = [{"wa_id": "15551230009"}]
+    land(engine, groups_body({"type": "group_participants_remove", "timestamp": str(NEW), "removed_participants": person}))
+    drain(engine, settings)
+    land(engine, groups_body({"type": "group_participants_add", "timestamp": str(OLD), "added_participants": person}))
+    drain(engine, settings)
+    assert [r.state for r in rows(engine, whatsapp_group_participants)] == ["removed"]
+    assert len(rows(engine, whatsapp_group_events)) == 2  # both kept as history
+    assert [e.payload["state"] for e in typed(engine, "group.participants_changed")] == ["removed"]
+

@@ -105,7 +105,8 @@ def test_the_per_item_path_makes_the_same_events_as_the_set_based_one(engine: En
                                              "message.status_updated", "contact.updated", "history.progress", "connection.connected"}
     with engine.begin() as conn:
         for table in ("whatsapp_events", "whatsapp_event_cursors", "whatsapp_message_statuses", "whatsapp_message_reactions",
-                      "whatsapp_message_revisions", "whatsapp_messages", "whatsapp_contacts", "whatsapp_history_chunks"):
+                      "whatsapp_message_revisions", "whatsapp_messages", "whatsapp_contacts", "whatsapp_history_chunks",
+                      "whatsapp_ad_conversions"):  # ads.conversion is announced when its insert-once row is written
             conn.execute(sa.text(f"DELETE FROM {table}"))
         conn.execute(sa.update(whatsapp_webhook_logs).values(status="pending", attempts=0, next_attempt_at=None, locked_until=None))
         conn.execute(sa.text("UPDATE whatsapp_connections SET last_event_at = NULL, last_event = NULL, status = 'awaiting_confirmation'"))
@@ -185,6 +186,63 @@ def test_a_later_transaction_gets_its_cursor_only_after_the_earlier_one_ends(eng
         thread.join()
         t1.close()
     assert [(e.key, e.cursor) for e in events(engine)] == [("second", 1)]
+
+
+def test_a_duplicate_event_takes_no_cursor_even_from_a_transaction_that_waited_for_the_first(engine: Engine) -> None:
+    """Break-it (issue 13): two transactions plan the same event (two deliveries of one
+    webhook processed concurrently both see it new). T2 waits for T1's cursor lock; once T1
+    commits, T2's insert finds the event stored and takes no cursor: the counter stays the
+    newest stored cursor (else every endpoint stays "behind" forever) and T2's other event
+    gets the next one."""
+    org = bind_fixture_numbers(engine)["acme"]
+    t1 = engine.connect()
+    t1.begin()
+    assert write_events(t1, [_spec(org, "same")]) == 1
+    done: dict = {}
+
+    def second() -> None:
+        with engine.connect() as t2:
+            done["pid"] = t2.connection.dbapi_connection.info.backend_pid
+            done["written"] = write_events(t2, [_spec(org, "same"), _spec(org, "new")])
+            t2.commit()
+
+    thread = threading.Thread(target=second, daemon=True)
+    thread.start()
+    try:
+        deadline = utcnow() + timedelta(seconds=30)
+        while ("pid" not in done or not _waiting_on_a_lock(engine, done["pid"])) and utcnow() < deadline:
+            threading.Event().wait(0.01)
+        assert _waiting_on_a_lock(engine, done["pid"])
+        t1.commit()
+    finally:
+        thread.join()
+        t1.close()
+    assert done["written"] == 1  # only "new" was inserted
+    with engine.begin() as conn:
+        assert write_events(conn, [_spec(org, "same"), _spec(org, "new")]) == 0  # sequentially too
+    assert [(e.key, e.cursor) for e in events(engine)] == [("same", 1), ("new", 2)]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(whatsapp_event_cursors.c.last_cursor)).scalar_one() == 2
+
+
+def test_a_duplicate_event_takes_no_cursor_on_sqlite_either(tmp_path) -> None:
+    from wa_core.db.engine import create_sync_engine
+    from wa_core.db.migrate import upgrade
+
+    lite_settings = Settings(_env_file=None, database_url=None, data_dir=str(tmp_path))
+    upgrade(lite_settings)
+    lite = create_sync_engine(lite_settings)
+    try:
+        org = bind_fixture_numbers(lite)["acme"]
+        with lite.begin() as conn:
+            assert write_events(conn, [_spec(org, "same")]) == 1
+        with lite.begin() as conn:
+            assert write_events(conn, [_spec(org, "same"), _spec(org, "new")]) == 1
+        assert [(e.key, e.cursor) for e in events(lite)] == [("same", 1), ("new", 2)]
+        with lite.connect() as conn:
+            assert conn.execute(sa.select(whatsapp_event_cursors.c.last_cursor)).scalar_one() == 2
+    finally:
+        lite.dispose()
 
 
 def test_events_of_a_rolled_back_item_are_not_written(engine: Engine) -> None:

@@ -191,3 +191,131 @@ def test_a_kept_alive_run_serves_the_first_endpoint_at_once_and_idles_without_sp
             write_events(conn, [EventSpec(org, "test.stop", "stop", {}, utcnow())])
         run.join(30)
     assert not run.is_alive()
+
+
+def deliver_until_disabled(engine: Engine, settings: Settings, org) -> None:
+    """Run delivery until ``org``'s endpoint is disabled (the condition; max_seconds only guards a hang)."""
+    def disabled() -> bool:
+        with engine.connect() as conn:
+            return not conn.execute(sa.select(whatsapp_event_endpoints.c.enabled).where(whatsapp_event_endpoints.c.organization_id == org)).scalar_one()
+
+    run_delivery(engine, settings, cipher(settings), should_stop=disabled, max_seconds=120)
+    assert disabled()
+
+
+@pytest.mark.parametrize("url", ["http://[::1/hooks", "https://", "http://:8080/hooks"])
+def test_an_endpoint_url_the_client_cannot_parse_is_refused(engine: Engine, push_settings: Settings, url: str) -> None:
+    org = bind_fixture_numbers(engine)["acme"]
+    with engine.begin() as conn, pytest.raises(ValueError, match="http"):
+        set_endpoint(conn, cipher(push_settings), org, url)
+
+
+def test_an_unusable_stored_url_fails_its_endpoint_and_the_other_organizations_are_served(
+    engine: Engine, push_settings: Settings, receiver: Receiver
+) -> None:
+    """Break-it (issue 13): a URL stored before it was validated (or by hand) made httpx raise
+    InvalidURL out of the run, which then served no organization at all."""
+    orgs = bind_fixture_numbers(engine)
+    c = cipher(push_settings)
+    with engine.begin() as conn:
+        set_endpoint(conn, c, orgs["globex"], receiver.url)
+        set_endpoint(conn, c, orgs["acme"], receiver.url)
+        conn.execute(sa.update(whatsapp_event_endpoints).where(whatsapp_event_endpoints.c.organization_id == orgs["acme"])
+                     .values(url="http://[::1/hooks"))
+    emit(engine, orgs["acme"], "wamid.A1")
+    emit(engine, orgs["globex"], "wamid.G1")
+    deliver_until_disabled(engine, push_settings, orgs["acme"])  # retried, counted, disabled, never raised
+    with engine.connect() as conn:
+        states = {r.organization_id: r for r in conn.execute(sa.select(whatsapp_event_endpoints))}
+        failed = conn.execute(sa.select(whatsapp_event_deliveries).where(whatsapp_event_deliveries.c.organization_id == orgs["acme"])).all()
+    assert states[orgs["globex"]].delivered_cursor == 1 and [json.loads(b)["events"][0]["data"]["wamid"] for _, b in receiver.requests] == ["wamid.G1"]
+    assert len(failed) == push_settings.event_push_disable_after_failures and not any(a.ok for a in failed)
+    assert failed[0].error.startswith("invalid endpoint URL") and failed[0].status_code is None
+    assert states[orgs["acme"]].enabled is False and "invalid endpoint URL" in states[orgs["acme"]].disabled_reason
+
+
+def test_an_undecryptable_endpoint_secret_fails_that_endpoint_not_the_run(engine: Engine, push_settings: Settings, receiver: Receiver) -> None:
+    """Break-it (issue 13): a secret encrypted under a key no longer configured (a rotation
+    whose previous key was dropped too early) raised DecryptionFailed out of the run."""
+    orgs = bind_fixture_numbers(engine)
+    c = cipher(push_settings)
+    with engine.begin() as conn:
+        set_endpoint(conn, c, orgs["globex"], receiver.url)
+        set_endpoint(conn, TokenCipher.from_hex("22" * 32), orgs["acme"], receiver.url)  # another key's secret
+    emit(engine, orgs["acme"], "wamid.A1")
+    emit(engine, orgs["globex"], "wamid.G1")
+    deliver_until_disabled(engine, push_settings, orgs["acme"])
+    with engine.connect() as conn:
+        status = {org: endpoint_status(conn, orgs[org]) for org in ("acme", "globex")}
+    assert status["globex"]["delivered_cursor"] == 1 and len(receiver.requests) == 1  # nothing unsigned was sent for acme
+    assert status["acme"]["delivered_cursor"] == 0 and status["acme"]["enabled"] is False
+    assert "cannot be decrypted" in status["acme"]["last_attempt"]["error"]
+
+
+def test_setting_the_endpoint_again_during_a_failing_request_keeps_it_enabled(engine: Engine, push_settings: Settings, receiver: Receiver) -> None:
+    """Break-it (issue 13): the operator sets an endpoint that is one failure from being
+    disabled again ("Setting the endpoint again enables it", failures cleared) while a request
+    to it is in flight; that request then fails. It counts as the first failure of the new
+    setting, not as the one that disables it with the counter the operator cleared."""
+    org = bind_fixture_numbers(engine)["acme"]
+    c = cipher(push_settings)
+    with engine.begin() as conn:
+        set_endpoint(conn, c, org, receiver.url)
+        conn.execute(sa.update(whatsapp_event_endpoints).values(failures=push_settings.event_push_disable_after_failures - 1))
+    emit(engine, org, "wamid.A1")
+    receiver.mode = "slow"  # answers after the push timeout: this attempt fails
+    with httpx.Client() as client:
+        worker = threading.Thread(target=deliver_endpoint, args=(engine, push_settings, c, client, org))
+        worker.start()
+        while not receiver.requests:  # the request is in flight
+            time.sleep(0.01)
+        with engine.begin() as conn:
+            set_endpoint(conn, c, org, receiver.url)  # the operator: fixed, enable it again
+        worker.join()
+    row = endpoint(engine)
+    assert row.enabled is True, row.disabled_reason
+    assert row.failures == 1 and row.next_attempt_at is not None
+    assert [a.error for a in attempts(engine)] == ["timeout"]
+
+
+def test_an_event_written_twice_leaves_no_endpoint_due_once_everything_is_delivered(engine: Engine, push_settings: Settings, receiver: Receiver) -> None:
+    """Break-it (issue 13): the second write of one event id did nothing (ON CONFLICT) but took
+    a cursor, so the endpoint stayed "behind" forever (a lease, a read and an unlease every
+    round, and a push status that never settled)."""
+    from wa_core.events.push import due_endpoints
+
+    org = bind_fixture_numbers(engine)["acme"]
+    with engine.begin() as conn:
+        set_endpoint(conn, cipher(push_settings), org, receiver.url)
+    emit(engine, org, "wamid.SAME")
+    emit(engine, org, "wamid.SAME")  # the same event id again
+    deliver(engine, push_settings)
+    assert len(receiver.requests) == 1
+    with engine.connect() as conn:
+        status = endpoint_status(conn, org)
+    assert status["delivered_cursor"] == status["last_cursor"] == 1
+    assert due_endpoints(engine) == []
+
+
+def test_a_redelivered_calls_webhook_is_pushed_once_and_leaves_no_endpoint_due(engine: Engine, push_settings: Settings, receiver: Receiver) -> None:
+    """The same reached by what Meta does every day: one ``calls`` webhook delivered twice."""
+    from tests.conftest import fixture_bytes
+    from tests.core.test_processing import drain
+    from tests.helpers import land
+    from wa_core.db.schema_events import whatsapp_events
+    from wa_core.events.push import due_endpoints
+
+    orgs = bind_fixture_numbers(engine, acme_status="active")
+    with engine.begin() as conn:
+        for org in orgs.values():
+            set_endpoint(conn, cipher(push_settings), org, receiver.url)
+    body = fixture_bytes("calls_connect_user_initiated.json")
+    for _ in range(2):  # Meta's redelivery
+        land(engine, body)
+        drain(engine, push_settings)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(whatsapp_events).where(whatsapp_events.c.type.like("call.%"))).scalar_one() == 1
+    deliver(engine, push_settings)
+    pushed = [e["type"] for _, b in receiver.requests for e in json.loads(b)["events"]]
+    assert pushed.count("call.connect") == 1 and len(pushed) == len(set(pushed)), pushed
+    assert due_endpoints(engine) == []

@@ -100,6 +100,9 @@ def test_admin_sets_rotates_disables_and_replays_an_endpoint(settings: Settings,
         assert c.post(f"{base}/endpoint/disable", headers=admin).json() == {"enabled": False}
         assert c.get("/api/admin/whatsapp/events/nobody/endpoint", headers=admin).status_code == 404
         assert c.put(f"{base}/endpoint", json={"url": "ftp://crm.example/x"}, headers=admin).status_code == 422
+        r = c.put(f"{base}/endpoint", json={"url": "http://[::1/hooks"}, headers=admin)  # break-it (issue 13): was 200
+        assert r.status_code == 422 and "cannot be parsed" in r.text
+        assert c.get(f"{base}/endpoint", headers=admin).json()["url"] == "https://crm.example/hooks"  # the refused URL stored nothing
 
 
 def test_the_command_sets_rotates_and_disables_an_endpoint(settings: Settings, engine: Engine, capsys) -> None:
@@ -119,4 +122,6 @@ def test_the_command_sets_rotates_and_disables_an_endpoint(settings: Settings, e
     shown = json.loads(capsys.readouterr().out)
     assert (shown["consecutive_failures"], shown["last_attempt"], shown["disabled_reason"]) == (0, None, "disabled by an operator")
     assert main(["events-endpoint", "set", "--org", "acme"]) == 2  # no URL
+    assert main(["events-endpoint", "set", "--org", "acme", "--url", "http://[::1/hooks"]) == 2  # one httpx cannot parse
+    assert "cannot be parsed" in capsys.readouterr().err
     assert main(["events-endpoint", "show", "--org", "nobody"]) == 1

@@ -7,19 +7,24 @@ a re-applied batch or two runs applying the same item plan the same id, and the 
 **Cursors in commit order.** A ``bigserial`` given at insert is not a safe cursor: a
 transaction holding cursor 7 can commit after another one holding cursor 8 was read by a
 consumer, who then never sees 7. Here each organization has a counter row
-(``whatsapp_event_cursors``); :func:`flush_events`, the last statement of the writing
-transaction, adds the organization's count of new events to it with an upsert that takes the
-row's lock, and the events get the cursors ``old + 1 … new``. The lock is held until the
-transaction ends, so a second transaction of the same organization only gets its (higher)
-cursors once the first has committed or rolled back: cursors become visible in increasing
-order, and a consumer reading ``cursor > n`` never misses one. Cursors are increasing, not
-dense (an event skipped by ``ON CONFLICT`` leaves a gap). Locks are taken in organization
-order (no deadlock between two batches); since it is the last step before the commit, the
+(``whatsapp_event_cursors``); :func:`flush_events`, the last step of the writing
+transaction, first locks the organization's counter row (an upsert that writes nothing),
+then, in one statement, inserts the events whose id is not stored yet with the cursors
+``old + 1 … new`` and moves the counter to ``new``. The lock is held until the transaction
+ends, so a second transaction of the same organization only gets its (higher) cursors once
+the first has committed or rolled back: cursors become visible in increasing order, and a
+consumer reading ``cursor > n`` never misses one. Since the insert runs after the lock was
+taken, it sees every committed event of the organization: a duplicate (a redelivered
+webhook, two deliveries of one processed concurrently) takes no cursor, so the counter is
+the newest stored cursor and an endpoint that delivered everything is not "behind".
+Cursors are increasing (in practice without gaps; consumers must not rely on that). Locks
+are taken in organization order (no deadlock between two batches); since it is the last step before the commit, the
 lock is held for milliseconds. SQLite has one writer: the same statements, trivially ordered.
 
 **Set-based.** Handlers and writers *add* events to the connection's pending list while the
-transaction runs (:func:`add_events`, no SQL); :func:`flush_events` writes them all: one
-counter upsert, one ``INSERT … SELECT FROM unnest`` and one ``pg_notify`` per transaction.
+transaction runs (:func:`add_events`, no SQL); :func:`flush_events` writes them all in two
+statements per transaction: the counters' lock, then one ``INSERT … SELECT FROM unnest``
+that also moves the counters and sends the ``pg_notify`` (of the organizations that got events).
 A savepoint that rolls back drops the events added since :func:`mark` (:func:`discard`); a
 rolled-back transaction drops them all (:func:`discard` with mark 0, also done on every
 ``rollback`` of the connection).
@@ -46,7 +51,7 @@ from sqlalchemy.engine import Connection
 from wa_core.db.engine import storable
 from wa_core.db.schema import utcnow
 from wa_core.db.schema_events import whatsapp_event_cursors, whatsapp_events
-from wa_core.processing.bulk import JsonText, chunks, is_postgres, pg_insert, sqlite_insert
+from wa_core.processing.bulk import JsonText, chunks, is_postgres, pg_from, sqlite_insert
 from wa_core.processing.state import EventSpec
 
 log = logging.getLogger("wa_core.events")
@@ -150,7 +155,8 @@ def _on_commit(conn: Connection) -> None:
 def flush_events(conn: Connection) -> int:
     """Write the pending events of ``conn``'s transaction and clear them; call it as the last
     step before the commit (it takes the organizations' cursor locks). Returns how many
-    events were planned (some may have existed already). Database errors propagate."""
+    events were inserted (an event whose id is stored already is skipped and takes no
+    cursor). Database errors propagate."""
     pending = conn.info.pop(_PENDING, None)
     if not pending:
         return 0
@@ -177,22 +183,66 @@ def flush_events(conn: Connection) -> int:
     for row in rows.values():
         per_org.setdefault(row["organization_id"], []).append(row)
     orgs = sorted(per_org, key=str)  # lock order
-    tops = _take_cursors(conn, [(org, len(per_org[org])) for org in orgs])
-    for org in orgs:
-        first = tops[org] - len(per_org[org]) + 1
-        for offset, row in enumerate(per_org[org]):
-            row["cursor"] = first + offset
-    ordered = [row for org in orgs for row in per_org[org]]
     if postgres:
-        pg_insert(conn, whatsapp_events, ordered, _COLUMNS, "ON CONFLICT (id) DO NOTHING")
-        conn.exec_driver_sql(
-            "SELECT pg_notify(%(channel)s, o) FROM unnest(%(orgs)s::text[]) AS o",
-            {"channel": EVENTS_CHANNEL, "orgs": [str(org) for org in orgs]},
-        )
-    else:
-        for part in chunks(ordered):
-            sqlite_insert(conn, whatsapp_events, part, _COLUMNS, ["id"])
+        return _flush_postgres(conn, orgs, per_org)
+    fresh = _new_rows(conn, orgs, per_org)  # SQLite has one writer: what is not stored yet stays new
+    tops = _take_cursors(conn, [(org, len(fresh[org])) for org in orgs if fresh[org]])
+    ordered = []
+    for org in orgs:
+        if fresh[org]:
+            first = tops[org] - len(fresh[org]) + 1
+            for offset, row in enumerate(fresh[org]):
+                ordered.append({**row, "cursor": first + offset})
+    for part in chunks(ordered):
+        sqlite_insert(conn, whatsapp_events, part, _COLUMNS, ["id"])
     return len(ordered)
+
+
+#: the events not stored yet get the cursors after their organization's counter (locked by
+#: the statement before, so this statement's snapshot sees every committed event of it), the
+#: counter moves to the highest one given, and the organizations that got events are notified
+_PG_FLUSH = """
+WITH fresh AS (
+  SELECT v.*, row_number() OVER (PARTITION BY v.organization_id ORDER BY v.cursor) AS n FROM {source}
+  WHERE NOT EXISTS (SELECT 1 FROM whatsapp_events e WHERE e.id = v.id)),
+ins AS (
+  INSERT INTO whatsapp_events (id, organization_id, cursor, type, key, occurred_at, created_at, payload, webhook_log_id)
+  SELECT f.id, f.organization_id, c.last_cursor + f.n, f.type, f.key, f.occurred_at, f.created_at, f.payload::jsonb, f.webhook_log_id
+  FROM fresh f JOIN whatsapp_event_cursors c ON c.organization_id = f.organization_id ORDER BY f.organization_id, f.n
+  ON CONFLICT (id) DO NOTHING RETURNING organization_id, cursor),
+tops AS (SELECT organization_id, max(cursor) AS top, count(*) AS n FROM ins GROUP BY organization_id),
+moved AS (
+  UPDATE whatsapp_event_cursors c SET last_cursor = t.top, updated_at = now() FROM tops t
+  WHERE c.organization_id = t.organization_id RETURNING c.organization_id, t.n)
+SELECT n, pg_notify('%s', organization_id::text) FROM moved
+""" % EVENTS_CHANNEL
+
+
+def _flush_postgres(conn: Connection, orgs: list[Any], per_org: dict[Any, list[dict[str, Any]]]) -> int:
+    """Two statements: lock the organizations' counters (in ``orgs`` order, created at 0 when
+    missing; ``DO UPDATE … WHERE false`` locks without writing), then :data:`_PG_FLUSH`.
+    A duplicate event (its id stored already, e.g. a redelivered webhook processed twice)
+    takes no cursor. Returns how many events were inserted."""
+    conn.exec_driver_sql(
+        "INSERT INTO whatsapp_event_cursors (organization_id, last_cursor, updated_at)"
+        " SELECT o, 0, now() FROM unnest(%(o)b::uuid[]) WITH ORDINALITY AS v(o, i) ORDER BY i"
+        " ON CONFLICT (organization_id) DO UPDATE SET updated_at = excluded.updated_at WHERE false",
+        {"o": orgs},
+    )
+    ordered = []
+    for org in orgs:  # "cursor" carries the order within the organization (planned order)
+        ordered.extend({**row, "cursor": k} for k, row in enumerate(per_org[org], 1))
+    found = pg_from(conn, _PG_FLUSH, whatsapp_events, ordered, _COLUMNS).all()
+    return sum(n for n, _ in found)
+
+
+def _new_rows(conn: Connection, orgs: list[Any], per_org: dict[Any, list[dict[str, Any]]]) -> dict[Any, list[dict[str, Any]]]:
+    """The rows of ``per_org`` whose id is not stored yet (SQLite)."""
+    ids = [row["id"] for org in orgs for row in per_org[org]]
+    stored: set[Any] = set()
+    for part in chunks(ids):
+        stored.update(conn.execute(sa.select(whatsapp_events.c.id).where(whatsapp_events.c.id.in_(list(part)))).scalars())
+    return {org: [row for row in per_org[org] if row["id"] not in stored] for org in orgs}
 
 
 def _take_cursors(conn: Connection, counts: list[tuple[Any, int]]) -> dict[Any, int]:

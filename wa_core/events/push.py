@@ -10,11 +10,18 @@ during a rotation's grace period also the previous secret's signature).
 - **In order per organization:** events go after the endpoint's ``delivered_cursor``, one
   request at a time per endpoint (a lease on the row keeps a second run off it); when behind,
   up to ``EVENT_PUSH_BATCH_SIZE`` events a request.
-- **Retries:** a non-2xx answer, a timeout or a connection error is retried after
+- **One endpoint's fault is its own:** a non-2xx answer, a timeout, a connection error, a URL
+  the client cannot use (stored before :func:`check_url` refused it) or a secret no
+  configured key decrypts fails that attempt (logged, counted), never the run serving the
+  other organizations. :func:`set_endpoint` refuses a URL httpx cannot parse (ValueError).
+- **Retries:** a failed attempt is retried after
   ``EVENT_PUSH_RETRY_BASE_SECONDS`` × 2^(failures − 1), at most ``EVENT_PUSH_RETRY_MAX_SECONDS``;
   after ``EVENT_PUSH_DISABLE_AFTER_FAILURES`` consecutive failures, or failing for
   ``EVENT_PUSH_RETRY_WINDOW_HOURS`` (3 days), the endpoint is disabled with an alert
-  (``event_endpoint_disabled``). Setting the endpoint again enables it.
+  (``event_endpoint_disabled``). Setting the endpoint again enables it. Failures are counted
+  on the endpoint's current row: a request that fails after the operator set the endpoint
+  again counts as the first failure of the new setting, it never disables it with the
+  counter the operator cleared.
 - **Every attempt is logged** in ``whatsapp_event_deliveries`` (status, latency, error).
 - **Replay:** :func:`enqueue_replay` queues one event or a filter (time, types); queued events
   are sent (again) after the live ones, with the same signing, marked delivered on a 2xx.
@@ -47,6 +54,7 @@ from wa_core.db.schema_events import (
     whatsapp_event_replays,
     whatsapp_events,
 )
+from wa_core.meta.crypto import TokenCryptoError
 from wa_core.settings import Settings
 
 from .feed import event_json, last_cursor
@@ -65,12 +73,26 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
 
+def check_url(url: str) -> None:
+    """Raise :class:`ValueError` unless ``url`` is an ``http(s)`` URL with a host, of at most
+    2000 characters, that the delivery client (httpx) can parse."""
+    message = "the endpoint URL must be an http(s) URL with a host, of at most 2000 characters"
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")) or len(url) > 2000:
+        raise ValueError(message)
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        raise ValueError(f"{message}: it cannot be parsed") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(message)
+
+
 def set_endpoint(conn: Connection, cipher: Any, organization_id: uuid.UUID, url: str, secret: str | None = None) -> str:
     """Create or replace the organization's endpoint (enabled, failures cleared) and return
     its secret (a new one unless ``secret`` is given; shown once). A new endpoint starts
-    after the newest event (older ones can be replayed); a changed URL keeps the position."""
-    if not url.startswith(("https://", "http://")) or len(url) > 2000:
-        raise ValueError("the endpoint URL must be an http(s) URL of at most 2000 characters")
+    after the newest event (older ones can be replayed); a changed URL keeps the position.
+    Raises :class:`ValueError` for a URL :func:`check_url` refuses or a malformed secret."""
+    check_url(url)
     secret = secret or new_secret()
     Webhook(secret)  # refuses an empty or malformed secret
     now = utcnow()
@@ -246,18 +268,24 @@ def _attempt(engine: Engine, settings: Settings, cipher: Any, client: httpx.Clie
     import json
 
     body = json.dumps({"events": [event_json(e) for e in batch]}, separators=(",", ":"), ensure_ascii=False)
-    headers = signed_headers(_secrets(cipher, row, now), webhook_id, body, now)
     started = time.perf_counter()
     status_code, error = None, None
-    try:
-        response = client.post(row.url, content=body.encode(), headers=headers, timeout=settings.event_push_timeout_seconds)
-        status_code = response.status_code
-        if not 200 <= status_code < 300:
-            error = f"HTTP {status_code}"
-    except httpx.TimeoutException:
-        error = "timeout"
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}"
+    try:  # the endpoint's own faults fail this attempt only, never the run of the others
+        headers = signed_headers(_secrets(cipher, row, now), webhook_id, body, now)
+    except TokenCryptoError:
+        headers, error = None, "the endpoint's secret cannot be decrypted with the configured keys (set the endpoint again)"
+    if headers is not None:
+        try:
+            response = client.post(row.url, content=body.encode(), headers=headers, timeout=settings.event_push_timeout_seconds)
+            status_code = response.status_code
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}"
+        except httpx.TimeoutException:
+            error = "timeout"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}"
+        except (httpx.InvalidURL, ValueError, UnicodeError) as exc:  # a URL stored before check_url refused it
+            error = f"invalid endpoint URL ({type(exc).__name__})"
     latency = int((time.perf_counter() - started) * 1000)
     ok = error is None
     stats.requests += 1
@@ -268,6 +296,8 @@ def _attempt(engine: Engine, settings: Settings, cipher: Any, client: httpx.Clie
             organization_id=row.organization_id, attempted_at=now, webhook_id=webhook_id, url=row.url, events=len(batch), first_cursor=first,
             last_cursor=last, replay=replay, ok=ok, status_code=status_code, latency_ms=latency, error=error))
         values: dict[str, Any] = {"last_attempt_at": now, "updated_at": done}
+        this = sa.update(whatsapp_event_endpoints).where(ep.organization_id == row.organization_id)
+        failures = 0
         if ok:
             values.update(failures=0, first_failure_at=None, next_attempt_at=None, last_success_at=done)
             if replay:
@@ -277,23 +307,26 @@ def _attempt(engine: Engine, settings: Settings, cipher: Any, client: httpx.Clie
                 values["delivered_cursor"] = last
                 stats.delivered += len(batch)
         else:
-            failures = row.failures + 1
-            since = as_utc(row.first_failure_at) or now
-            values.update(failures=failures, first_failure_at=since, next_attempt_at=done + timedelta(seconds=retry_delay(failures, settings)))
+            # counted on the row as it is now (locked by this update), not as leased: an operator
+            # who set the endpoint again during the request cleared the counter this failure adds to
+            current = conn.execute(this.values(failures=ep.failures + 1, first_failure_at=sa.func.coalesce(ep.first_failure_at, now))
+                                   .returning(ep.failures, ep.first_failure_at, ep.enabled)).one()
+            failures, since = current.failures, as_utc(current.first_failure_at)
+            values["next_attempt_at"] = done + timedelta(seconds=retry_delay(failures, settings))
             stats.failed += 1
             too_long = done - since >= timedelta(hours=settings.event_push_retry_window_hours)
-            if failures >= settings.event_push_disable_after_failures or too_long:
+            if current.enabled and (failures >= settings.event_push_disable_after_failures or too_long):
                 reason = f"{failures} consecutive failed deliveries (last: {error})" if not too_long else f"failing since {since.isoformat()} (last: {error})"
                 values.update(enabled=False, disabled_at=done, disabled_reason=reason)
                 stats.disabled += 1
-        conn.execute(sa.update(whatsapp_event_endpoints).where(ep.organization_id == row.organization_id).values(**values))
+        conn.execute(this.values(**values))
     if not ok:
-        log.warning("event push to organization %s failed (%s, attempt %d)", row.organization_id, error, row.failures + 1)
+        log.warning("event push to organization %s failed (%s, attempt %d)", row.organization_id, error, failures)
     if values.get("enabled") is False:
         get_notifier(settings, engine).notify(Alert(
             "event_endpoint_disabled", str(row.organization_id),
             f"event push endpoint of organization {row.organization_id} disabled: {values['disabled_reason']}; set it again to resume",
-            details={"failures": values["failures"], "last_error": error}, organization_id=row.organization_id))
+            details={"failures": failures, "last_error": error}, organization_id=row.organization_id))
 
 
 def due_endpoints(engine: Engine, now: datetime | None = None) -> list[Any]:
@@ -338,6 +371,6 @@ def deliver_round(engine: Engine, settings: Settings, cipher: Any, client: httpx
 
 
 __all__ = [
-    "DeliveryStats", "UnknownEndpoint", "deliver_endpoint", "deliver_round", "disable_endpoint", "due_endpoints", "endpoint_status",
+    "DeliveryStats", "UnknownEndpoint", "check_url", "deliver_endpoint", "deliver_round", "disable_endpoint", "due_endpoints", "endpoint_status",
     "enqueue_replay", "new_secret", "next_due_in", "retry_delay", "rotate_secret", "set_endpoint", "signed_headers",
 ]

@@ -49,7 +49,7 @@ def _short(value: Any, limit: int) -> str | None:
 def call_plan(ctx: ChangeContext, route: Route, item: dict[str, Any], kind: str) -> StatePlan:
     """The plan of one ``calls[]`` item (``kind`` ``call``) or call ``statuses[]`` item
     (``kind`` ``status``): the call's state (ordered), the facts it brings, its history row
-    and a ``call.<event>`` event. Raises :class:`InvalidPayload` without an id, or for a
+    and a ``call.<event>`` event, announced only when the state write moved the call's row. Raises :class:`InvalidPayload` without an id, or for a
     ``calls[]`` item whose ``event`` is neither connect nor terminate."""
     call_id = required_id(item, "id", "call")
     event_at = meta_time(item.get("timestamp"))
@@ -95,7 +95,8 @@ def call_plan(ctx: ChangeContext, route: Route, item: dict[str, Any], kind: str)
         "created_at": ctx.received_at,
         "updated_at": ctx.received_at,
     }
-    rows: list[RowWrite] = [upsert(ctx, whatsapp_calls, {**base, **facts}, _KEY, _STATE, "lifecycle_order")]
+    state_write = upsert(ctx, whatsapp_calls, {**base, **facts}, _KEY, _STATE, "lifecycle_order")
+    rows: list[RowWrite] = [state_write]
     facts_write = fill(ctx, whatsapp_calls, base, _KEY, facts)
     if facts_write is not None:
         rows.append(facts_write)
@@ -113,7 +114,9 @@ def call_plan(ctx: ChangeContext, route: Route, item: dict[str, Any], kind: str)
     rows.append(upsert(ctx, whatsapp_call_events, history, ("phone_number_id", "call_id", "event_key")))
     payload = {"call_id": call_id, "state": base["state"], "direction": facts["direction"], "from": facts["from_id"], "to": facts["to_id"],
                "duration_seconds": facts["duration_seconds"]}
-    return StatePlan(rows, events=[event(route, f"call.{name}", f"{call_id}:{event_key}", payload, event_at, ctx)])
+    # gated on the state write: a late, older event (a ringing status after the terminate) keeps
+    # its history row and facts but announces nothing, the feed's last word is the call's state
+    return StatePlan(rows, events=[event(route, f"call.{name}", f"{call_id}:{event_key}", payload, event_at, ctx)], gate=state_write)
 
 
 def handle_calls(ctx: ChangeContext) -> Iterable[Unit]:

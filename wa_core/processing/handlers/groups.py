@@ -105,7 +105,9 @@ def _participant_rows(ctx: ChangeContext, base: dict[str, Any], people: list[Any
 def group_plan(ctx: ChangeContext, route: Route, item: dict[str, Any]) -> StatePlan:
     """The plan of one ``groups[]`` item: the group's facet the item's ``type`` changes (or
     its participants), its history row and a ``group.updated`` or
-    ``group.participants_changed`` event. An unknown ``type`` writes only the history row.
+    ``group.participants_changed`` event, announced only when the item's first ordered write
+    (lifecycle, subject/description, suspension, first participant; else the history row)
+    moved its row. An unknown ``type`` writes only the history row.
     Raises :class:`~wa_core.processing.errors.InvalidPayload` without ``group_id`` or
     ``type``."""
     group_id = required_id(item, "group_id", "group")
@@ -117,6 +119,7 @@ def group_plan(ctx: ChangeContext, route: Route, item: dict[str, Any]) -> StateP
     base = {"organization_id": route.organization_id, "phone_number_id": route.phone_number_id, "group_id": group_id}
     group = {**base, "created_at": ctx.received_at, "updated_at": ctx.received_at}
     rows: list[RowWrite] = []
+    facets: list[RowWrite] = []  # the ordered writes whose move the event announces (first: its gate)
     payload: dict[str, Any] = {"group_id": group_id, "type": kind, "request_id": request_id}
     event_type = "group.updated"
     code, title = first_error(item)
@@ -124,14 +127,16 @@ def group_plan(ctx: ChangeContext, route: Route, item: dict[str, Any]) -> StateP
         lifecycle = "create_failed" if kind == "group_create" and code is not None else LIFECYCLE[kind]
         values = {**group, "lifecycle": lifecycle, "lifecycle_at": event_at, "request_id": (request_id or "")[:255] or None,
                   "error_code": code, "error_title": title}
-        rows.append(upsert(ctx, whatsapp_groups, values, _GROUP_KEY,
-                           ("lifecycle", "lifecycle_at", "request_id", "error_code", "error_title", "updated_at"), "lifecycle_at"))
+        facets.append(upsert(ctx, whatsapp_groups, values, _GROUP_KEY,
+                             ("lifecycle", "lifecycle_at", "request_id", "error_code", "error_title", "updated_at"), "lifecycle_at"))
+        rows.append(facets[-1])
         payload["lifecycle"] = lifecycle
     settings = _settings(item, kind) if code is None or kind == "group_settings_update" else {}
     ordered = {k: v for k, v in settings.items() if k in _ORDERED_SETTINGS}
     if ordered:  # what a settings update changes: ordered by settings_at
         values = {**group, **ordered, "settings_at": event_at}
-        rows.append(upsert(ctx, whatsapp_groups, values, _GROUP_KEY, (*sorted(ordered), "settings_at", "updated_at"), "settings_at"))
+        facets.append(upsert(ctx, whatsapp_groups, values, _GROUP_KEY, (*sorted(ordered), "settings_at", "updated_at"), "settings_at"))
+        rows.append(facets[-1])
     link = fill(ctx, whatsapp_groups, group, _GROUP_KEY, {k: v for k, v in settings.items() if k not in _ORDERED_SETTINGS})
     if link is not None:  # the invite link and join mode only come with the creation: set when given
         rows.append(link)
@@ -139,7 +144,8 @@ def group_plan(ctx: ChangeContext, route: Route, item: dict[str, Any]) -> StateP
         payload["settings"] = sorted(settings)
     if kind in SUSPENSION:
         values = {**group, "suspended": SUSPENSION[kind], "status_at": event_at}
-        rows.append(upsert(ctx, whatsapp_groups, values, _GROUP_KEY, ("suspended", "status_at", "updated_at"), "status_at"))
+        facets.append(upsert(ctx, whatsapp_groups, values, _GROUP_KEY, ("suspended", "status_at", "updated_at"), "status_at"))
+        rows.append(facets[-1])
         payload["suspended"] = SUSPENSION[kind]
     if kind in PARTICIPANTS or kind in JOIN_REQUESTS:
         rows.append(upsert(ctx, whatsapp_groups, group, _GROUP_KEY))  # the group, created once if unknown yet
@@ -150,15 +156,19 @@ def group_plan(ctx: ChangeContext, route: Route, item: dict[str, Any]) -> StateP
             state, people = JOIN_REQUESTS[kind], [item]
         participant_rows, keys = _participant_rows(ctx, base, people, state, item, event_at)
         rows += participant_rows
+        facets += [w for w in participant_rows if w.newer]  # the ordered state rows, not the ids fills
         payload.update(state=state, participants=keys)
         event_type = "group.participants_changed"
     event_key = _event_key(kind, event_at, request_id, item)
     history = {**base, "field": ctx.field[:64], "type": kind[:64], "event_key": event_key, "request_id": (request_id or "")[:255] or None,
                "event_at": event_at, "raw": item, "received_at": ctx.received_at, "webhook_log_id": ctx.webhook_log_id}
     rows.append(upsert(ctx, whatsapp_group_events, history, ("phone_number_id", "group_id", "event_key")))
+    facets.append(rows[-1])  # no ordered write (an invite link only): announced once, with the history row
     known = kind in LIFECYCLE or kind in PARTICIPANTS or kind in JOIN_REQUESTS or kind in SUSPENSION or kind == "group_settings_update"
     events = [event(route, event_type, f"{group_id}:{event_key}", payload, event_at, ctx)] if known else []
-    return StatePlan(rows, events=events)
+    # gated: a late, older item (an add after the newer removal) keeps its history row but
+    # announces nothing; of several participants, the first one's row decides
+    return StatePlan(rows, events=events, gate=facets[0])
 
 
 def handle_groups(ctx: ChangeContext) -> Iterable[Unit]:

@@ -94,7 +94,8 @@ def conversion_plan(ctx: ChangeContext, route: Route, item: dict[str, Any]) -> S
     write = upsert(ctx, whatsapp_ad_conversions, row, ("phone_number_id", "message_wamid", "event_name"))
     payload = {"message_wamid": wamid, "event_name": row["event_name"], "ctwa_clid": row["ctwa_clid"], "currency": row["currency"],
                "value": str(row["value"]) if row["value"] is not None else None}
-    return StatePlan([write], events=[event(route, "ads.conversion", f"{wamid}:{row['event_name']}", payload, event_at, ctx)])
+    # gated on the insert-once row: a redelivery (or a second run of the item) announces nothing
+    return StatePlan([write], events=[event(route, "ads.conversion", f"{wamid}:{row['event_name']}", payload, event_at, ctx)], gate=write)
 
 
 def handle_automatic_events(ctx: ChangeContext) -> Iterable[Unit]:
