@@ -79,8 +79,10 @@ class Settings(BaseSettings):
     token_encryption_key: SecretStr | None = Field(
         default=None, description="64 hex characters (32 bytes) encrypting business tokens; required: the receiver refuses to start without it."
     )
-    graph_api_base_url: str = Field(default="https://graph.facebook.com", description="Graph API host.")
-    graph_api_version: str = Field(default="v25.0", description="Graph API version.")
+    graph_api_base_url: str = Field(
+        default="https://graph.facebook.com", description="Graph API host; surrounding blanks are stripped, a control character is refused at start-up."
+    )
+    graph_api_version: str = Field(default="v25.0", description="Graph API version (stripped; a control character is refused at start-up).")
     sentry_dsn: SecretStr | None = Field(default=None, description="Alerts also go to Sentry as events when set (alerts only, no global error capture).")
 
     # --- receiver ------------------------------------------------------------------
@@ -253,10 +255,12 @@ class Settings(BaseSettings):
 
     # --- rate limits -------------------------------------------------------------------
     webhook_bad_signature_limit: str = Field(
-        default="1000/minute", description="Per IP: webhook deliveries failing the signature check before 429."
+        default="1000/minute",
+        description="Per IP: webhook deliveries failing the signature check before 429. Rate limits are one `N/second`, `/minute`, "
+        "`/hour` or `/day` (`limits` notation, also `N per M minutes`); a malformed one is refused at start-up.",
     )
-    api_ip_limit: str = Field(default="300/minute", description="Per IP: calls to the web app's API.")
-    api_org_limit: str = Field(default="100/minute", description="Per organization: calls to the web app's API.")
+    api_ip_limit: str = Field(default="300/minute", description="Per IP: calls to the web app's API (a rate limit, as above).")
+    api_org_limit: str = Field(default="100/minute", description="Per organization: calls to the web app's API (a rate limit, as above).")
     rate_limit_prefix: str = Field(default="wa", description="Key prefix of the rate-limit counters in Redis.")
 
     # --- onboarding (Embedded Signup) and the web app's API ---------------------------
@@ -292,6 +296,27 @@ class Settings(BaseSettings):
     register_pin: SecretStr | None = Field(
         default=None, description="6-digit two-step verification PIN used to register non-coexistence numbers."
     )
+
+    @field_validator("graph_api_base_url", "graph_api_version")
+    @classmethod
+    def _no_control_characters(cls, value: str, info) -> str:
+        value = value.strip()
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError(f"{info.field_name.upper()} contains a control character: remove it")
+        return value
+
+    @field_validator("webhook_bad_signature_limit", "api_ip_limit", "api_org_limit")
+    @classmethod
+    def _a_rate_limit(cls, value: str, info) -> str:
+        import limits
+
+        value = value.strip()
+        try:
+            if len(limits.parse_many(value)) == 1:
+                return value
+        except ValueError:
+            pass
+        raise ValueError(f"{info.field_name.upper()}={value!r} is not one rate limit such as 1000/minute (N/second, /minute, /hour or /day)")
 
     @field_validator("api_docs", mode="before")
     @classmethod

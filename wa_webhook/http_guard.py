@@ -8,7 +8,9 @@ webhook route (``WEBHOOK_BODY_TIMEOUT_SECONDS``, 408); this protocol bounds the 
 
 :class:`HeaderTimeoutProtocol` is uvicorn's httptools protocol with one timer per request: armed
 when the connection opens and when the first byte of each further request arrives, cancelled
-when the headers are complete. When it fires, the client gets ``408 Request Timeout`` with
+when the headers are complete. A request pipelined behind another (its first bytes came while
+the previous response was being sent) gets the full bound again from the moment that response
+is complete; a response in progress is never interrupted. When it fires, the client gets ``408 Request Timeout`` with
 ``Connection: close``, the connection is closed, one log line is written and
 ``wa_http_header_timeouts_total`` counts it. Nothing can be lost: no request was started.
 Serve with ``uvicorn.run(..., http=HeaderTimeoutProtocol)`` (``wa-onboarding serve`` does).
@@ -52,6 +54,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         if cls.header_timeout is None:
             cls.header_timeout = _default_timeout()
         self._header_timer: asyncio.TimerHandle | None = None
+        self._headers_pending = False  # a request has begun and its headers are not complete
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is None:
@@ -68,16 +71,22 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._headers_pending = True
         self._arm_header_timer()
 
     def on_headers_complete(self) -> None:
+        self._headers_pending = False
         self._disarm_header_timer()
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        # idle between requests: uvicorn's keep-alive timer takes over until the next byte
         self._disarm_header_timer()
+        if self._headers_pending and not self.transport.is_closing():
+            # a pipelined request began during that response: its headers get a full bound
+            # from now (uvicorn's keep-alive timer is cancelled by its next byte)
+            self._arm_header_timer()
+        # else idle between requests: uvicorn's keep-alive timer takes over until the next byte
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
@@ -87,13 +96,15 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._header_timer = None
         if self.transport.is_closing():
             return
-        busy = self.cycle is not None and not self.cycle.response_complete
+        if self.cycle is not None and not self.cycle.response_complete:
+            # a pipelined request's headers while the previous response is still being sent:
+            # that response is not interrupted; on_response_complete re-arms the bound
+            return
         log.warning(
             "request headers not received within %.0f s: answering 408 and closing the connection",
             self.header_timeout,
             extra={"client": self.client[0] if self.client else None},
         )
         metrics.HEADER_TIMEOUTS.inc()
-        if not busy:  # a pipelined request's headers: the response in progress cannot be interrupted
-            self.transport.write(_RESPONSE_408)
+        self.transport.write(_RESPONSE_408)
         self.transport.close()

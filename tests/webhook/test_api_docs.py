@@ -157,3 +157,15 @@ def test_up_serves_the_docs_and_runs_as_the_demo(monkeypatch: pytest.MonkeyPatch
     _, env, _ = demo_environment(Settings(_env_file=None, data_dir=tmp_path), UpOptions())
     assert env["API_DOCS"] == "on" and env["ALERT_ENVIRONMENT"] == "demo"
     assert Settings(_env_file=None, **{k.lower(): v for k, v in env.items() if k in ("API_DOCS", "ALERT_ENVIRONMENT")}).is_production is False
+
+
+def test_a_blank_bearer_token_is_401_for_the_admin_api_as_for_metrics(settings: Settings) -> None:
+    """``Authorization: Bearer`` followed by blanks carries no token: 401 (not 403) for /metrics,
+    the admin API and the admin-only API docs alike."""
+    app = create_app(settings.model_copy(update={"admin_api_token": SecretStr("adm"), "metrics_token": SecretStr("met"), "api_docs": "admin"}))
+    blank = {"Authorization": "Bearer    "}
+    with TestClient(app) as client:
+        for path in ("/metrics", "/openapi.json", "/api/admin/whatsapp/status"):
+            r = client.get(path, headers=blank)
+            assert r.status_code == 401 and r.headers.get("www-authenticate") == "Bearer", path
+        assert client.get("/api/admin/whatsapp/status", headers={"Authorization": "Bearer  adm "}).status_code == 200

@@ -277,3 +277,25 @@ def test_the_admin_api_answers_the_same_checks(setup: Setup) -> None:
         setup.emulator.app_subscriptions.clear()
         body = api.get("/api/admin/whatsapp/doctor?dagster=false", headers={"Authorization": "Bearer admin-token"}).json()
         assert body["ok"] is False and {c["name"]: c for c in body["checks"]}["meta.webhook_subscription"]["status"] == "fail"
+
+
+#: a .env file saved with CRLF line ends leaves a carriage return at the end of a value
+BROKEN_GRAPH = [{"graph_api_base_url": "https://graph.facebook.com\r"}, {"graph_api_version": "v25.0\r"}]
+
+
+@pytest.mark.parametrize("update", BROKEN_GRAPH, ids=["base_url", "version"])
+def test_a_graph_setting_with_a_control_character_is_a_failed_check_not_an_exception(settings: Settings, update: dict) -> None:
+    """``run_doctor`` never raises: a Graph client that cannot be built fails the Meta checks."""
+    checks = run_doctor(settings.model_copy(update={"meta_app_id": "1234567890123456", **update}), timeout=1)
+    assert any(c.status == "fail" and c.name.startswith(("settings", "meta")) for c in checks)
+    graph = next(c for c in checks if c.name == "settings.graph_api")
+    assert graph.status == "fail" and "control character" in graph.detail
+
+
+@pytest.mark.parametrize("update", BROKEN_GRAPH, ids=["base_url", "version"])
+def test_the_doctor_endpoint_answers_its_report_for_a_broken_graph_setting(settings: Settings, update: dict) -> None:
+    app = create_app(settings.model_copy(update={"admin_api_token": SecretStr("adm"), "meta_app_id": "1234567890123456", **update}))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/api/admin/whatsapp/doctor", params={"dagster": "false"}, headers={"Authorization": "Bearer adm"})
+    assert r.status_code == 200, r.text
+    assert r.json()["ok"] is False

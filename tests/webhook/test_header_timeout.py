@@ -108,6 +108,43 @@ def test_headers_sent_in_time_and_an_idle_keep_alive_connection_are_served(setti
     assert count(engine) == 3
 
 
+def test_a_pipelined_request_whose_headers_drip_still_gets_408(settings: Settings, engine: Engine) -> None:
+    """The first response completing does not disarm the bound of a request pipelined behind it
+    (its first byte came in the same packet); uvicorn's keep-alive timer is cancelled by its bytes."""
+    with serve_guarded(create_app(settings)) as base:
+        sock = connect(base)
+        try:
+            # one complete request, and the first byte of the next one in the same packet
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nG")
+            sock.settimeout(0.05)
+            answer = b""
+            drip = b"ET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 30
+            started = time.monotonic()
+            closed = False
+            for byte in drip:  # ~8 s in all (past uvicorn's 5 s keep-alive too), one byte every ~0.13 s
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    chunk = None
+                if chunk == b"":
+                    closed = True
+                    break
+                if chunk:
+                    answer += chunk
+                time.sleep(0.08)
+            waited = time.monotonic() - started
+        finally:
+            sock.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]  # the first request was served
+        # the second request's headers were still incomplete after ~16x the 0.5 s bound
+        assert closed and b"408 Request Timeout" in answer, f"connection still open after {waited:.1f} s of dripped headers (bound {QuickHeaders.header_timeout} s)"
+
+
 def test_wa_onboarding_serve_uses_the_guard(monkeypatch) -> None:
     from wa_webhook import cli
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from sqlalchemy.engine import Engine
 
 from tests.conftest import APP_SECRET, TOKEN_KEY, VERIFY_TOKEN, fixture_bytes
@@ -292,3 +292,33 @@ def test_metrics_count_outcomes_signature_failures_latency_and_sizes(client: Tes
     assert value(text, 'wa_webhook_signature_failures_total{reason="mismatch"}') == value(before, 'wa_webhook_signature_failures_total{reason="mismatch"}') + 1
     assert value(text, "wa_webhook_landing_seconds_count") == value(before, "wa_webhook_landing_seconds_count") + 1
     assert value(text, "wa_webhook_body_bytes_sum") - value(before, "wa_webhook_body_bytes_sum") == len(body)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("webhook_bad_signature_limit", "1000 per min"), ("api_ip_limit", "300 per min"), ("api_org_limit", "1/second;2/minute"), ("api_ip_limit", "")],
+)
+def test_a_malformed_rate_limit_is_refused_when_the_settings_load(settings: Settings, field: str, value: str) -> None:
+    """A rate limit the limiter cannot parse would turn each client request it meters into a
+    500: it is refused at start-up, naming the setting."""
+    with pytest.raises(ValidationError, match=field.upper()):
+        Settings(**{**settings.model_dump(), field: value})
+
+
+def test_a_well_formed_rate_limit_still_meters_bad_signatures(settings: Settings) -> None:
+    limited = Settings(**{**settings.model_dump(), "webhook_bad_signature_limit": " 1 per 1 minute "})
+    assert limited.webhook_bad_signature_limit == "1 per 1 minute"
+    with TestClient(create_app(limited), raise_server_exceptions=False) as client:
+        bad = {"X-Hub-Signature-256": "sha256=" + "0" * 64}
+        codes = [client.post("/api/v1/whatsapp/webhook", content=b"{}", headers=bad).status_code for _ in range(2)]
+    assert codes == [401, 429]
+
+
+@pytest.mark.parametrize("field", ["graph_api_base_url", "graph_api_version"])
+def test_graph_settings_are_stripped_and_a_control_character_is_refused(field: str) -> None:
+    """A ``.env`` file saved with CRLF line ends leaves a carriage return at the end of a value:
+    surrounding blanks are stripped; a control character inside is refused, naming the setting."""
+    value = Settings.model_fields[field].default
+    assert getattr(Settings(**{field: f" {value}\r"}), field) == value
+    with pytest.raises(ValidationError, match=f"{field.upper()} contains a control character"):
+        Settings(**{field: value[:3] + "\x00" + value[3:]})

@@ -21,6 +21,20 @@ from wa_core.doctor.model import Check, CheckGroup, exit_code, run_group, skip
 from wa_core.settings import Settings
 
 
+class _Unusable:
+    """Stands in for a Graph client that could not be built: every call raises its error (the
+    Meta check groups turn it into failed checks); ``close`` does nothing."""
+
+    def __init__(self, exc: Exception) -> None:
+        self._exc = exc
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise self._exc
+
+
 def run_doctor(
     settings: Settings,
     *,
@@ -43,7 +57,11 @@ def run_doctor(
 
     checks: list[Check] = []
     own_graph = graph is None
-    graph = graph or GraphClient.from_settings(settings, timeout=timeout, max_retries=0)
+    if graph is None:
+        try:
+            graph = GraphClient.from_settings(settings, timeout=timeout, max_retries=0)
+        except Exception as exc:  # e.g. a control character in GRAPH_API_BASE_URL: each Meta check fails
+            graph = _Unusable(exc)
     own_http = http is None
     http = http or httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": callback.USER_AGENT})
     found: dict[str, Any] = {}

@@ -16,6 +16,7 @@ from wa_core.settings import Settings
 _NUMERIC_ID = re.compile(r"^[0-9]{5,32}$")
 _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 _PIN = re.compile(r"^[0-9]{6}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: the receiver's webhook path (wa_webhook/routes/webhook.py)
 WEBHOOK_PATH = "/api/v1/whatsapp/webhook"
 _DASHBOARD_BASIC = "Meta App Dashboard → App settings → Basic"
@@ -29,7 +30,8 @@ def settings_checks(settings: Settings) -> Iterator[Check]:
     """Settings present and well-formed: ``META_APP_ID`` (numeric), ``META_APP_SECRET`` (32 hex
     characters as the App Dashboard shows it), ``META_WEBHOOK_VERIFY_TOKEN``,
     ``TOKEN_ENCRYPTION_KEY`` (64 hex), the JWT key, ``ADMIN_API_TOKEN``, ``REGISTER_PIN``,
-    ``DATABASE_URL`` and ``META_WEBHOOK_CALLBACK_URL``."""
+    ``DATABASE_URL``, ``META_WEBHOOK_CALLBACK_URL`` and the Graph API URL (no control character)."""
+    yield _graph_api(settings)
     app_id = settings.meta_app_id or ""
     if not app_id:
         yield fail("settings.meta_app_id", "META_APP_ID is not set", f"set META_APP_ID to the App ID ({_DASHBOARD_BASIC})")
@@ -82,6 +84,17 @@ def settings_checks(settings: Settings) -> Iterator[Check]:
     else:
         yield ok("settings.database_url", "DATABASE_URL is Postgres")
     yield callback_url_setting(settings)
+
+
+def _graph_api(settings: Settings) -> Check:
+    name = "settings.graph_api"
+    for env, value in (("GRAPH_API_BASE_URL", settings.graph_api_base_url), ("GRAPH_API_VERSION", settings.graph_api_version)):
+        if _CONTROL.search(value):
+            return fail(name, f"{env} contains a control character (e.g. a carriage return from a .env file saved with CRLF)",
+                        f"remove it from {env} (save the .env file with LF line ends)")
+    if urlsplit(settings.graph_api_base_url).scheme not in ("http", "https"):
+        return fail(name, f"GRAPH_API_BASE_URL is not an http(s) URL: {settings.graph_api_base_url!r}", "set it to https://graph.facebook.com")
+    return ok(name, f"Graph API {settings.graph_api_url}")
 
 
 def _token_key(settings: Settings) -> Check:

@@ -26,15 +26,17 @@ router = APIRouter(prefix="/api/admin/whatsapp", tags=["admin"])
 
 
 def require_admin(request: Request) -> None:
-    """Check the admin bearer token (constant time); 401 without it, 403 if wrong, 503 if unset."""
+    """Check the admin bearer token (constant time); 401 without it (no header, another scheme, or
+    only blanks after ``Bearer``), 403 if wrong, 503 if unset."""
     expected = request.app.state.settings.admin_api_token
     if expected is None or not expected.get_secret_value():
         raise HTTPException(503, "admin API is disabled: ADMIN_API_TOKEN is not set")
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:  # "Bearer" and blanks carries no token: 401, as /metrics
         raise HTTPException(401, "admin bearer token required", headers={"WWW-Authenticate": "Bearer"})
-    if not tokens_equal(token.strip(), expected.get_secret_value()):
+    if not tokens_equal(token, expected.get_secret_value()):
         raise HTTPException(403, "not an admin token")
 
 
