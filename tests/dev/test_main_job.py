@@ -5,6 +5,7 @@ default (SQLite) and on Postgres (app + dagster-postgres storage)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -30,9 +31,24 @@ def run_up(env: dict[str, str]) -> subprocess.CompletedProcess:
     args = [CLI, "up", "--exit-when-done", "--rate", "5", "--duration", "4", "--orgs", "2",
             "--receiver-port", str(free_port()), "--dagster-port", str(free_port()), "--wait-seconds", "600"]
     clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DAGSTER_HOME", "DAGSTER_POSTGRES_URL", "REDIS_URL")}
-    # up returns as soon as everything is processed; these bounds are only there so that a hang
-    # fails instead of blocking CI (a loaded 2-core machine needs minutes for the whole stack)
-    return subprocess.run(args, cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=1100)
+    # up returns as soon as everything is processed; the bound is only there so that a hang fails
+    # instead of blocking CI (a loaded 2-core machine needs minutes for the whole stack). Whatever
+    # ends the wait (the bound, pytest-timeout, Ctrl-C), up is sent SIGTERM so it stops every
+    # service it started (each runs in a session of its own, out of reach of a group kill), and
+    # only then killed.
+    proc = subprocess.Popen(args, cwd=ROOT, env={**clean, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=1100)
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def check_stored(settings: Settings, output: str) -> None:
