@@ -141,7 +141,8 @@ def lite(args, push: PushReceiver | None, measure) -> None:
     upgrade(settings)
     engine = create_sync_engine(settings)
     org = bind(engine)
-    env = service_env(DATA, url, JWT_SECRET=JWT_SECRET, PROCESSING_ORG_WEBHOOKS_PER_MINUTE="1000000")
+    # the delivery run up before the endpoint is set (the first push is then one of the samples)
+    env = service_env(DATA, url, JWT_SECRET=JWT_SECRET, PROCESSING_ORG_WEBHOOKS_PER_MINUTE="1000000", EVENT_PUSH_KEEP_ALIVE="true")
     port = free_port()
     procs = [subprocess.Popen([str(VENV_BIN / "wa-onboarding"), "serve", "--port", str(port)], env=env, start_new_session=True),
              subprocess.Popen([str(VENV_BIN / "wa-onboarding"), "process", "--stay-alive"], env=env, start_new_session=True)]

@@ -221,10 +221,11 @@ class Settings(BaseSettings):
     event_push_run_max_seconds: float = Field(default=3600.0, gt=0, description="A delivery run hands over to the next one after this long.")
     event_push_idle_poll_seconds: float = Field(default=5.0, gt=0, description="An idle delivery run looks for due retries this often.")
     event_push_keep_alive: bool = Field(
-        default=True,
-        description="Keep one deliver_events run alive even while no organization has an enabled push endpoint, so a newly set "
-        "endpoint gets its first push within about a second; false: a run only while an endpoint is enabled (the first push "
-        "after enabling the first one then waits for the sensor tick, about 5 s, plus a run launch, about 5-10 s).",
+        default=False,
+        description="Keep one deliver_events run alive even while no organization has an enabled push endpoint, so the very first "
+        "endpoint set gets its first push within about a second (one more process, ~150 MB, on an idle stack); false (default): "
+        "a run only while some endpoint is enabled, so the first push after enabling the first one waits for the sensor tick "
+        "(about 5 s) plus a run launch (about 5-10 s); once a run is up every push is woken at once by the commit.",
     )
     # --- receiver: rejected deliveries, admin API, API docs, metrics, CORS -----------
     webhook_rejection_retention_days: float = Field(

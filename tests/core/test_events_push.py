@@ -165,7 +165,7 @@ def test_a_kept_alive_run_serves_the_first_endpoint_at_once_and_idles_without_sp
     """Break-it #6: the delivery run used to end while no endpoint was enabled, so the first
     push after setting one waited for the sensor and a run launch (~30 s). Kept alive, it is
     woken by the commit (NOTIFY wa_events) and pushes at once; idle it waits, it does not poll."""
-    s = push_settings.model_copy(update={"event_push_idle_poll_seconds": 5.0})
+    s = push_settings.model_copy(update={"event_push_idle_poll_seconds": 5.0, "event_push_keep_alive": True})
     org = bind_fixture_numbers(engine)["acme"]
     rounds: list[int] = []
     stop = threading.Event()

@@ -1,5 +1,5 @@
 """``event_delivery_sensor`` keeps a ``deliver_events`` run alive: always with
-``EVENT_PUSH_KEEP_ALIVE`` (the default, so a newly set endpoint is served at once), only while
+``EVENT_PUSH_KEEP_ALIVE`` (so a newly set endpoint is served at once), or by default only while
 some organization has an enabled push endpoint without it (an install that only pulls then
 keeps no idle delivery run)."""
 
@@ -23,7 +23,13 @@ def _tick(instance: DagsterInstance, pg_url: str):
         return event_delivery_sensor(context)
 
 
-def test_with_keep_alive_a_run_is_started_before_any_endpoint_exists(engine: Engine, settings: Settings, pg_url: str) -> None:
+def test_with_keep_alive_a_run_is_started_before_any_endpoint_exists(
+    engine: Engine, settings: Settings, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENT_PUSH_KEEP_ALIVE", "true")
+    from wa_core.settings import get_settings
+
+    get_settings.cache_clear()
     bind_fixture_numbers(engine)
     with DagsterInstance.ephemeral() as instance:
         assert isinstance(_tick(instance, pg_url), RunRequest)

@@ -10,7 +10,7 @@ due, at most ``EVENT_PUSH_IDLE_POLL_SECONDS``.
 endpoint set and a replay queued (:func:`~.push.wake_delivery`): the run wakes at once and
 pushes, so an event reaches a consumer's endpoint within the push request's own time. Idle,
 it blocks on ``LISTEN`` (no spinning): one look for due retries every
-``EVENT_PUSH_IDLE_POLL_SECONDS``. With ``EVENT_PUSH_KEEP_ALIVE`` (default) the run also stays
+``EVENT_PUSH_IDLE_POLL_SECONDS``. With ``EVENT_PUSH_KEEP_ALIVE`` (off by default) the run also stays
 while no endpoint is enabled, so the first endpoint set is served at once too, instead of
 after the sensor's tick and a run launch (about 10-15 s; it used to be about 30 s).
 """

@@ -56,7 +56,7 @@ _IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunS
 @sensor(job=deliver_events_job, minimum_interval_seconds=1, default_status=DefaultSensorStatus.RUNNING,
         description="Keeps one deliver_events run alive (EVENT_PUSH_KEEP_ALIVE=false: only while an endpoint is enabled).")
 def event_delivery_sensor(context: SensorEvaluationContext, app_db: AppDatabase):
-    """One ``deliver_events`` run alive. With ``EVENT_PUSH_KEEP_ALIVE`` (default) always, so a
+    """One ``deliver_events`` run alive. With ``EVENT_PUSH_KEEP_ALIVE`` (off by default) always, so a
     newly set endpoint is served at once by the run already listening; with it false, only
     while some push endpoint is enabled (an install whose SaaS only pulls keeps no idle run;
     the first push after enabling an endpoint then waits for this tick and a run launch). It
