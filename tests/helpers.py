@@ -59,3 +59,38 @@ def webhook_row(engine: Engine, row_id: int) -> Any:
     """One ``whatsapp_webhook_logs`` row."""
     with engine.connect() as conn:
         return conn.execute(sa.select(whatsapp_webhook_logs).where(whatsapp_webhook_logs.c.id == row_id)).one()
+
+
+def waiting_on_a_lock(engine: Engine, pid: int) -> bool:
+    """True while the Postgres backend ``pid`` waits on a lock."""
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).scalar() is True
+
+
+def once_it_waits(engine: Engine, work: Any, release: Any, wait_seconds: float = 30.0) -> dict[str, Any]:
+    """Race two transactions: ``work(conn)`` runs in a thread on a connection of its own (then
+    commits) and must end up waiting on a lock the caller's open transaction holds; once it
+    waits, ``release()`` ends the caller's transaction. Returns ``{"result": work's result}``.
+    Fails if ``work`` never waits (the race it tests would not have happened)."""
+    import threading
+    import time
+
+    done: dict[str, Any] = {}
+
+    def second() -> None:
+        with engine.connect() as conn:
+            done["pid"] = conn.connection.dbapi_connection.info.backend_pid
+            done["result"] = work(conn)
+            conn.commit()
+
+    thread = threading.Thread(target=second, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + wait_seconds
+        while ("pid" not in done or not waiting_on_a_lock(engine, done["pid"])) and time.monotonic() < deadline and thread.is_alive():
+            time.sleep(0.01)
+        assert "pid" in done and waiting_on_a_lock(engine, done["pid"]), "the second transaction never waited on the lock"
+        release()
+    finally:
+        thread.join(wait_seconds)
+    return done

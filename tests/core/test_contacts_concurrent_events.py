@@ -3,23 +3,16 @@ announce each contact's creation exactly once (the one whose insert made it)."""
 
 from __future__ import annotations
 
-import threading
-from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tests.helpers import bind_fixture_numbers
+from tests.helpers import bind_fixture_numbers, once_it_waits
 from wa_core.db.schema import utcnow, whatsapp_contacts
 from wa_core.db.schema_events import whatsapp_events
 from wa_core.events.outbox import flush_events
 from wa_core.processing.contacts import resolve_contacts
 from wa_core.processing.records import ContactRef
-
-
-def _waiting_on_a_lock(engine: Engine, pid: int) -> bool:
-    with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).scalar() is True
 
 
 def test_two_racing_batches_announce_each_created_contact_once(engine: Engine) -> None:
@@ -29,27 +22,17 @@ def test_two_racing_batches_announce_each_created_contact_once(engine: Engine) -
     first = engine.connect()
     first.begin()
     resolve_contacts(first, [y])  # creates y, not committed yet
-    done: dict = {}
 
-    def second() -> None:
-        with engine.connect() as conn:
-            done["pid"] = conn.connection.dbapi_connection.info.backend_pid
-            done["ids"] = resolve_contacts(conn, [x, y])  # creates x, then waits on y
-            flush_events(conn)
-            conn.commit()
+    def second(conn):
+        ids = resolve_contacts(conn, [x, y])  # creates x, then waits on y
+        flush_events(conn)
+        return ids
 
-    thread = threading.Thread(target=second, daemon=True)
-    thread.start()
     try:
-        deadline = utcnow() + timedelta(seconds=30)
-        while ("pid" not in done or not _waiting_on_a_lock(engine, done["pid"])) and utcnow() < deadline:
-            threading.Event().wait(0.01)
-        assert _waiting_on_a_lock(engine, done["pid"])
-        flush_events(first)
-        first.commit()
+        done = once_it_waits(engine, second, lambda: (flush_events(first), first.commit()))
     finally:
-        thread.join(30)
         first.close()
+    done["ids"] = done["result"]
     with engine.connect() as conn:
         contacts = {r.wa_id: r.id for r in conn.execute(sa.select(whatsapp_contacts))}
         events = conn.execute(sa.select(whatsapp_events).where(whatsapp_events.c.type == "contact.updated")).all()

@@ -107,18 +107,11 @@ def _account_update(event: str, time_: int) -> bytes:
     return json.dumps({"object": "whatsapp_business_account", "entry": [entry]}).encode()
 
 
-def _waiting_on_a_lock(engine: Engine, pid: int) -> bool:
-    with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).scalar() is True
-
-
 def test_racing_account_updates_decide_on_the_committed_connection(engine: Engine, settings: Settings) -> None:
     """The newer PARTNER_REMOVED is being applied when an older PARTNER_ADDED arrives in another
     batch: the older one waits for the row, then sees it is older (it used to overwrite the
     connection back to active from a stale read)."""
-    import threading
-    from datetime import timedelta
-
+    from tests.helpers import once_it_waits
     from wa_core.db.schema import utcnow, whatsapp_connections
     from wa_core.events.outbox import flush_events
 
@@ -126,27 +119,17 @@ def test_racing_account_updates_decide_on_the_committed_connection(engine: Engin
     newer, older = land(engine, _account_update("PARTNER_REMOVED", NEW)), land(engine, _account_update("PARTNER_ADDED", OLD))
     first = engine.connect()
     apply_webhook(first, newer, _account_update("PARTNER_REMOVED", NEW), utcnow(), {})  # not committed yet
-    done: dict = {}
 
-    def second() -> None:
-        with engine.connect() as conn:
-            done["pid"] = conn.connection.dbapi_connection.info.backend_pid
-            done["outcome"] = apply_webhook(conn, older, _account_update("PARTNER_ADDED", OLD), utcnow(), {})
-            flush_events(conn)
-            conn.commit()
+    def second(conn):
+        outcome = apply_webhook(conn, older, _account_update("PARTNER_ADDED", OLD), utcnow(), {})
+        flush_events(conn)
+        return outcome
 
-    thread = threading.Thread(target=second, daemon=True)
-    thread.start()
     try:
-        deadline = utcnow() + timedelta(seconds=30)
-        while ("pid" not in done or not _waiting_on_a_lock(engine, done["pid"])) and utcnow() < deadline:
-            threading.Event().wait(0.01)
-        assert _waiting_on_a_lock(engine, done["pid"])
-        flush_events(first)
-        first.commit()
+        done = once_it_waits(engine, second, lambda: (flush_events(first), first.commit()))
     finally:
-        thread.join(30)
         first.close()
+    done["outcome"] = done["result"]
     [connection] = rows(engine, whatsapp_connections, whatsapp_connections.c.waba_id == ACME_WABA)
     assert (connection.status, connection.last_event) == ("inactive", "PARTNER_REMOVED")
     assert done["outcome"].items_ignored == 1

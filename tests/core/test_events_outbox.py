@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tests.conftest import FIXTURES
-from tests.helpers import ACME_PHONE, bind_fixture_numbers, land
+from tests.helpers import ACME_PHONE, bind_fixture_numbers, land, once_it_waits
 from wa_core.db.schema import utcnow, whatsapp_webhook_logs
 from wa_core.db.schema_events import whatsapp_event_cursors, whatsapp_events
 from wa_core.events.feed import purge_events, read_events
@@ -151,11 +151,6 @@ def _spec(org, key: str) -> EventSpec:
     return EventSpec(org, "test.event", key, {"k": key}, utcnow())
 
 
-def _waiting_on_a_lock(engine: Engine, pid: int) -> bool:
-    with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :p"), {"p": pid}).scalar() is True
-
-
 def test_a_later_transaction_gets_its_cursor_only_after_the_earlier_one_ends(engine: Engine) -> None:
     """The outbox pitfall: cursors must become visible in increasing order. T1 takes cursor 1
     and stays open; T2 (same organization) waits for T1 instead of committing cursor 2 first."""
@@ -163,27 +158,15 @@ def test_a_later_transaction_gets_its_cursor_only_after_the_earlier_one_ends(eng
     t1 = engine.connect()
     t1.begin()
     write_events(t1, [_spec(org, "first")])
-    done: dict = {}
 
-    def second() -> None:
-        with engine.connect() as t2:
-            done["pid"] = t2.connection.dbapi_connection.info.backend_pid
-            write_events(t2, [_spec(org, "second")])
-            t2.commit()
-            done["ok"] = True
-
-    thread = threading.Thread(target=second, daemon=True)
-    thread.start()
-    try:
-        deadline = utcnow() + timedelta(seconds=30)
-        while ("pid" not in done or not _waiting_on_a_lock(engine, done["pid"])) and utcnow() < deadline:
-            threading.Event().wait(0.01)
-        assert _waiting_on_a_lock(engine, done["pid"]) and "ok" not in done
-        with engine.connect() as reader:  # a consumer meanwhile sees neither
+    def consumer_sees_nothing_then_t1_rolls_back() -> None:
+        with engine.connect() as reader:  # while T2 waits, a consumer sees neither event
             assert read_events(reader, org, 0) == []
-    finally:
         t1.rollback()  # T1 gives its cursor back: T2 takes 1, nothing is ever skipped
-        thread.join()
+
+    try:
+        once_it_waits(engine, lambda t2: write_events(t2, [_spec(org, "second")]), consumer_sees_nothing_then_t1_rolls_back)
+    finally:
         t1.close()
     assert [(e.key, e.cursor) for e in events(engine)] == [("second", 1)]
 
@@ -198,26 +181,11 @@ def test_a_duplicate_event_takes_no_cursor_even_from_a_transaction_that_waited_f
     t1 = engine.connect()
     t1.begin()
     assert write_events(t1, [_spec(org, "same")]) == 1
-    done: dict = {}
-
-    def second() -> None:
-        with engine.connect() as t2:
-            done["pid"] = t2.connection.dbapi_connection.info.backend_pid
-            done["written"] = write_events(t2, [_spec(org, "same"), _spec(org, "new")])
-            t2.commit()
-
-    thread = threading.Thread(target=second, daemon=True)
-    thread.start()
     try:
-        deadline = utcnow() + timedelta(seconds=30)
-        while ("pid" not in done or not _waiting_on_a_lock(engine, done["pid"])) and utcnow() < deadline:
-            threading.Event().wait(0.01)
-        assert _waiting_on_a_lock(engine, done["pid"])
-        t1.commit()
+        done = once_it_waits(engine, lambda t2: write_events(t2, [_spec(org, "same"), _spec(org, "new")]), t1.commit)
     finally:
-        thread.join()
         t1.close()
-    assert done["written"] == 1  # only "new" was inserted
+    assert done["result"] == 1  # only "new" was inserted
     with engine.begin() as conn:
         assert write_events(conn, [_spec(org, "same"), _spec(org, "new")]) == 0  # sequentially too
     assert [(e.key, e.cursor) for e in events(engine)] == [("same", 1), ("new", 2)]
