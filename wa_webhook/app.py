@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,24 +26,10 @@ from wa_webhook.openapi import install_openapi
 from wa_webhook.routes.docs import install_api_docs
 from wa_webhook.routes.webhook import WEBHOOK_PATH, BodyReads, receive_webhook
 from wa_core.meta.crypto import TokenCipher
+from wa_core.gc_tuning import freeze_once
 from wa_core.settings import Settings, get_settings
 
 log = logging.getLogger("wa_webhook.app")
-
-
-_frozen: list[bool] = []
-
-
-def _freeze_startup_objects() -> None:
-    """Once per process, at the first start-up: move the objects that live as long as the
-    process (FastAPI, pydantic, SQLAlchemy, every route) out of the garbage collector's
-    generations (:func:`gc.freeze`), so that a full collection under load no longer walks them
-    (its pauses show in the p99). Once only, so that a process creating many apps (tests)
-    does not freeze the garbage of the earlier ones."""
-    if not _frozen:
-        _frozen.append(True)
-        gc.collect()
-        gc.freeze()
 
 
 class ReceiverApp(FastAPI):
@@ -113,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.webhook_rejection_alert_per_minute,
             lambda alert: get_notifier(settings, api_engine()).notify(alert),
         )
-        _freeze_startup_objects()
+        freeze_once()  # the process's long-lived objects out of the collector's way (p99)
         try:
             yield
         finally:

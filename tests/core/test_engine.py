@@ -498,20 +498,20 @@ def test_break_it_huge_integer_timestamps_and_long_echo_types_are_stored_not_dea
 def test_a_run_tunes_the_garbage_collector_only_while_it_processes(engine: Engine, settings: Settings) -> None:
     import gc
 
-    from wa_core.processing import runner
+    from wa_core.gc_tuning import GC_THRESHOLDS
 
     bind_fixture_numbers(engine)
     land(engine, body_with(acme_value(messages=[text("wamid.GC1")])))
     before, seen = gc.get_threshold(), []
     stats = run_processing(engine, settings, idle_exit_seconds=0, on_batch=lambda s: seen.append(gc.get_threshold()))
-    assert stats.webhooks == 1 and seen == [runner.GC_THRESHOLDS]
+    assert stats.webhooks == 1 and seen == [GC_THRESHOLDS]
     assert gc.get_threshold() == before  # restored: the process's own setting is its own again
 
 
 def test_overlapping_runs_restore_the_process_gc_thresholds() -> None:
     import gc
 
-    from wa_core.processing.runner import GC_THRESHOLDS, batch_friendly_gc
+    from wa_core.gc_tuning import GC_THRESHOLDS, batch_friendly_gc
 
     original = gc.get_threshold()
     try:

@@ -146,8 +146,7 @@ _ROW_LANE_OK = f"({lane_shard_sql('l.organization_id')} = :shard AND NOT {PAUSED
 #: within the index's ``status IN ('pending', 'failed')`` so the planner walks the index in
 #: id order. Rows without a routing hint are taken ``k`` at a time for all their lanes
 #: together, so such a lane may get fewer than ``k`` candidates in one claim, never more.
-_PG_CANDIDATES = sa.text(
-    f"""
+_PG_CANDIDATES = f"""
 WITH RECURSIVE wabas(waba_id) AS (
   SELECT min(waba_id) FROM whatsapp_webhook_logs WHERE status IN ('pending', 'failed')
   UNION ALL
@@ -175,7 +174,6 @@ SELECT id, lane, locked_until, rank FROM (
   SELECT id, lane, locked_until, row_number() OVER (PARTITION BY lane ORDER BY id) AS rank FROM firsts) r
 WHERE rank <= :k ORDER BY id
 """
-).columns(sa.column("id"), sa.column("lane", sa.Uuid()), sa.column("locked_until"), sa.column("rank"))
 
 
 class _Candidate(NamedTuple):
@@ -187,7 +185,7 @@ class _Candidate(NamedTuple):
 
 #: :data:`_PG_CANDIDATES` in the driver's paramstyle, run without SQLAlchemy's result layer
 #: (a claim reads up to a batch of rows; plain tuples cost a fraction of ``Row`` objects)
-_PG_CANDIDATES_SQL = re.sub(r"(?<!:):(now|k|shard|shards)\b", r"%(\1)s", _PG_CANDIDATES.element.text.replace("%", "%%"))
+_PG_CANDIDATES_SQL = re.sub(r"(?<!:):(now|k|shard|shards)\b", r"%(\1)s", _PG_CANDIDATES.replace("%", "%%"))
 
 
 def _pg_candidates(conn: Connection, now: datetime, k: int, shard: int = 0, shards: int = 1) -> list:

@@ -12,17 +12,15 @@ the sensor starts ``PROCESSING_ROLLOVER_LEAD_SECONDS`` before the deadline.
 
 from __future__ import annotations
 
-import gc
 import logging
-import threading
 import time
-from contextlib import contextmanager
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
+from wa_core.gc_tuning import batch_friendly_gc
 from wa_core.settings import Settings
 
 from .claim import ClaimedRow, claim_batch
@@ -118,42 +116,6 @@ def process_batch(
     batch = Batch(apply_batch(engine, rows, settings, shard=shard, shards=shards or settings.processing_shards))
     batch.held_back = rows.held_back
     return batch
-
-
-#: garbage-collector thresholds while a run processes (Python's default: 700, 10, 10). A batch
-#: allocates about 100k objects that live until its outcomes are stored; with the default a
-#: batch of 1000 webhooks triggers ~150 young collections, each walking what the batch built so
-#: far, and full ones walking everything the process holds (measured: about 40 % of the parse
-#: time and a third of the engine's Python time, docs/benchmarks.md 7.3)
-GC_THRESHOLDS = (50_000, 20, 20)
-_frozen: list[bool] = []
-_gc_users: list[bool] = []
-_gc_saved: list[int] = []
-_gc_lock = threading.Lock()
-
-
-@contextmanager
-def batch_friendly_gc() -> Iterator[None]:
-    """While a run processes: what is alive before it (imports, definitions, settings) is moved
-    out of the collector's generations once per process (:func:`gc.freeze`), so no collection
-    walks it again, and young collections run every ``GC_THRESHOLDS[0]`` allocations (the
-    cycles a batch leaves are still collected); the previous thresholds are restored after."""
-    with _gc_lock:
-        if not _frozen:
-            _frozen.append(True)
-            gc.collect()  # what is garbage now is freed, not frozen
-            gc.freeze()
-        if not _gc_users:  # the first of overlapping runs (threads of one process) saves the process's own
-            _gc_saved[:] = gc.get_threshold()
-            gc.set_threshold(*GC_THRESHOLDS)
-        _gc_users.append(True)
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_users.pop()
-            if not _gc_users:  # the last one restores it
-                gc.set_threshold(*_gc_saved)
 
 
 def run_processing(
