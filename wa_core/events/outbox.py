@@ -95,9 +95,9 @@ def _json_default(value: Any) -> Any:
 
 def payload_text(payload: Any) -> JsonText:
     """``payload`` serialised for a ``jsonb`` column: the same JSON as
-    ``storable(jsonable(payload))``, in one C-level ``json.dumps`` when nothing needs cleaning
-    (the common case), else through :func:`jsonable` and :func:`~wa_core.db.engine.storable`
-    (NUL characters, lone surrogates, NaN, keys that are not text)."""
+    ``storable(jsonable(payload))``, in one ``orjson.dumps`` when nothing needs cleaning (the
+    common case), else through :func:`jsonable` and :func:`~wa_core.db.engine.storable` (NUL
+    characters, lone surrogates, keys that are not text, integers of 2**63 and up)."""
     try:
         # orjson writes UUIDs and (aware) datetimes as str() and isoformat() do, NaN as null,
         # and refuses lone surrogates, keys that are not text and ints beyond 64 bits
@@ -246,17 +246,8 @@ def _new_rows(conn: Connection, orgs: list[Any], per_org: dict[Any, list[dict[st
 
 
 def _take_cursors(conn: Connection, counts: list[tuple[Any, int]]) -> dict[Any, int]:
-    """Add ``count`` to each organization's counter (creating it), in the given order, and
-    return the new top cursor of each; the rows stay locked until the transaction ends."""
-    if is_postgres(conn):
-        found = conn.exec_driver_sql(
-            "INSERT INTO whatsapp_event_cursors (organization_id, last_cursor, updated_at)"
-            " SELECT o, n, now() FROM unnest(%(o)b::uuid[], %(n)b::bigint[]) WITH ORDINALITY AS v(o, n, i) ORDER BY i"
-            " ON CONFLICT (organization_id) DO UPDATE SET last_cursor = whatsapp_event_cursors.last_cursor + excluded.last_cursor,"
-            " updated_at = excluded.updated_at RETURNING organization_id, last_cursor",
-            {"o": [org for org, _ in counts], "n": [n for _, n in counts]},
-        ).all()
-        return {org: top for org, top in found}
+    """SQLite: add ``count`` to each organization's counter (creating it), in the given order,
+    and return the new top cursor of each (Postgres numbers its events in :data:`_PG_FLUSH`)."""
     from sqlalchemy.dialects.sqlite import insert
 
     tops = {}

@@ -4,12 +4,13 @@ The landing insert stays one plain row (the receiver's hot path): what the explo
 by inside a body (wamids, ``wa_id`` / ``user_id``, ``phone_number_id``, WABA ids, fields) is
 extracted while the processing batch parses the body anyway (:func:`extract_keys`, called by
 :func:`~wa_core.processing.dispatch.parse_webhook`) and written with the row's outcome in the
-same transaction (:func:`write_explorer_rows`): one ``INSERT … ON CONFLICT DO NOTHING`` for
-the keys of the whole batch and one upsert for its items (a retried or replayed webhook's
-items are those of its latest attempt). The keys table has no foreign key and no index but
-its primary key ``(kind, value, webhook_log_id)``: each costs the batch (docs/benchmarks.md). So a webhook is searchable by the
-ids in its body once it has been processed (failed and dead rows included); its state, error
-kind, time and routing WABA are searchable from the moment it lands.
+same transaction (:func:`write_explorer_rows`): one ``COPY`` for the keys of the whole batch
+and one for the item rows of its webhooks with an ignored or failed item (a retried or
+replayed webhook's earlier rows are deleted first, so its rows are those of its latest
+attempt). The keys table has no foreign key and no index but its primary key
+``(kind, value, webhook_log_id)``: each costs the batch (docs/benchmarks.md). So a webhook is
+searchable by the ids in its body once it has been processed (failed and dead rows included);
+its state, error kind, time and routing WABA are searchable from the moment it lands.
 
 Choice measured against a GIN index over the body (docs/benchmarks.md, "Webhook explorer"):
 the body is ``bytea`` (exact bytes as Meta signed them) and can be purged by retention, so a

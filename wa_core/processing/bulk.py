@@ -125,14 +125,17 @@ def sqlite_insert(
     update: Sequence[str] = (),
     where: Any = None,
 ) -> None:
-    """The SQLite ``executemany`` twin of :func:`pg_insert`: ``INSERT … ON CONFLICT (conflict)
-    DO NOTHING``, or ``DO UPDATE SET`` the ``update`` columns from ``excluded`` when ``where``."""
+    """The SQLite ``executemany`` twin of :func:`pg_insert`: :func:`sqlite_upsert` over ``rows``."""
+    conn.execute(sqlite_upsert(table, conflict, update, where), [{name: row.get(name) for name in names} for row in rows])
+
+
+def sqlite_upsert(table: sa.Table, conflict: Sequence[str], update: Sequence[str] = (), where: Any = None) -> Any:
+    """SQLite ``INSERT … ON CONFLICT (conflict) DO NOTHING``, or ``DO UPDATE SET`` the ``update``
+    columns from ``excluded`` when ``where``: the statement, to execute or extend (``RETURNING``)."""
     stmt = sqlite.insert(table)
     if update:
-        stmt = stmt.on_conflict_do_update(index_elements=list(conflict), set_={c: stmt.excluded[c] for c in update}, where=where)
-    else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict))
-    conn.execute(stmt, [{name: row.get(name) for name in names} for row in rows])
+        return stmt.on_conflict_do_update(index_elements=list(conflict), set_={c: stmt.excluded[c] for c in update}, where=where)
+    return stmt.on_conflict_do_nothing(index_elements=list(conflict))
 
 
 def chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
@@ -141,4 +144,4 @@ def chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-__all__ = ["JsonText", "arrays", "chunks", "columns_of", "is_postgres", "keys_source", "pg_from", "pg_insert", "pg_type", "sqlite_insert"]
+__all__ = ["JsonText", "arrays", "chunks", "columns_of", "is_postgres", "keys_source", "pg_from", "pg_insert", "pg_type", "sqlite_insert", "sqlite_upsert"]

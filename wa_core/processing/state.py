@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .bulk import chunks, is_postgres, pg_insert, sqlite_insert
+from .bulk import chunks, is_postgres, pg_insert, sqlite_insert, sqlite_upsert
 
 if TYPE_CHECKING:
     from wa_core.alerts import Alert
@@ -192,12 +192,8 @@ def _write_group(conn: Connection, group: Sequence[RowWrite], gates: frozenset[i
         for part in chunks(rows):
             sqlite_insert(conn, first.table, part, names, first.key, first.update, where)
         return set()
-    stmt = insert(first.table)  # SQLite (the embedded default): row by row, with RETURNING
-    if first.update:
-        stmt = stmt.on_conflict_do_update(index_elements=list(first.key), set_={c: stmt.excluded[c] for c in first.update}, where=where)
-    else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=list(first.key))
-    stmt = stmt.returning(*(first.table.c[k] for k in first.key))
+    # SQLite (the embedded default): row by row, with RETURNING
+    stmt = sqlite_upsert(first.table, first.key, first.update, where).returning(*(first.table.c[k] for k in first.key))
     out = set()
     for write in group:
         if conn.execute(stmt, {n: write.values.get(n) for n in names}).first() is not None and id(write) in gates:
