@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from wa_webhook.http_guard import BODY_BOUND_SCOPE_KEY  # noqa: E402
 from _common import BENCH_SECRET, BENCH_TOKEN_KEY, combined_bodies, drop_db, fresh_db, make_settings  # noqa: E402
 
 DB_NAME = "wa_bench_receiver_profile"
@@ -43,6 +44,8 @@ async def drive(app, bodies: list[tuple[bytes, bytes]], n: int, conc: int) -> tu
             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                         (b"user-agent", b"facebookexternalua"), (b"x-hub-signature-256", sig)],
             "client": ("127.0.0.1", 40000 + i % 1000), "server": ("127.0.0.1", 8000), "state": {},
+            # as under `wa-onboarding serve`, whose protocol bounds the body (wa_webhook.http_guard)
+            BODY_BOUND_SCOPE_KEY: 10.0,
         }
         sent = False
 

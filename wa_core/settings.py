@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         le=300,
-        description="Longest time to read one webhook body (seconds); a slower client gets 408 (Meta redelivers).",
+        description="Longest time to read one request body once its headers are in (seconds; every route under `wa-onboarding serve`, the webhook route under any server); a slower client gets 408 (Meta redelivers).",
     )
     webhook_max_concurrent_bodies: int = Field(
         default=256,

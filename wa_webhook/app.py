@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from wa_core.alerts import get_notifier
@@ -24,7 +23,8 @@ from wa_webhook.routes import (
 )
 from wa_webhook.openapi import install_openapi
 from wa_webhook.routes.docs import install_api_docs
-from wa_webhook.routes.webhook import WEBHOOK_PATH, BodyReads, receive_webhook
+from wa_webhook.delivery import BodyReads, DeliveryContext, handle_delivery, scan_headers, send_answer
+from wa_webhook.routes.webhook import WEBHOOK_PATH
 from wa_core.meta.crypto import TokenCipher
 from wa_core.gc_tuning import freeze_once
 from wa_core.settings import Settings, get_settings
@@ -34,25 +34,24 @@ log = logging.getLogger("wa_webhook.app")
 
 class ReceiverApp(FastAPI):
     """The FastAPI app, with Meta's deliveries (``POST /api/v1/whatsapp/webhook``) handed
-    straight to :func:`~wa_webhook.routes.webhook.receive_webhook`.
+    straight to :func:`~wa_webhook.delivery.handle_delivery` as raw ASGI.
 
     A delivery needs none of what the framework's stack does per request (error and exception
-    middleware, routing through every route, dependency solving, telemetry): measured, that
-    stack cost about as much CPU as the whole minimal durable receiver (``docs/benchmarks.md``,
-    "receiver vs minimal durable receiver"). The route stays registered, so the OpenAPI
-    schema and any request that does not match exactly (a ``root_path`` prefix, a browser's
-    ``Origin`` that the CORS middleware must answer) take the full stack, with the same
-    endpoint. An unexpected exception reaches uvicorn, which logs it and answers 500, as the
-    error middleware would.
+    middleware, routing through every route, dependency solving, request and response objects):
+    measured, that stack cost about as much CPU as the whole minimal durable receiver
+    (``docs/benchmarks.md``, "receiver vs minimal durable receiver"). The route stays
+    registered, so the OpenAPI schema and any request that does not match exactly (a
+    ``root_path`` prefix, a browser's ``Origin`` that the CORS middleware must answer) take the
+    full stack, with the same handler. An unexpected exception reaches uvicorn, which logs it
+    and answers 500, as the error middleware would.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == WEBHOOK_PATH and scope["method"] == "POST":
-            scope["app"] = self
-            request = Request(scope, receive, send)
-            if "origin" not in request.headers:
-                response = await receive_webhook(request)
-                await response(scope, receive, send)
+            headers = scan_headers(scope)
+            if not headers.origin:
+                scope["app"] = self
+                await send_answer(send, await handle_delivery(scope, receive, self.state.delivery, headers))
                 return
         await super().__call__(scope, receive, send)
 
@@ -98,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.webhook_rejection_alert_per_minute,
             lambda alert: get_notifier(settings, api_engine()).notify(alert),
         )
+        app.state.delivery = DeliveryContext(settings, app.state.landing, app.state.body_reads, app.state.rejections, app.state.rate_limiter)
         freeze_once()  # the process's long-lived objects out of the collector's way (p99)
         try:
             yield

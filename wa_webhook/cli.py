@@ -67,7 +67,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from wa_webhook.http_guard import HeaderTimeoutProtocol
+    from wa_webhook.http_guard import RequestTimeoutProtocol
 
     settings_or_exit()
     uvicorn.run(
@@ -79,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
         proxy_headers=True,
-        http=HeaderTimeoutProtocol,  # httptools, plus a deadline for request headers
+        http=RequestTimeoutProtocol,  # httptools, plus deadlines for request headers and bodies
     )
     return 0
 

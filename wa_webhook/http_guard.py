@@ -1,19 +1,38 @@
-"""A bound on the time a client may take to send its request HEADERS (slowloris on headers).
+"""Bounds on the time a client may take to send a request's HEADERS and its BODY (slowloris).
 
 uvicorn bounds the idle time between requests (``timeout_keep_alive``) but not the time to
-send the headers of a request: its keep-alive timer is cancelled by the first byte, so a
-client that sends one header byte every few seconds holds a connection (and its memory) for
-as long as it likes, and 1,000 of them hold 1,000 connections. Bodies are bounded by the
-webhook route (``WEBHOOK_BODY_TIMEOUT_SECONDS``, 408); this protocol bounds the headers.
+send a request: its keep-alive timer is cancelled by the first byte, so a client that sends one
+byte every few seconds holds a connection (and its memory) for as long as it likes, and 1,000
+of them hold 1,000 connections.
 
-:class:`HeaderTimeoutProtocol` is uvicorn's httptools protocol with one timer per request: armed
-when the connection opens and when the first byte of each further request arrives, cancelled
-when the headers are complete. A request pipelined behind another (its first bytes came while
-the previous response was being sent) gets the full bound again from the moment that response
-is complete; a response in progress is never interrupted. When it fires, the client gets ``408 Request Timeout`` with
-``Connection: close``, the connection is closed, one log line is written and
-``wa_http_header_timeouts_total`` counts it. Nothing can be lost: no request was started.
-Serve with ``uvicorn.run(..., http=HeaderTimeoutProtocol)`` (``wa-onboarding serve`` does).
+:class:`RequestTimeoutProtocol` is uvicorn's httptools protocol with two deadlines per request:
+
+- **headers** (``HTTP_HEADER_TIMEOUT_SECONDS``): from the connection's opening or the first byte
+  of each further request until its headers are complete. When it passes, the client gets
+  ``408 Request Timeout`` with ``Connection: close``, the connection is closed and
+  ``wa_http_header_timeouts_total`` counts it. Nothing can be lost: no request was started.
+- **body** (``WEBHOOK_BODY_TIMEOUT_SECONDS``): from the end of the headers until the body is
+  complete. When it passes before the app has begun its answer, the client gets the same 408,
+  the connection is closed, the app's next ``receive()`` gets ``http.disconnect`` (the webhook
+  route counts it as its ``body_timeout`` outcome, and nothing is stored) and
+  ``wa_http_body_timeouts_total`` counts it.
+
+A request pipelined behind another (its first bytes came while the previous response was being
+sent) gets its full bounds from the moment that response is complete; a response in progress is
+never interrupted.
+
+The deadlines cost a request no timer: the protocol stamps them (one ``loop.time()`` each), and
+one sweep per server, every :attr:`RequestTimeoutProtocol.sweep_interval` seconds while
+connections are open, ends the connections past theirs. A bound is therefore enforced within one
+sweep interval after it passes (a tenth of the shorter bound, at most 1 s). Measured, a timer
+armed and cancelled per request (``loop.call_later``) and an ``asyncio.timeout`` around the body
+read cost the receiver ~4 % of its throughput (``docs/benchmarks.md``, receiver).
+
+The app learns that the server bounds bodies from the request scope: :data:`BODY_BOUND_SCOPE_KEY`
+is set on every request served by this protocol, and :data:`BODY_TIMED_OUT_SCOPE_KEY` on the one
+whose body deadline passed. Served by any other server, the webhook route bounds its body read
+itself. Serve with ``uvicorn.run(..., http=RequestTimeoutProtocol)`` (``wa-onboarding serve``
+does).
 """
 
 from __future__ import annotations
@@ -27,84 +46,174 @@ from wa_webhook import metrics
 
 log = logging.getLogger("wa_webhook.http")
 
-_RESPONSE_408 = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 23\r\nconnection: close\r\n\r\nrequest headers timeout"
-)
+#: set (to the body bound, seconds) in the scope of every request this protocol serves
+BODY_BOUND_SCOPE_KEY = "wa.body_timeout"
+#: set (``True``) in the scope of a request whose body did not arrive within the bound
+BODY_TIMED_OUT_SCOPE_KEY = "wa.body_timed_out"
+
+_HEADERS = 1  # the request's headers are not complete
+_BODY = 2  # the headers are in, the body is not complete
 
 
-def _default_timeout() -> float:
+def _response_408(what: bytes) -> bytes:
+    text = b"request " + what + b" timeout"
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: " + str(len(text)).encode() + b"\r\nconnection: close\r\n\r\n" + text
+    )
+
+
+_HEADERS_408 = _response_408(b"headers")
+_BODY_408 = _response_408(b"body")
+
+
+def _default_timeouts() -> tuple[float, float]:
     from wa_core.settings import get_settings
 
-    return get_settings().http_header_timeout_seconds
+    settings = get_settings()
+    return settings.http_header_timeout_seconds, settings.webhook_body_timeout_seconds
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus a deadline for each request's headers.
+class _Sweep:
+    """The open connections of one server, and the periodic check of their deadlines: every
+    ``interval`` seconds while any is open, none when the server has no connection."""
 
-    ``header_timeout`` (seconds) is read once per process from ``HTTP_HEADER_TIMEOUT_SECONDS``
-    (:class:`wa_core.settings.Settings`) unless a subclass sets it.
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.loop = loop
+        self.interval = interval
+        self.connections: set[RequestTimeoutProtocol] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, protocol: RequestTimeoutProtocol) -> None:
+        self.connections.add(protocol)
+        if self._handle is None:
+            self._handle = self.loop.call_later(self.interval, self._run)
+
+    def discard(self, protocol: RequestTimeoutProtocol) -> None:
+        self.connections.discard(protocol)
+
+    def _run(self) -> None:
+        self._handle = None
+        now = self.loop.time()
+        for protocol in [p for p in self.connections if p._deadline is not None and now >= p._deadline]:
+            try:
+                protocol._deadline_passed(now)
+            except Exception:  # noqa: BLE001 - one connection must not stop the sweep of the others
+                log.exception("request deadline check failed")
+        if self.connections:
+            self._handle = self.loop.call_later(self.interval, self._run)
+
+
+class RequestTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus a deadline for each request's headers and body.
+
+    ``header_timeout`` and ``body_timeout`` (seconds) are read once per process from
+    ``HTTP_HEADER_TIMEOUT_SECONDS`` and ``WEBHOOK_BODY_TIMEOUT_SECONDS``
+    (:class:`wa_core.settings.Settings`) unless a subclass sets them; ``sweep_interval``
+    (seconds) defaults to a tenth of the shorter one, between 0.01 and 1.
     """
 
     header_timeout: float | None = None
+    body_timeout: float | None = None
+    sweep_interval: float | None = None
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - uvicorn's signature
         super().__init__(*args, **kwargs)
         cls = type(self)
-        if cls.header_timeout is None:
-            cls.header_timeout = _default_timeout()
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._headers_pending = False  # a request has begun and its headers are not complete
-
-    def _arm_header_timer(self) -> None:
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
-
-    def _disarm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        if cls.header_timeout is None or cls.body_timeout is None:
+            header, body = _default_timeouts()
+            cls.header_timeout = header if cls.header_timeout is None else cls.header_timeout
+            cls.body_timeout = body if cls.body_timeout is None else cls.body_timeout
+        if cls.sweep_interval is None:
+            cls.sweep_interval = min(1.0, max(0.01, min(cls.header_timeout, cls.body_timeout) / 10))
+        self._phase: int | None = None
+        self._deadline: float | None = None  # loop time past which the phase has taken too long
+        # one sweep per server (its connections share the server state and the event loop)
+        sweep = getattr(self.server_state, "wa_request_sweep", None)
+        if sweep is None:
+            sweep = _Sweep(self.loop, cls.sweep_interval)
+            self.server_state.wa_request_sweep = sweep  # type: ignore[attr-defined]
+        self._sweep = sweep
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_timer()
+        self._phase = _HEADERS
+        self._deadline = self.loop.time() + self.header_timeout
+        self._sweep.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._deadline = None
+        self._sweep.discard(self)
+        super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._headers_pending = True
-        self._arm_header_timer()
+        self._phase = _HEADERS
+        self._deadline = self.loop.time() + self.header_timeout
 
     def on_headers_complete(self) -> None:
-        self._headers_pending = False
-        self._disarm_header_timer()
         super().on_headers_complete()
+        self.scope[BODY_BOUND_SCOPE_KEY] = self.body_timeout  # type: ignore[literal-required]
+        self._phase = _BODY
+        self._deadline = self.loop.time() + self.body_timeout
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._phase = None
+        self._deadline = None
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._disarm_header_timer()
-        if self._headers_pending and not self.transport.is_closing():
-            # a pipelined request began during that response: its headers get a full bound
-            # from now (uvicorn's keep-alive timer is cancelled by its next byte)
-            self._arm_header_timer()
+        if self._phase is not None and not self.transport.is_closing():
+            # a pipelined request began during that response (or the answered request's body
+            # is still coming): a full bound from now, uvicorn's keep-alive timer being
+            # cancelled by its bytes
+            self._deadline = self.loop.time() + (self.header_timeout if self._phase == _HEADERS else self.body_timeout)
         # else idle between requests: uvicorn's keep-alive timer takes over until the next byte
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_timer()
-        super().connection_lost(exc)
-
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
+    def _deadline_passed(self, now: float) -> None:
+        """Called by the sweep once ``now`` is past this connection's deadline."""
         if self.transport.is_closing():
+            self._deadline = None
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            # a pipelined request's headers while the previous response is still being sent:
-            # that response is not interrupted; on_response_complete re-arms the bound
+        cycle = self.cycle
+        if self.pipeline or (self._phase == _HEADERS and cycle is not None and not cycle.response_complete):
+            # a request waiting behind a response still being sent: that response is not
+            # interrupted; on_response_complete gives the waiting request its full bound
             return
+        client = self.client[0] if self.client else None
+        self._deadline = None
+        if self._phase == _HEADERS:
+            log.warning(
+                "request headers not received within %.0f s: answering 408 and closing the connection",
+                self.header_timeout,
+                extra={"client": client},
+            )
+            metrics.HEADER_TIMEOUTS.inc()
+            self.transport.write(_HEADERS_408)
+            self.transport.close()
+            return
+        if cycle is not None and cycle.response_started:
+            if not cycle.response_complete:
+                self._deadline = now + self.body_timeout  # the app is answering: let it finish
+                return
+            metrics.BODY_TIMEOUTS.inc()
+            log.warning(
+                "request body not received within %.0f s after its answer: closing the connection",
+                self.body_timeout,
+                extra={"client": client},
+            )
+            self.transport.close()
+            return
+        metrics.BODY_TIMEOUTS.inc()
         log.warning(
-            "request headers not received within %.0f s: answering 408 and closing the connection",
-            self.header_timeout,
-            extra={"client": self.client[0] if self.client else None},
+            "request body not received within %.0f s: answering 408 and closing the connection",
+            self.body_timeout,
+            extra={"client": client, "path": self.scope.get("path")},
         )
-        metrics.HEADER_TIMEOUTS.inc()
-        self.transport.write(_RESPONSE_408)
+        if cycle is not None:
+            cycle.scope[BODY_TIMED_OUT_SCOPE_KEY] = True  # type: ignore[literal-required]
+            cycle.disconnected = True  # the app's receive() now gets http.disconnect, its send is dropped
+            cycle.message_event.set()
+        self.transport.write(_BODY_408)
         self.transport.close()

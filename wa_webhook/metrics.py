@@ -31,3 +31,7 @@ HEADER_TIMEOUTS = Counter(
     "wa_http_header_timeouts_total",
     "Connections whose request headers were not received within HTTP_HEADER_TIMEOUT_SECONDS (answered 408 and closed).",
 )
+BODY_TIMEOUTS = Counter(
+    "wa_http_body_timeouts_total",
+    "Requests whose body was not received within WEBHOOK_BODY_TIMEOUT_SECONDS after their headers (answered 408 and closed; `wa-onboarding serve`).",
+)

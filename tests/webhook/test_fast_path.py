@@ -44,19 +44,27 @@ def test_the_webhook_post_stays_in_the_openapi_schema(settings: Settings, engine
 
 
 def test_a_full_landing_pool_answers_landing_unavailable_within_the_db_timeout(settings: Settings, engine: Engine) -> None:
+    """Every pooled connection is taken: the next landing waits at most ``DB_TIMEOUT_SECONDS``
+    for one (then 503), and once it goes back the pool serves again; the
+    slots it hands out come back."""
     store = PostgresLandingStore(settings.model_copy(update={"db_pool_size": 1, "db_timeout_seconds": 0.3, "landing_notify": False}))
     webhook = LandedWebhook(body=b"{}", signature_status="valid", request_id="r1", received_at=utcnow())
 
     async def scenario() -> None:
         await store.ping()  # creates the pool
-        held = await store._pool.acquire()  # the only connection
+        assert store._gate.free == 1
+        await store._gate.enter()  # the only connection, taken as a landing stuck in its insert takes it
+        held = await store._pool.acquire()
         try:
             with pytest.raises(LandingUnavailable, match="TimeoutError"):
                 await store.land(webhook)
         finally:
             await store._pool.release(held)
+            store._gate.leave()
+        assert store._gate.free == 1  # a failed landing gave nothing back it had not taken
         assert await store.land(webhook) > 0  # the connection went back and serves again
         assert await store.land(webhook) > 0  # and again, after the (no-op) reset
+        assert store._gate.free == 1
         await store.close()
 
     asyncio.run(scenario())

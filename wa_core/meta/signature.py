@@ -15,6 +15,9 @@ from enum import Enum
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 _PREFIX = "sha256="
+_PREFIX_BYTES = _PREFIX.encode("ascii")
+_PREFIX_LENGTH = len(_PREFIX)
+_SIGNED_LENGTH = _PREFIX_LENGTH + 64  # the prefix and a hex SHA-256
 
 
 class SignatureResult(str, Enum):
@@ -33,20 +36,24 @@ def sign(body: bytes, app_secret: str | bytes) -> str:
     return _PREFIX + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
-def verify_signature(body: bytes, header: str | None, app_secret: str | bytes) -> SignatureResult:
-    """Check ``header`` (the ``X-Hub-Signature-256`` value) against the raw ``body`` bytes.
+def verify_signature(body: bytes, header: str | bytes | None, app_secret: str | bytes) -> SignatureResult:
+    """Check ``header`` (the ``X-Hub-Signature-256`` value, as text or as the raw header bytes)
+    against the raw ``body`` bytes.
 
     Constant-time comparison (:func:`hmac.compare_digest`) on ASCII bytes, so a header with
     non-ASCII characters is a mismatch, never an exception. Uppercase hex is accepted.
     """
     if not header:
         return SignatureResult.MISSING
-    header = header.strip()
-    if not header.startswith(_PREFIX) or len(header) != len(_PREFIX) + 64:
+    if isinstance(header, str):
+        header = header.strip().encode("ascii", errors="replace")
+    else:
+        header = header.strip()
+    if not header.startswith(_PREFIX_BYTES) or len(header) != _SIGNED_LENGTH:
         return SignatureResult.MALFORMED
-    received = header[len(_PREFIX):].lower().encode("ascii", errors="replace")
-    expected = sign(body, app_secret)[len(_PREFIX):].encode("ascii")
-    if hmac.compare_digest(received, expected):
+    key = app_secret.encode() if isinstance(app_secret, str) else app_secret
+    expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode("ascii")
+    if hmac.compare_digest(header[_PREFIX_LENGTH:].lower(), expected):
         return SignatureResult.VALID
     return SignatureResult.MISMATCH
 
@@ -58,7 +65,7 @@ def tokens_equal(given: str | None, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", errors="surrogatepass"), expected.encode("utf-8"))
 
 
-def verify_with_rotation(body: bytes, header: str | None, current: str | bytes, previous: str | bytes | None = None) -> SignatureResult:
+def verify_with_rotation(body: bytes, header: str | bytes | None, current: str | bytes, previous: str | bytes | None = None) -> SignatureResult:
     """Verify with the current app secret, then (during a rotation's grace period) the previous
     one: :attr:`SignatureResult.VALID` or :attr:`SignatureResult.VALID_PREVIOUS` accept.
 

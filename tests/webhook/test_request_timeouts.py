@@ -1,7 +1,7 @@
-"""Slowloris on headers: a client that sends its request headers too slowly, over a real socket
-to uvicorn with the receiver's protocol (:mod:`wa_webhook.http_guard`), gets 408 and a closed
-connection, counted; a client that sends them in time, and an idle keep-alive connection
-between requests, are not affected."""
+"""Slowloris on headers and bodies: a client that sends its request headers, or its body, too
+slowly, over a real socket to uvicorn with the receiver's protocol (:mod:`wa_webhook.http_guard`),
+gets 408 and a closed connection, counted, and nothing is stored; a client that sends them in
+time, and an idle keep-alive connection between requests, are not affected."""
 
 from __future__ import annotations
 
@@ -19,19 +19,24 @@ from sqlalchemy.engine import Engine
 from tests.conftest import APP_SECRET
 from tests.dev.test_simulate import free_port
 from tests.webhook.test_receiver import count
-from tests.webhook.test_receiver_edges import PATH, signed_post, status_line
+from tests.webhook.test_receiver_edges import PATH, open_partial_body, outcome_count, signed_post, status_line
 from wa_core.meta.signature import sign
 from wa_core.settings import Settings
 from wa_webhook.app import create_app
-from wa_webhook.http_guard import HeaderTimeoutProtocol
+from wa_webhook.http_guard import RequestTimeoutProtocol
 
 
-class QuickHeaders(HeaderTimeoutProtocol):
+class QuickHeaders(RequestTimeoutProtocol):
     header_timeout = 0.5
+    body_timeout = 0.5
 
 
 def timeouts() -> float:
     return REGISTRY.get_sample_value("wa_http_header_timeouts_total") or 0.0
+
+
+def body_timeouts() -> float:
+    return REGISTRY.get_sample_value("wa_http_body_timeouts_total") or 0.0
 
 
 @contextmanager
@@ -152,4 +157,85 @@ def test_wa_onboarding_serve_uses_the_guard(monkeypatch) -> None:
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
     monkeypatch.setattr(cli, "settings_or_exit", lambda: None)
     cli.main(["serve"])
-    assert seen["http"] is HeaderTimeoutProtocol
+    assert seen["http"] is RequestTimeoutProtocol
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    answer = b""
+    while chunk := sock.recv(4096):
+        answer += chunk
+    return answer
+
+
+def test_a_webhook_body_that_stalls_gets_408_from_the_server_and_nothing_is_stored(settings: Settings, engine: Engine) -> None:
+    """Served by the receiver's protocol, the body bound is the server's (no timer in the route):
+    the stalled delivery gets 408 and a closed connection, counted by the server and as the
+    route's ``body_timeout`` outcome, and the receiver goes on serving."""
+    # the route's own bound is far away: only the server's can answer within this test
+    app = create_app(settings.model_copy(update={"webhook_body_timeout_seconds": 300}))
+    before, before_outcome = body_timeouts(), outcome_count("body_timeout")
+    with serve_guarded(app) as base:
+        sock = open_partial_body(base)
+        try:
+            answer = read_all(sock)
+        finally:
+            sock.close()
+        assert answer.startswith(b"HTTP/1.1 408 Request Timeout") and b"connection: close" in answer, answer[:200]
+        assert answer.endswith(b"request body timeout") and answer.count(b"HTTP/1.1") == 1
+        assert signed_post(base, b'{"entry": []}').status_code == 200
+        assert app.state.body_reads.active == 0  # the stalled body's slot was given back
+    assert body_timeouts() == before + 1
+    assert outcome_count("body_timeout") == before_outcome + 1
+    assert count(engine) == 1
+
+
+def test_a_body_sent_in_parts_within_the_bound_is_landed(settings: Settings, engine: Engine) -> None:
+    body = b'{"object": "whatsapp_business_account", "entry": []}'
+    before = body_timeouts()
+    with serve_guarded(create_app(settings)) as base:
+        sock = connect(base)
+        try:
+            sock.sendall(
+                f"POST {PATH} HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {sign(body, APP_SECRET)}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10]
+            )
+            time.sleep(QuickHeaders.body_timeout / 5)
+            sock.sendall(body[10:])
+            assert status_line(sock) == "HTTP/1.1 200 OK"
+        finally:
+            sock.close()
+    assert body_timeouts() == before
+    assert count(engine) == 1
+
+
+def test_a_body_still_coming_after_an_early_answer_is_cut_off(settings: Settings, engine: Engine) -> None:
+    """A route that answers before reading the body (here: an unknown path's 404) leaves the
+    body on the wire; a client that drips it (each byte well inside uvicorn's keep-alive timer)
+    does not keep the connection past the body bound."""
+    with serve_guarded(create_app(settings)) as base:
+        sock = connect(base)
+        answer, closed, sent = b"", False, 0
+        try:
+            sock.sendall(b"POST /no-such-path HTTP/1.1\r\nHost: x\r\nContent-Length: 400\r\n\r\n{")
+            sock.settimeout(0.05)
+            for _ in range(399):  # ~40 s of dripping in all, 80x the bound
+                try:
+                    sock.sendall(b" ")
+                    sent += 1
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    chunk = None
+                except OSError:
+                    closed = True
+                    break
+                if chunk == b"":
+                    closed = True
+                    break
+                answer += chunk or b""
+                time.sleep(0.05)
+        finally:
+            sock.close()
+        assert answer.startswith(b"HTTP/1.1 404"), answer[:200]
+        assert closed, f"connection still open after {sent} dripped body bytes (bound {QuickHeaders.body_timeout} s)"
+    assert count(engine) == 0
