@@ -96,11 +96,11 @@ def demo_environment(settings: Settings, options: UpOptions) -> tuple[Settings, 
         print(f"ADMIN_API_TOKEN is not set: using the demo admin token {DEMO_ADMIN_TOKEN!r} (Authorization: Bearer …).")
         env["ADMIN_API_TOKEN"] = DEMO_ADMIN_TOKEN
         settings = settings.model_copy(update={"admin_api_token": SecretStr(DEMO_ADMIN_TOKEN)})
-    from wa_dev.demo_onboarding import DEMO_APP_ID, DEMO_JWT_SECRET
+    from wa_dev.demo_onboarding import DEMO_APP_ID, DEMO_CONFIG_ID, DEMO_JWT_SECRET
 
     demo_meta = not settings.meta_app_id  # no real Meta app configured: the local Graph emulator plays Meta
     if demo_meta:
-        env.update({"META_APP_ID": DEMO_APP_ID, "META_CONFIG_ID": "demo-config", "REGISTER_PIN": env.get("REGISTER_PIN", "123456")})
+        env.update({"META_APP_ID": DEMO_APP_ID, "META_CONFIG_ID": DEMO_CONFIG_ID, "REGISTER_PIN": env.get("REGISTER_PIN", "123456")})
         if "JWT_SECRET" not in env and "JWT_PUBLIC_KEY" not in env:
             print(f"JWT_SECRET is not set: the organization API verifies HS256 JWTs signed with the demo secret {DEMO_JWT_SECRET!r}"
                   " (mint your own: docs/integrate.md).")

@@ -1,6 +1,7 @@
 """The main job's promises a new user relies on, each without starting the whole stack: a
 missing app database is created (or refused in one line), the demo's admin token and JWTs,
-media for the demo numbers, runs left in flight by a stopped stack, the latency lines, and
+the demo's Meta ids the doctor accepts, media for the demo numbers, runs left in flight by a
+stopped stack and a stop that ends the runs in flight canceled, the latency lines, and
 definitions that load without warning noise. The whole stack runs in test_main_job.py."""
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ def test_the_demo_sets_and_prints_an_admin_token_and_a_jwt_of_an_organization_wi
     monkeypatch.setenv("ADMIN_API_TOKEN", "operator-token")
     settings, env, _ = demo_environment(Settings(database_url=None, data_dir=tmp_path), UpOptions())
     assert env["ADMIN_API_TOKEN"] == "operator-token" and "operator-token" not in demo_credentials(env, "http://h", demo_meta)
+
+
+# --- item: the doctor is all green on the demo ---------------------------------------------
+def test_the_demos_meta_settings_pass_the_doctors_onboarding_page_check(tmp_path: Path, monkeypatch) -> None:
+    from wa_core.doctor import local
+    from wa_core.doctor.model import run_group
+    from wa_dev.up import UpOptions, demo_environment
+
+    for key in ("META_APP_ID", "META_CONFIG_ID"):
+        monkeypatch.delenv(key, raising=False)
+    _, env, demo_meta = demo_environment(Settings(database_url=None, data_dir=tmp_path), UpOptions())
+    assert demo_meta
+    for key in ("META_APP_ID", "META_CONFIG_ID"):  # what the receiver's doctor reads: the child environment
+        monkeypatch.setenv(key, env[key])
+    [check] = run_group("onboarding_page", lambda: local.page_checks(Settings(database_url=None, data_dir=tmp_path)))
+    assert check.status == "ok", check
 
 
 # --- item: media of the demo numbers downloads ---------------------------------------------
