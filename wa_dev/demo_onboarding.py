@@ -16,6 +16,9 @@ from wa_dev.simulate import wire_bytes
 
 DEMO_JWT_SECRET = "demo-jwt-secret-not-for-production-0000"
 DEMO_APP_ID = "123456789012345"
+#: the Embedded Signup configuration id of the demo: numeric like a real one (the doctor's
+#: ``onboarding_page`` check wants that); the Graph emulator's stand-in SDK ignores it
+DEMO_CONFIG_ID = "543210987654321"
 CLOUD = {"org": "acme", "waba": "100000000000501", "owner": "300000000000501", "phone": "200000000000501", "display": "15550005001", "coexistence": False}
 #: a third WABA left in the stand-in SDK's list, for whoever clicks the printed page URL
 VISITOR = {"org": "newcomer", "waba": "100000000000503", "owner": "300000000000503", "phone": "200000000000503", "display": "15550005003", "coexistence": False}

@@ -131,23 +131,62 @@ class Services:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.log_dir / (name + '.log')}")
 
+    def _proc(self, name: str) -> subprocess.Popen | None:
+        return next((proc for n, proc in self.procs if n == name), None)
+
+    def interrupt(self, name: str) -> None:
+        """SIGTERM the main process of service ``name`` alone, not its group (no-op when it is
+        not running): the Dagster daemon then stops launching runs and asks its code server to
+        shut down, which that server does once the runs it executes have ended."""
+        proc = self._proc(name)
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def running(self, name: str) -> bool:
+        """True while the main process of service ``name`` runs."""
+        proc = self._proc(name)
+        return proc is not None and proc.poll() is None
+
+    def group_alive(self, name: str) -> bool:
+        """True while any process of service ``name``'s process group is left (the Dagster
+        daemon's code server and its run workers stay in the daemon's group after it exits)."""
+        proc = self._proc(name)
+        if proc is None:
+            return False
+        proc.poll()  # reap the leader if it exited: a zombie would keep the group "alive"
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def stop(self) -> None:
-        """SIGTERM each process group, then SIGKILL what is left after 10 s."""
-        for _, proc in self.procs:
-            if proc.poll() is None:
+        """SIGTERM each process group, then SIGKILL the groups with a process left after 10 s
+        (a group outlives its leader: the Dagster daemon's code server and run workers)."""
+        for name, proc in self.procs:
+            if self.group_alive(name):
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + 10
-        for _, proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+        while time.monotonic() < deadline and any(self.group_alive(name) for name, _ in self.procs):
+            time.sleep(0.1)
+        for name, proc in self.procs:
+            if self.group_alive(name):
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def wait_http(url: str, services: Services, timeout: float) -> None:
@@ -225,6 +264,88 @@ def end_runs_left_behind(env: dict[str, str], why: str) -> int:
         for run in runs:
             instance.report_run_canceled(run, message=why)
     return len(runs)
+
+
+#: how long a stop waits for the runs in flight to end canceled before it stops the services
+#: anyway (a processing run ends within its batch; a run still loading the code location, up to
+#: a minute or two on a loaded 2-core machine, ends once loaded)
+STOP_RUNS_TIMEOUT = 240.0
+
+
+def cancel_runs_in_flight(env: dict[str, str], services: Services, timeout: float = STOP_RUNS_TIMEOUT) -> int:
+    """End the runs in flight of a stack that stops as CANCELED, before its services stop: a run
+    worker killed with no termination request records FAILURE (and the next start's
+    ``run_failure_alerts`` raises ``run_failed`` for it). Returns how many runs it ended or
+    asked to end.
+
+    The Dagster daemon alone is sent SIGTERM first, so that it launches no new run; its code
+    server, which executes the runs, keeps answering until they have ended, then exits. Meanwhile
+    every run in flight (one the daemon launches before it exits included) is ended:
+
+    - a started run gets a termination request through the instance's run coordinator, as the
+      UI's Terminate sends it: its run worker interrupts the op (which releases what it holds)
+      and ends the run CANCELED;
+    - a queued, not yet started or starting run is marked CANCELED at once. Its worker, if it is
+      still loading the code location, then does not start it. (A termination request would not
+      do: the worker of a CANCELING run that has not started ignores it and exits, and Dagster's
+      code server then marks the run FAILURE.) If the worker had just started the run, the run
+      shows STARTED again and is sent a termination request like any started run.
+
+    Waits until no process of the daemon's group is left (the daemon, its code server, the run
+    workers), or ``timeout`` seconds. What is left unfinished :func:`end_runs_left_behind` marks
+    canceled once the services have stopped. Raises what Dagster's storage raises.
+    """
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    from wa_pipelines.defs.ingest.sensors import IN_FLIGHT
+
+    services.interrupt("dagster-daemon")
+    ended: set[str] = set()
+    terminating: set[str] = set()  # sent a termination request
+    deadline = time.monotonic() + timeout
+    with _DagsterEnv(env), DagsterInstance.get() as instance:
+        while True:
+            for run in instance.get_runs(RunsFilter(statuses=IN_FLIGHT)):
+                if run.status != DagsterRunStatus.STARTED:
+                    instance.report_run_canceled(run, message="`wa-dev up` stopped before this run started")
+                elif run.run_id not in terminating:
+                    terminating.add(run.run_id)
+                    try:
+                        instance.run_coordinator.cancel_run(run.run_id)
+                    except Exception:  # noqa: BLE001 - its code server is gone: end_runs_left_behind ends the run
+                        pass
+                else:  # its worker's start overwrote the CANCELING our request had set: set it again
+                    instance.report_run_canceling(run)
+                ended.add(run.run_id)
+            if not services.group_alive("dagster-daemon") or time.monotonic() >= deadline:
+                return len(ended)
+            time.sleep(0.5)
+
+
+def stop_stack(env: dict[str, str], services: Services, timeout: float = STOP_RUNS_TIMEOUT) -> list[str]:
+    """The stop of ``up`` (Ctrl-C, SIGTERM, or the end of ``--exit-when-done``): the runs in
+    flight end CANCELED (:func:`cancel_runs_in_flight`, bounded by ``timeout`` seconds; a second
+    Ctrl-C cuts it short), then the services stop and any run still unfinished is marked canceled
+    (:func:`end_runs_left_behind`). Nothing raises; returns the lines to print."""
+    lines: list[str] = []
+    try:
+        asked = cancel_runs_in_flight(env, services, timeout)
+    except KeyboardInterrupt:
+        lines.append("stopping now (interrupted again) without waiting for Dagster's runs to end")
+    except Exception as exc:  # noqa: BLE001 - the stop goes on; the runs are ended below
+        lines.append(f"warning: could not end Dagster's runs before the stop ({type(exc).__name__}: {str(exc)[:200]})")
+    else:
+        if asked:
+            lines.append(f"dagster: canceled {asked} run(s) in flight at the stop")
+    services.stop()
+    try:
+        left = end_runs_left_behind(env, "`wa-dev up` stopped while this run was in flight")
+    except Exception as exc:  # noqa: BLE001 - the stop goes on; the next start cleans up
+        lines.append(f"warning: could not check Dagster's runs at the stop ({type(exc).__name__}); the next start cancels what is left")
+    else:
+        if left:
+            lines.append(f"dagster: marked {left} run(s) still unfinished after the stop as canceled")
+    return lines
 
 
 def processing_run_windows(env: dict[str, str], since: float) -> list[tuple[float, float]]:

@@ -35,6 +35,7 @@ from wa_dev.stack import (
     prepare_app_database,
     prepare_dagster_home,
     processing_run_windows,
+    stop_stack,
     wait_daemon_ready,
     wait_http,
     wait_processed,
@@ -95,11 +96,11 @@ def demo_environment(settings: Settings, options: UpOptions) -> tuple[Settings, 
         print(f"ADMIN_API_TOKEN is not set: using the demo admin token {DEMO_ADMIN_TOKEN!r} (Authorization: Bearer …).")
         env["ADMIN_API_TOKEN"] = DEMO_ADMIN_TOKEN
         settings = settings.model_copy(update={"admin_api_token": SecretStr(DEMO_ADMIN_TOKEN)})
-    from wa_dev.demo_onboarding import DEMO_APP_ID, DEMO_JWT_SECRET
+    from wa_dev.demo_onboarding import DEMO_APP_ID, DEMO_CONFIG_ID, DEMO_JWT_SECRET
 
     demo_meta = not settings.meta_app_id  # no real Meta app configured: the local Graph emulator plays Meta
     if demo_meta:
-        env.update({"META_APP_ID": DEMO_APP_ID, "META_CONFIG_ID": "demo-config", "REGISTER_PIN": env.get("REGISTER_PIN", "123456")})
+        env.update({"META_APP_ID": DEMO_APP_ID, "META_CONFIG_ID": DEMO_CONFIG_ID, "REGISTER_PIN": env.get("REGISTER_PIN", "123456")})
         if "JWT_SECRET" not in env and "JWT_PUBLIC_KEY" not in env:
             print(f"JWT_SECRET is not set: the organization API verifies HS256 JWTs signed with the demo secret {DEMO_JWT_SECRET!r}"
                   " (mint your own: docs/integrate.md).")
@@ -192,7 +193,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             idle = float(env["PROCESSING_IDLE_EXIT_SECONDS"])
             print(f"waiting for the Dagster runs to finish (processing runs end after {idle:g}s idle)…")
             if not wait_runs_finished(env, float(env["PROCESSING_RUN_MAX_SECONDS"]) + 60, services):
-                print("warning: a Dagster run was still in flight; stopping it marks it failed")
+                print("warning: a Dagster run was still in flight; the stop cancels it")
             print(operations_report(settings))
             return 0 if done and not lost else 1
         print(f"\nrunning; press Ctrl-C to stop. The dashboards and open alerts are printed here when the first "
@@ -206,22 +207,17 @@ def run_up(settings: Settings, options: UpOptions) -> int:
                 shown = True
             time.sleep(5)
     except KeyboardInterrupt:
-        print("\nstopping…")
+        print("\nstopping… (Dagster's runs in flight end canceled first; Ctrl-C again to stop at once)")
         return 0
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        services.stop()
+        # the runs in flight end CANCELED before the services stop (an operator's stop is no failure)
+        for line in stop_stack(env, services):
+            print(line)
         if emulator is not None:
             emulator.stop()
-        try:
-            left = end_runs_left_behind(env, "`wa-dev up` stopped while this run was in flight")
-        except Exception as exc:  # noqa: BLE001 - the stop goes on; the next start cleans up
-            print(f"warning: could not check Dagster's runs at the stop ({type(exc).__name__}); the next start cancels what is left")
-        else:
-            if left:
-                print(f"dagster: marked {left} run(s) in flight at the stop as canceled")
 
 
 def demo_credentials(env: dict[str, str], base: str, demo_meta: bool) -> str:

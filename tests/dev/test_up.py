@@ -1,12 +1,15 @@
 """The main job's promises a new user relies on, each without starting the whole stack: a
 missing app database is created (or refused in one line), the demo's admin token and JWTs,
-media for the demo numbers, runs left in flight by a stopped stack, the latency lines, and
+the demo's Meta ids the doctor accepts, media for the demo numbers, runs left in flight by a
+stopped stack and a stop that ends the runs in flight canceled, the latency lines, and
 definitions that load without warning noise. The whole stack runs in test_main_job.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -77,6 +80,22 @@ def test_the_demo_sets_and_prints_an_admin_token_and_a_jwt_of_an_organization_wi
     assert env["ADMIN_API_TOKEN"] == "operator-token" and "operator-token" not in demo_credentials(env, "http://h", demo_meta)
 
 
+# --- item: the doctor is all green on the demo ---------------------------------------------
+def test_the_demos_meta_settings_pass_the_doctors_onboarding_page_check(tmp_path: Path, monkeypatch) -> None:
+    from wa_core.doctor import local
+    from wa_core.doctor.model import run_group
+    from wa_dev.up import UpOptions, demo_environment
+
+    for key in ("META_APP_ID", "META_CONFIG_ID"):
+        monkeypatch.delenv(key, raising=False)
+    _, env, demo_meta = demo_environment(Settings(database_url=None, data_dir=tmp_path), UpOptions())
+    assert demo_meta
+    for key in ("META_APP_ID", "META_CONFIG_ID"):  # what the receiver's doctor reads: the child environment
+        monkeypatch.setenv(key, env[key])
+    [check] = run_group("onboarding_page", lambda: local.page_checks(Settings(database_url=None, data_dir=tmp_path)))
+    assert check.status == "ok", check
+
+
 # --- item: media of the demo numbers downloads ---------------------------------------------
 def test_the_demo_numbers_get_tokens_the_emulator_accepts_and_their_media_downloads(engine: Engine, settings: Settings) -> None:
     from wa_core.meta.crypto import TokenCipher
@@ -136,6 +155,74 @@ def test_runs_left_in_flight_are_canceled_and_finished_ones_kept(tmp_path: Path,
                    DagsterRunStatus.FAILURE: DagsterRunStatus.FAILURE}
     monkeypatch.delenv("DAGSTER_HOME")
     assert end_runs_left_behind(env, "again") == 0
+
+
+# --- item: a stop ends the runs in flight canceled, not failed -------------------------------
+def _wait_until(condition, services=None) -> object:
+    """Poll ``condition()`` every 0.2 s until it returns something truthy (which is returned);
+    a service of ``services`` that exits fails the test at once, pytest-timeout bounds the rest."""
+    while not (found := condition()):
+        if services is not None:
+            services.check()
+        time.sleep(0.2)
+    return found
+
+
+@pytest.mark.timeout(600)
+def test_a_stop_ends_the_runs_in_flight_canceled_and_none_failed(tmp_path: Path, monkeypatch) -> None:
+    """A real Dagster daemon (the project's dagster.yaml) runs a run that lives until terminated
+    (like the processing and delivery runs) and a run held in STARTING while its worker loads
+    the code location (tests/dev/stop_location.py); ``stop_stack``, what ``up`` runs at a stop,
+    ends both CANCELED, none FAILURE, and leaves no process of the daemon behind."""
+    import shutil
+    import threading
+
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    from wa_dev.stack import Services, init_dagster_storage, stop_stack
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster" / "dagster.yaml", home / "dagster.yaml")
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(f"load_from:\n  - python_file:\n      relative_path: {ROOT / 'tests' / 'dev' / 'stop_location.py'}\n"
+                         "      location_name: stop_test\n")
+    gate = tmp_path / "gate"
+    monkeypatch.delenv("DAGSTER_POSTGRES_URL", raising=False)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "STOP_TEST_GATE": str(gate)}
+    init_dagster_storage(env)
+    services = Services(env, tmp_path / "logs")
+    services.start("dagster-daemon", [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)])
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    stopper: threading.Thread | None = None
+    try:
+        with DagsterInstance.get() as instance:
+            def status(job: str):
+                runs = instance.get_runs()
+                return next((r.status for r in runs if r.job_name == job), None)
+
+            _wait_until(lambda: status("until_terminated") == DagsterRunStatus.STARTED, services)
+            gate.touch()  # the next run's worker waits at import: its run stays STARTING
+            _wait_until(lambda: status("slow_start") == DagsterRunStatus.STARTING and Path(f"{gate}.waiting").exists(), services)
+            lines: list[str] = []
+            stopper = threading.Thread(target=lambda: lines.extend(stop_stack(env, services, timeout=500)))
+            stopper.start()
+            # the started run ends CANCELED (its worker answered the termination request), the
+            # starting one is marked CANCELED at once (the daemon exits meanwhile: not checked)
+            _wait_until(lambda: not stopper.is_alive()
+                        or (status("until_terminated") == DagsterRunStatus.CANCELED and status("slow_start") == DagsterRunStatus.CANCELED))
+            waited = stopper.is_alive()  # the stop waits for the worker still loading the code location
+            gate.unlink()  # it has loaded it now: it does not start the canceled run, and exits
+            stopper.join()
+            runs = {r.job_name: r.status for r in instance.get_runs()}
+        assert runs == {"until_terminated": DagsterRunStatus.CANCELED, "slow_start": DagsterRunStatus.CANCELED}, runs
+        assert waited and "dagster: canceled 2 run(s) in flight at the stop" in lines, lines
+        assert not services.group_alive("dagster-daemon")  # the code server and the run workers are gone too
+    finally:
+        gate.unlink(missing_ok=True)
+        if stopper is not None and stopper.is_alive():
+            stopper.join()
+        services.stop()
 
 
 # --- item: what the latency figure means -----------------------------------------------------

@@ -1,5 +1,11 @@
 """Alert sensors: a failed Dagster run becomes a ``run_failed`` alert through the notifier.
 
+A run canceled on purpose (an operator's Terminate, the stop of ``wa-dev up``) is no failure:
+Dagster can still end such a run FAILURE (its code server fails a run whose worker exited
+without finishing it, which is what the worker of a run terminated while starting does), so a
+failed run whose event log records a termination request raises no alert
+(:func:`canceled_on_purpose`).
+
 Failed asset checks raise their own alerts (``asset_check_failed``, from the checks), so no
 check sensor is needed here. Alerts are grouped in ``ops_alerts`` per job: a job that keeps
 failing is re-sent at most once per ``ALERT_REPEAT_SECONDS``; the job's next successful run
@@ -12,6 +18,8 @@ import re
 
 from dagster import (
     DagsterEvent,
+    DagsterEventType,
+    DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -72,13 +80,27 @@ def run_failure_alert(run: DagsterRun, failure_event: DagsterEvent | None, step_
     )
 
 
+def canceled_on_purpose(instance: DagsterInstance, run: DagsterRun) -> bool:
+    """True when ``run`` is CANCELED or CANCELING, or its event log records a termination request
+    (``RUN_CANCELING``: the UI's Terminate, ``wa-dev up``'s stop, any ``run_coordinator.cancel_run``),
+    whatever status the run ended with."""
+    if run.status in (DagsterRunStatus.CANCELED, DagsterRunStatus.CANCELING):
+        return True
+    return bool(instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_CANCELING, limit=1).records)
+
+
 @run_failure_sensor(
     name="run_failure_alerts",
     default_status=DefaultSensorStatus.RUNNING,
-    description="Send a run_failed alert (log, Sentry, Slack) when any run of this code location fails; grouped per job.",
+    description="Send a run_failed alert (log, Sentry, Slack) when any run of this code location fails (not one canceled on purpose); grouped per job.",
 )
 def run_failure_alerts(context: RunFailureSensorContext, app_db: AppDatabase) -> None:
-    """Notify ``run_failed`` for the failed run (grouped per job name in ``ops_alerts``)."""
+    """Notify ``run_failed`` for the failed run (grouped per job name in ``ops_alerts``), unless
+    it was canceled on purpose (:func:`canceled_on_purpose`)."""
+    run = context.dagster_run
+    if canceled_on_purpose(context.instance, run):
+        context.log.info(f"no run_failed alert for {run.job_name} ({run.run_id}): it was asked to terminate (canceled on purpose)")
+        return
     try:
         step_failures = list(context.get_step_failure_events())
     except Exception:  # the run's event log is unreadable: alert without step details
