@@ -146,6 +146,15 @@ class RequestTimeoutProtocol(HttpToolsProtocol):
         self._sweep.discard(self)
         super().connection_lost(exc)
 
+    def handle_websocket_upgrade(self) -> None:
+        # the connection now belongs to uvicorn's WebSocket protocol, and this one never sees its
+        # connection_lost: out of the sweep now, or it stays in the sweep's set for good (and
+        # its deadline would cut the WebSocket)
+        self._phase = None
+        self._deadline = None
+        self._sweep.discard(self)
+        super().handle_websocket_upgrade()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._phase = _HEADERS

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from tests.conftest import APP_SECRET
 from tests.dev.test_simulate import free_port
 from tests.webhook.test_receiver import count
-from tests.webhook.test_receiver_edges import PATH, open_partial_body, outcome_count, signed_post, status_line
+from tests.webhook.test_receiver_edges import PATH, open_partial_body, outcome_count, signed_post, status_line, wait_until
 from wa_core.meta.signature import sign
 from wa_core.settings import Settings
 from wa_webhook.app import create_app
@@ -40,7 +40,9 @@ def body_timeouts() -> float:
 
 
 @contextmanager
-def serve_guarded(app) -> Iterator[str]:
+def guarded_server(app) -> Iterator[tuple[str, uvicorn.Server]]:
+    """``app`` served in a thread by uvicorn with :class:`QuickHeaders`: its base URL and the
+    server (whose ``server_state`` holds the deadline sweep)."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=QuickHeaders))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -50,10 +52,16 @@ def serve_guarded(app) -> Iterator[str]:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+@contextmanager
+def serve_guarded(app) -> Iterator[str]:
+    with guarded_server(app) as (base, _):
+        yield base
 
 
 def connect(base: str) -> socket.socket:
@@ -239,3 +247,29 @@ def test_a_body_still_coming_after_an_early_answer_is_cut_off(settings: Settings
         assert answer.startswith(b"HTTP/1.1 404"), answer[:200]
         assert closed, f"connection still open after {sent} dripped body bytes (bound {QuickHeaders.body_timeout} s)"
     assert count(engine) == 0
+
+
+WEBSOCKET_UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def test_websocket_upgrade_requests_leave_nothing_in_the_deadline_sweep(settings: Settings, engine: Engine) -> None:
+    """An upgrade request hands its connection to uvicorn's WebSocket protocol, and the HTTP
+    protocol it leaves never sees ``connection_lost``: it must leave the sweep then, or every
+    upgrade request (anyone can send one) stays in the sweep's set for good, ~7 kB each, and is
+    checked again at every sweep (measured on ``wa-onboarding serve``: +144 MB of RSS after 20,000)."""
+    with guarded_server(create_app(settings)) as (base, server):
+        for _ in range(20):
+            sock = connect(base)
+            try:
+                sock.sendall(WEBSOCKET_UPGRADE)
+                assert status_line(sock) == "HTTP/1.1 403 Forbidden"  # the app has no WebSocket route
+            finally:
+                sock.close()
+        wait_until(lambda: not server.server_state.connections, "the upgraded connections are closed")
+        sweep = server.server_state.wa_request_sweep
+        wait_until(lambda: not sweep.connections, f"the sweep let go of the upgraded connections ({len(sweep.connections)} left)", limit=10)
+        assert signed_post(base, b'{"entry": []}').status_code == 200
+    assert count(engine) == 1
