@@ -166,6 +166,7 @@ def test_wa_onboarding_serve_uses_the_guard(monkeypatch) -> None:
     monkeypatch.setattr(cli, "settings_or_exit", lambda: None)
     cli.main(["serve"])
     assert seen["http"] is RequestTimeoutProtocol
+    assert seen["ws"] == "none"  # no WebSocket protocol outside the deadlines
 
 
 def read_all(sock: socket.socket) -> bytes:
