@@ -97,7 +97,7 @@ def server_cmd(target: str, port: int, workers: int) -> list[str]:
     return [
         sys.executable, "-m", "uvicorn", factory, "--factory", "--app-dir", str(PROJECT_ROOT),
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--log-level", "warning", "--no-access-log", "--proxy-headers",
+        "--log-level", "warning", "--no-access-log", "--proxy-headers", "--ws", "none",
     ]
 
 

@@ -80,6 +80,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=True,
         http=RequestTimeoutProtocol,  # httptools, plus deadlines for request headers and bodies
+        # no WebSocket route: an upgrade request is plain HTTP, not handed to a protocol outside
+        # both deadlines (a POST with `Upgrade: websocket` was held there unanswered for good)
+        ws="none",
     )
     return 0
 

@@ -17,6 +17,14 @@ of them hold 1,000 connections.
   route counts it as its ``body_timeout`` outcome, and nothing is stored) and
   ``wa_http_body_timeouts_total`` counts it.
 
+The header deadline bounds time, not bytes, and neither uvicorn nor httptools bounds the size of
+a head: within the deadline one client sent ~137 MB of tiny headers, which uvicorn keeps as a
+list (3.1 GB of RSS), or one huge header value, which httptools grows by concatenation (the
+event loop stalled for seconds). So a head is also bounded in **size**
+(:attr:`RequestTimeoutProtocol.max_header_bytes`, 64 kB): past it the client gets ``431 Request
+Header Fields Too Large``, the connection is closed and ``wa_http_headers_too_large_total``
+counts it.
+
 A request pipelined behind another (its first bytes came while the previous response was being
 sent) gets its full bounds from the moment that response is complete; a response in progress is
 never interrupted.
@@ -65,6 +73,10 @@ def _response_408(what: bytes) -> bytes:
 
 _HEADERS_408 = _response_408(b"headers")
 _BODY_408 = _response_408(b"body")
+_HEADERS_431 = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 25\r\nconnection: close\r\n\r\nrequest headers too large"
+)
 
 
 def _default_timeouts() -> tuple[float, float]:
@@ -110,12 +122,16 @@ class RequestTimeoutProtocol(HttpToolsProtocol):
     ``header_timeout`` and ``body_timeout`` (seconds) are read once per process from
     ``HTTP_HEADER_TIMEOUT_SECONDS`` and ``WEBHOOK_BODY_TIMEOUT_SECONDS``
     (:class:`wa_core.settings.Settings`) unless a subclass sets them; ``sweep_interval``
-    (seconds) defaults to a tenth of the shorter one, between 0.01 and 1.
+    (seconds) defaults to a tenth of the shorter one, between 0.01 and 1. A request head past
+    ``max_header_bytes`` gets ``431`` (a head that begins in the same read as the end of the
+    previous request's body is counted from the next read: at most one read, 256 kB, more).
     """
 
     header_timeout: float | None = None
     body_timeout: float | None = None
     sweep_interval: float | None = None
+    #: the largest request head (request line and headers) a client may send, in bytes
+    max_header_bytes: int = 64 * 1024
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - uvicorn's signature
         super().__init__(*args, **kwargs)
@@ -128,6 +144,7 @@ class RequestTimeoutProtocol(HttpToolsProtocol):
             cls.sweep_interval = min(1.0, max(0.01, min(cls.header_timeout, cls.body_timeout) / 10))
         self._phase: int | None = None
         self._deadline: float | None = None  # loop time past which the phase has taken too long
+        self._head_bytes = 0  # bytes read so far of the head not complete yet (see data_received)
         # one sweep per server (its connections share the server state and the event loop)
         sweep = getattr(self.server_state, "wa_request_sweep", None)
         if sweep is None:
@@ -146,6 +163,46 @@ class RequestTimeoutProtocol(HttpToolsProtocol):
         self._sweep.discard(self)
         super().connection_lost(exc)
 
+    def handle_websocket_upgrade(self) -> None:
+        # the connection now belongs to uvicorn's WebSocket protocol, and this one never sees its
+        # connection_lost: out of the sweep now, or it stays in the sweep's set for good (and
+        # its deadline would cut the WebSocket)
+        self._phase = None
+        self._deadline = None
+        self._sweep.discard(self)
+        super().handle_websocket_upgrade()
+
+    def data_received(self, data: bytes) -> None:
+        phase = self._phase
+        if phase == _HEADERS:  # this read continues a head that is not complete
+            if self._head_bytes > self.max_header_bytes:
+                self.flow.pause_reading()  # refused already, waiting for the response in progress
+                return  # nothing more is parsed or kept
+            self._head_bytes += len(data)
+        elif phase is None:  # between requests: this read begins the next head
+            self._head_bytes = len(data)
+        # (a head that begins after a body in the same read is counted from the next read)
+        super().data_received(data)
+        if self._phase == _HEADERS and self._head_bytes > self.max_header_bytes and not self.transport.is_closing():
+            self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        """The head passed ``max_header_bytes``: 431 and close, once no response is in progress."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # that response is not interrupted: reading stops, on_response_complete answers this one
+            self.flow.pause_reading()
+            return
+        metrics.HEADERS_TOO_LARGE.inc()
+        log.warning(
+            "request headers over %d bytes: answering 431 and closing the connection",
+            self.max_header_bytes,
+            extra={"client": self.client[0] if self.client else None},
+        )
+        self._deadline = None
+        self.transport.write(_HEADERS_431)
+        self.transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._phase = _HEADERS
@@ -153,6 +210,7 @@ class RequestTimeoutProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        self._head_bytes = 0
         self.scope[BODY_BOUND_SCOPE_KEY] = self.body_timeout  # type: ignore[literal-required]
         self._phase = _BODY
         self._deadline = self.loop.time() + self.body_timeout
@@ -164,6 +222,9 @@ class RequestTimeoutProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if self._phase == _HEADERS and self._head_bytes > self.max_header_bytes and not self.transport.is_closing():
+            self._head_too_large()  # refused while that response was being sent
+            return
         if self._phase is not None and not self.transport.is_closing():
             # a pipelined request began during that response (or the answered request's body
             # is still coming): a full bound from now, uvicorn's keep-alive timer being

@@ -35,3 +35,7 @@ BODY_TIMEOUTS = Counter(
     "wa_http_body_timeouts_total",
     "Requests whose body was not received within WEBHOOK_BODY_TIMEOUT_SECONDS after their headers (answered 408 and closed; `wa-onboarding serve`).",
 )
+HEADERS_TOO_LARGE = Counter(
+    "wa_http_headers_too_large_total",
+    "Connections whose request head passed 64 kB (answered 431 and closed; `wa-onboarding serve`).",
+)

@@ -5,6 +5,7 @@ time, and an idle keep-alive connection between requests, are not affected."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ from sqlalchemy.engine import Engine
 from tests.conftest import APP_SECRET
 from tests.dev.test_simulate import free_port
 from tests.webhook.test_receiver import count
-from tests.webhook.test_receiver_edges import PATH, open_partial_body, outcome_count, signed_post, status_line
+from tests.webhook.test_receiver_edges import PATH, open_partial_body, outcome_count, signed_post, status_line, wait_until
 from wa_core.meta.signature import sign
 from wa_core.settings import Settings
 from wa_webhook.app import create_app
@@ -40,7 +41,9 @@ def body_timeouts() -> float:
 
 
 @contextmanager
-def serve_guarded(app) -> Iterator[str]:
+def guarded_server(app) -> Iterator[tuple[str, uvicorn.Server]]:
+    """``app`` served in a thread by uvicorn with :class:`QuickHeaders`: its base URL and the
+    server (whose ``server_state`` holds the deadline sweep)."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=QuickHeaders))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -50,10 +53,16 @@ def serve_guarded(app) -> Iterator[str]:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+@contextmanager
+def serve_guarded(app) -> Iterator[str]:
+    with guarded_server(app) as (base, _):
+        yield base
 
 
 def connect(base: str) -> socket.socket:
@@ -158,6 +167,7 @@ def test_wa_onboarding_serve_uses_the_guard(monkeypatch) -> None:
     monkeypatch.setattr(cli, "settings_or_exit", lambda: None)
     cli.main(["serve"])
     assert seen["http"] is RequestTimeoutProtocol
+    assert seen["ws"] == "none"  # no WebSocket protocol outside the deadlines
 
 
 def read_all(sock: socket.socket) -> bytes:
@@ -239,3 +249,151 @@ def test_a_body_still_coming_after_an_early_answer_is_cut_off(settings: Settings
         assert answer.startswith(b"HTTP/1.1 404"), answer[:200]
         assert closed, f"connection still open after {sent} dripped body bytes (bound {QuickHeaders.body_timeout} s)"
     assert count(engine) == 0
+
+
+WEBSOCKET_UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def test_websocket_upgrade_requests_leave_nothing_in_the_deadline_sweep(settings: Settings, engine: Engine) -> None:
+    """An upgrade request hands its connection to uvicorn's WebSocket protocol, and the HTTP
+    protocol it leaves never sees ``connection_lost``: it must leave the sweep then, or every
+    upgrade request (anyone can send one) stays in the sweep's set for good, ~7 kB each, and is
+    checked again at every sweep (measured on ``wa-onboarding serve``: +144 MB of RSS after 20,000)."""
+    with guarded_server(create_app(settings)) as (base, server):
+        for _ in range(20):
+            sock = connect(base)
+            try:
+                sock.sendall(WEBSOCKET_UPGRADE)
+                assert status_line(sock) == "HTTP/1.1 403 Forbidden"  # the app has no WebSocket route
+            finally:
+                sock.close()
+        wait_until(lambda: not server.server_state.connections, "the upgraded connections are closed")
+        sweep = server.server_state.wa_request_sweep
+        wait_until(lambda: not sweep.connections, f"the sweep let go of the upgraded connections ({len(sweep.connections)} left)", limit=10)
+        assert signed_post(base, b'{"entry": []}').status_code == 200
+    assert count(engine) == 1
+
+
+def headers_too_large() -> float:
+    return REGISTRY.get_sample_value("wa_http_headers_too_large_total") or 0.0
+
+
+def test_request_headers_past_the_size_bound_get_431_at_once(settings: Settings, engine: Engine) -> None:
+    """The header deadline bounds time, not bytes: within it one client sent ~137 MB of tiny
+    headers (``wa-onboarding serve``, default 10 s bound), which uvicorn keeps as a list of
+    tuples (3.1 GB of RSS from that one connection), or one huge header value, which httptools
+    grows by concatenation (the event loop stalled: a delivery waited 4 s). A head past
+    ``max_header_bytes`` gets 431 and a closed connection as soon as it passes the bound."""
+    limit = QuickHeaders.max_header_bytes
+    before = headers_too_large()
+    with serve_guarded(create_app(settings)) as base:
+        for filler in (b"a:b\r\n" * (limit // 5 + 1000), b"X-Big: " + b"a" * (limit + 1000)):
+            sock = connect(base)
+            try:
+                sock.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\n".encode())
+                try:
+                    sock.sendall(filler)  # the head still incomplete: no blank line
+                except OSError:
+                    pass  # the server may close before the last bytes are in
+                answer = read_all(sock)
+            finally:
+                sock.close()
+            # not 408: the answer came on the size, not after the (0.5 s) header bound
+            assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large") and b"connection: close" in answer, answer[:200]
+        assert signed_post(base, b'{"entry": []}').status_code == 200
+    assert headers_too_large() == before + 2
+    assert count(engine) == 1
+
+
+def test_heads_within_the_size_bound_and_bodies_sharing_their_packets_are_served(settings: Settings, engine: Engine) -> None:
+    """Only head bytes count: a head of half the bound, and a 3 MB delivery sent in one write
+    with a second request behind it (its head in the same reads as the body), are served."""
+    limit = QuickHeaders.max_header_bytes
+    before = headers_too_large()
+    small = b'{"entry": []}'
+    big = b'{"entry": [], "pad": "' + b"x" * (3 * 1024 * 1024) + b'"}'
+
+    def request(body: bytes, extra: bytes = b"") -> bytes:
+        return (
+            f"POST {PATH} HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {sign(body, APP_SECRET)}\r\n"
+            f"Content-Length: {len(body)}\r\n".encode() + extra + b"\r\n" + body
+        )
+
+    with serve_guarded(create_app(settings)) as base:
+        sock = connect(base)
+        try:
+            sock.sendall(request(small, b"X-Padding: " + b"a" * (limit // 2) + b"\r\n"))
+            assert status_line(sock) == "HTTP/1.1 200 OK"
+        finally:
+            sock.close()
+        sock = connect(base)
+        try:
+            sock.sendall(request(big) + request(small))
+            answer = b""
+            while answer.count(b"EVENT_RECEIVED") < 2:
+                chunk = sock.recv(65536)
+                assert chunk, answer
+                answer += chunk
+            assert answer.count(b"HTTP/1.1 200 OK") == 2
+        finally:
+            sock.close()
+    assert headers_too_large() == before
+    assert count(engine) == 3
+
+
+def test_a_head_too_large_behind_a_response_in_progress_is_refused_after_it(settings: Settings, engine: Engine) -> None:
+    """A huge head pipelined behind a delivery still landing: the delivery's 200 is not cut
+    (nor preceded) by the refusal; reading stops meanwhile, then 431 and the connection closes."""
+    import sqlalchemy as sa
+
+    from tests.helpers import waiting_on_a_lock
+
+    body = b'{"entry": []}'
+    delivery = (
+        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {sign(body, APP_SECRET)}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    huge = f"POST {PATH} HTTP/1.1\r\nHost: x\r\n".encode() + b"a:b\r\n" * (8 * QuickHeaders.max_header_bytes // 5)  # past the bound by more than one read
+    before = headers_too_large()
+    with guarded_server(create_app(settings)) as (base, server), engine.connect() as lock:
+        lock.execute(sa.text("LOCK TABLE whatsapp_webhook_logs IN ACCESS EXCLUSIVE MODE"))  # the landing waits
+        sock = connect(base)
+
+        def send() -> None:
+            try:
+                sock.sendall(delivery + huge)  # blocks once the server stops reading
+            except OSError:
+                pass  # the server closed the connection first
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        try:
+            wait_until(
+                lambda: any(p._head_bytes > p.max_header_bytes for p in server.server_state.connections),
+                "the server saw the head pass its bound",
+            )
+
+            def landing_waits() -> bool:  # (pg_stat_activity read outside the lock's transaction, which caches it)
+                with engine.connect() as conn:
+                    pids = conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE query LIKE '%INSERT INTO whatsapp_webhook_logs%' AND pid <> pg_backend_pid()")).scalars().all()
+                return any(waiting_on_a_lock(engine, pid) for pid in pids)
+
+            wait_until(landing_waits, "the delivery's insert waits on the lock")
+            lock.rollback()  # the delivery lands and is answered
+            answer = b""
+            try:
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            except ConnectionResetError:
+                pass  # closed with the client's bytes unread: a reset, after what was sent
+        finally:
+            sock.close()
+        statuses = re.findall(rb"HTTP/1\.1 \d{3}[^\r]*", answer)
+        assert statuses == [b"HTTP/1.1 200 OK", b"HTTP/1.1 431 Request Header Fields Too Large"], answer[:400]
+        sender.join(30)
+        assert not sender.is_alive()
+    assert headers_too_large() == before + 1
+    assert count(engine) == 1
