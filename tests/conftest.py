@@ -72,13 +72,36 @@ def settings(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     get_settings.cache_clear()
 
 
+# one round trip: which of the schema's tables hold a row (EXISTS stops at the first)
+_NON_EMPTY = " UNION ALL ".join(f"SELECT '{t.name}' WHERE EXISTS (SELECT FROM {t.name})" for t in metadata.sorted_tables)
+# sequences read since their last reset (pg_sequences.last_value is NULL until nextval)
+_USED_SEQUENCES = "SELECT format('%I.%I', schemaname, sequencename), start_value FROM pg_sequences WHERE last_value IS NOT NULL"
+
+
+def empty_database(conn: sa.Connection) -> list[str]:
+    """Empty every table of the schema and restart every used sequence, as
+    ``TRUNCATE … RESTART IDENTITY CASCADE`` of all tables would, in a few milliseconds.
+
+    Only the tables that hold a row are touched, with ``DELETE`` children first (the order of
+    ``metadata.sorted_tables``, reversed): on a test database with a handful of rows that is
+    ~50x faster than truncating the 41 tables, each of which makes new files for the table and
+    its indexes. ``alembic_version`` is not in the schema's metadata and is kept. Returns the
+    names of the tables that held rows."""
+    non_empty = {row[0] for row in conn.execute(sa.text(_NON_EMPTY))}
+    for table in reversed(metadata.sorted_tables):
+        if table.name in non_empty:
+            conn.execute(table.delete())
+    for sequence, start in conn.execute(sa.text(_USED_SEQUENCES)).all():
+        conn.execute(sa.text("SELECT setval(:s, :v, false)"), {"s": sequence, "v": start})
+    return sorted(non_empty)
+
+
 @pytest.fixture()
 def engine(settings: Settings) -> Iterator[Engine]:
-    """Engine on an emptied test database."""
+    """Engine on an emptied test database (no rows, every id sequence at its start)."""
     eng = create_sync_engine(settings)
     with eng.begin() as conn:
-        names = ", ".join(t.name for t in metadata.sorted_tables)
-        conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        empty_database(conn)
     yield eng
     eng.dispose()
 
