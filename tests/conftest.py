@@ -121,3 +121,53 @@ def expected() -> dict[str, dict]:
 def fixture_bytes(name: str) -> bytes:
     """Exact bytes of one fixture body."""
     return (FIXTURES / name).read_bytes()
+
+
+def _utf8_safe(value: object) -> object:
+    """``value`` with every string that UTF-8 cannot encode (a lone surrogate) backslash-escaped,
+    through dicts, lists and tuples; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_utf8_safe(k): _utf8_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_utf8_safe(v) for v in value)
+    return value
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_report_to_serializable(config: pytest.Config, report: object) -> Iterator[object]:
+    """A pytest-xdist worker sends each report to the controller through execnet, which refuses
+    strings UTF-8 cannot encode (pytest-xdist issue #843): a test whose captured log holds a
+    lone surrogate (the poison-value tests log one in an alert line) would crash the worker.
+    The serialised report's strings are escaped instead (``\\ud800``), as a terminal shows them."""
+    data = yield
+    return _utf8_safe(data) if data is not None else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every collected test a node id of its own.
+
+    schemathesis (4.x) builds one item per API operation, named ``test_…[GET /healthz]``, but
+    under pytest 9 their node ids all read ``…::test_every_operation_answers_as_its_schema_says``:
+    pytest 9 derives an item's id from its ``originalname`` and parametrization, and schemathesis
+    passes neither. pytest-xdist schedules ``--dist loadgroup`` by node id, so it ran one of the 33
+    operations and reported the suite green. Such an item gets its name (with the operation) as
+    its id; any duplicate left is a usage error, never a silently smaller run."""
+    seen: dict[str, int] = {}
+    for item in items:
+        seen[item.nodeid] = seen.get(item.nodeid, 0) + 1
+    for item in items:
+        if seen[item.nodeid] > 1 and "[" in item.name and item.parent is not None:
+            base, _, params = item.name.partition("[")
+            item._id = item.parent.id.child(base).with_params(params.removesuffix("]"))  # noqa: SLF001
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.nodeid] = counts.get(item.nodeid, 0) + 1
+    duplicates = sorted(nodeid for nodeid, n in counts.items() if n > 1)
+    if duplicates:
+        raise pytest.UsageError(f"tests share a node id (pytest-xdist would run only one of each): {duplicates[:5]}")
