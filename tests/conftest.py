@@ -1,9 +1,10 @@
 """Shared test fixtures: a real Postgres database per test session, the fixture corpus, settings.
 
-The session creates its own database (``wa_test_<random>``) on the Postgres given by
-``TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``), migrates
-it to head, empties the tables before each test that uses it, and drops it at the end.
-It never touches a database it did not create.
+The session (each pytest-xdist worker is a session of its own) creates its own database
+(``wa_test_<random>``) on the Postgres given by ``TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/postgres``), migrates it to head, empties the tables
+before each test that uses it, and drops it at the end. It never touches a database it did not
+create. The hooks at the end keep pytest-xdist's workers honest (docs/development.md).
 """
 
 from __future__ import annotations
