@@ -10,6 +10,7 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -60,7 +61,8 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # a short poll interval: shutdown() waits for the loop to notice (0.5 s by default)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     @property
@@ -388,7 +390,7 @@ def test_rate_limiter_resolves_redis_down_when_redis_answers_again(monkeypatch) 
             sent.append(f"resolved {kind}:{key}")
 
     notifier = Notifier(plain_settings(), sinks=[Recorder()])
-    limiter = ratelimit.RateLimiter("redis://127.0.0.1:6379/0", prefix="wa-test-alerts", notifier=notifier)
+    limiter = ratelimit.RateLimiter("redis://127.0.0.1:6379/0", prefix=f"wa-test-alerts-{uuid.uuid4().hex[:8]}", notifier=notifier)
     real = limiter._redis
     monkeypatch.setattr(ratelimit, "REDIS_RETRY_SECONDS", 0.0)
     limiter._redis = ratelimit.RateLimiter(CLOSED_REDIS)._redis  # Redis "down"

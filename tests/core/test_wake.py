@@ -51,11 +51,13 @@ class Watched:
         self.inner = waker
         self.waiting = threading.Event()
         self.outcomes: list[str] = []
+        self.started: list[int] = []
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def wait(self, timeout: float) -> str:
+        self.started.append(len(self.outcomes))  # how many waits had ended when this one began
         self.waiting.set()
         outcome = self.inner.wait(timeout)
         self.outcomes.append(outcome)
@@ -141,6 +143,16 @@ def test_a_dropped_listener_reconnects_and_the_run_claims_once(settings: Setting
     bind_fixture_numbers(engine)
     listener = LandingListener(settings.asyncpg_dsn, poll_seconds=HOUR, listen_poll_seconds=HOUR)
     listener.ready()
+    # the reconnect (RECONNECT_SECONDS after the drop) waits until the row below has landed: on
+    # a busy machine it could otherwise come first, and the row would wait for the hourly poll
+    landed = threading.Event()
+    connect = listener._connect
+
+    def connect_once_landed() -> bool:
+        landed.wait(30)
+        return connect()
+
+    listener._connect = connect_once_landed
     waker = Watched(listener)
     loop = Loop(engine, settings, waker)
     try:
@@ -149,9 +161,15 @@ def test_a_dropped_listener_reconnects_and_the_run_claims_once(settings: Setting
         with psycopg.connect(settings.asyncpg_dsn, autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
         _until(lambda: LOST in waker.outcomes, "the loop saw the connection drop")
+        # the run claims once after the drop, then waits again: only then does the row land (had
+        # it landed before that claim, that claim would take it, before any reconnect)
+        lost_at = waker.outcomes.index(LOST)
+        _until(lambda: any(ended > lost_at for ended in waker.started), "the claim after the drop done")
         # a row landed while the listener is down announces nothing; the claim after the
         # reconnect finds it (every poll is an hour away)
         row_id = land(engine, fixture_bytes("messages_text.json"))
+        assert _status(engine, row_id) == "pending"
+        landed.set()
         _until(lambda: _status(engine, row_id) == "processed", "the row landed during the outage processed")
         assert RECONNECTED in waker.outcomes and listener.notifying
         # and notifications work again after the reconnect
@@ -162,6 +180,7 @@ def test_a_dropped_listener_reconnects_and_the_run_claims_once(settings: Setting
             conn.execute(f"SELECT pg_notify('{LANDED_CHANNEL}', '')")
         _until(lambda: _status(engine, second) == "processed", "the row announced after the reconnect processed")
     finally:
+        landed.set()
         stats = loop.stop()
         listener.close()
     assert stats.webhooks == 2 and stats.wakes[NOTIFIED] >= 1

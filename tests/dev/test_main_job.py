@@ -23,6 +23,12 @@ from wa_core.db.schema import whatsapp_connections, whatsapp_messages, whatsapp_
 from wa_core.settings import Settings
 from wa_dev.simulate import load_corpus
 
+# the two runs of the whole stack (receiver, Dagster webserver, daemon, code servers, runs) never
+# run at once on a 2-core machine: under pytest-xdist (bin/test: --dist loadgroup) they share a
+# worker, and as the largest group they are handed out first, so the rest of the suite runs on
+# the other worker meanwhile
+pytestmark = pytest.mark.xdist_group("main_job")
+
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "wa-dev")
 

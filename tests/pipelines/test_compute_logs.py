@@ -6,10 +6,16 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from dagster import DagsterInstance
+from sqlalchemy.engine import make_url
+
+from tests.conftest import ADMIN_URL
 
 from wa_pipelines.compute_logs import FileComputeLogManager
 
@@ -29,12 +35,26 @@ def _children() -> set[int]:
     return found
 
 
+@pytest.fixture()
+def dagster_pg_url() -> Iterator[str]:
+    """A database of its own for the Postgres file's storage (the instance creates its tables
+    there at once, even though only the log manager is used here), dropped afterwards."""
+    name = f"wa_test_dagster_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(ADMIN_URL).set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.mark.parametrize("config", ["dagster.yaml", "dagster.postgres.yaml"])
-def test_captured_output_reads_back_and_is_deleted_without_mirror_processes(tmp_path, monkeypatch, config) -> None:
+def test_captured_output_reads_back_and_is_deleted_without_mirror_processes(tmp_path, monkeypatch, config, request) -> None:
     shutil.copy(ROOT / "dagster" / config, tmp_path / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    # the Postgres file reads its storage URL from the environment; only the log manager is used here
-    monkeypatch.setenv("DAGSTER_POSTGRES_URL", os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    if config == "dagster.postgres.yaml":  # the Postgres file reads its storage URL from the environment
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", request.getfixturevalue("dagster_pg_url"))
     instance = DagsterInstance.from_config(str(tmp_path))
     manager = instance.compute_log_manager
     assert isinstance(manager, FileComputeLogManager)

@@ -35,12 +35,18 @@ def test_a_full_run_logs_no_personal_data_and_json_lines_parse(engine: Engine, s
     log_file = (tmp_path / "receiver.log").open("w")
     server = subprocess.Popen([cli, "serve", "--port", str(port)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        for _ in range(100):
+        # until it answers (a busy machine may take well over 10 s to import and start it); the
+        # bound only turns a hang into a failure
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, (tmp_path / "receiver.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the receiver never answered /healthz"
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         report = SendReport()
         asyncio.run(send_corpus(f"http://127.0.0.1:{port}/api/v1/whatsapp/webhook", APP_SECRET, load_corpus(FIXTURES), report))
         asyncio.run(send_corpus(f"http://127.0.0.1:{port}/api/v1/whatsapp/webhook", "wrong-secret", load_corpus(FIXTURES)[:1], SendReport()))
