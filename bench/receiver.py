@@ -14,6 +14,9 @@ no access log, proxy headers, default loop/http = uvloop + httptools):
   each landing it sends the coalesced ``NOTIFY wa_webhook_landed`` (the default);
 - ``nonotify`` the same receiver with ``LANDING_NOTIFY=false``: the plain INSERT, for the
   cost of the notification (list it next to ``receiver``: the matrix is interleaved);
+- ``minimalguard`` the same minimal app served with the receiver's HTTP protocol
+  (``wa_webhook.http_guard.RequestTimeoutProtocol``: header and body deadlines, head size
+  bound): what the protocol costs on its own;
 - ``minimal``  ``bench/apps.py:minimal_app``: the minimal durable receiver of issue 14 (raw
   ASGI: body, HMAC, the same asyncpg INSERT of the same row, 200); every other target is
   compared with it per repetition (req/s and p99 ratios, server CPU per 200), rows checked.
@@ -81,7 +84,7 @@ PATH = "/api/v1/whatsapp/webhook"
 #: targets that are the real receiver (readiness on /readyz, rows checked)
 RECEIVERS = ("receiver", "nonotify")
 #: targets whose rows are checked against their 200 answers
-DURABLE = RECEIVERS + ("minimal",)
+DURABLE = RECEIVERS + ("minimal", "minimalguard")
 
 
 def server_env(env: dict[str, str], target: str) -> dict[str, str]:
@@ -92,6 +95,13 @@ def server_env(env: dict[str, str], target: str) -> dict[str, str]:
 def server_cmd(target: str, port: int, workers: int) -> list[str]:
     if target in RECEIVERS:
         return [str(VENV_BIN / "wa-onboarding"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    if target == "minimalguard":  # the reference served with the receiver's protocol: what the deadlines cost
+        code = (
+            "import uvicorn; from wa_webhook.http_guard import RequestTimeoutProtocol; "
+            f"uvicorn.run('bench.apps:minimal_app', factory=True, app_dir={str(PROJECT_ROOT)!r}, host='127.0.0.1', port={port}, "
+            f"workers={workers}, log_level='warning', access_log=False, proxy_headers=True, ws='none', http=RequestTimeoutProtocol)"
+        )
+        return [sys.executable, "-c", code]
     factory = {"bare": "bench.apps:bare_app", "nodb": "bench.apps:receiver_nodb_app", "minimal": "bench.apps:minimal_app"}[target]
     # the same uvicorn options as `wa-onboarding serve` (wa_webhook/cli.py cmd_serve)
     return [
