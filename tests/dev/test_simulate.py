@@ -38,10 +38,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread; yields its base URL."""
+def serving(app, **config) -> Iterator[tuple[str, uvicorn.Server]]:
+    """Run ``app`` with uvicorn in a thread (``config``: more ``uvicorn.Config`` options); yields
+    its base URL and the server, and stops it on the way out."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -49,10 +50,17 @@ def serve(app) -> Iterator[str]:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+@contextmanager
+def serve(app) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread; yields its base URL."""
+    with serving(app) as (base, _):
+        yield base
 
 
 def test_corpus_replay_lands_every_body_byte_exact(engine: Engine, settings: Settings) -> None:

@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy.engine import Engine
 
 from tests.conftest import APP_SECRET
-from tests.dev.test_simulate import free_port
+from tests.dev.test_simulate import serving
 from tests.webhook.test_receiver import count
 from tests.webhook.test_receiver_edges import PATH, open_partial_body, outcome_count, signed_post, status_line, wait_until
 from wa_core.meta.signature import sign
@@ -44,19 +44,8 @@ def body_timeouts() -> float:
 def guarded_server(app) -> Iterator[tuple[str, uvicorn.Server]]:
     """``app`` served in a thread by uvicorn with :class:`QuickHeaders`: its base URL and the
     server (whose ``server_state`` holds the deadline sweep)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=QuickHeaders))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        server.should_exit = True
-        thread.join(5)
+    with serving(app, http=QuickHeaders) as served:
+        yield served
 
 
 @contextmanager
