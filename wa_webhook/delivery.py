@@ -32,7 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from wa_core.db.landing import LandedWebhook, LandingUnavailable
 from wa_core.db.schema import utcnow
-from wa_core.meta.signature import SignatureResult, verify_with_rotation
+from wa_core.meta.signature import SIGNATURE_HEADER, SignatureResult, verify_with_rotation
 from wa_webhook import metrics
 from wa_webhook.http_guard import BODY_BOUND_SCOPE_KEY, BODY_TIMED_OUT_SCOPE_KEY
 
@@ -41,8 +41,7 @@ log = logging.getLogger("wa_webhook.webhook")
 #: the outcome counter of the hot path, bound once (``labels()`` costs a lock and a lookup)
 _LANDED = metrics.WEBHOOK_REQUESTS.labels("landed")
 _TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
-_ACK_TEXT = b"EVENT_RECEIVED"
-_ACK_LENGTH = (b"content-length", str(len(_ACK_TEXT)).encode())
+_SIGNATURE = SIGNATURE_HEADER.lower().encode("ascii")  # ASGI header names are lower-case bytes
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -53,6 +52,10 @@ class Answer(NamedTuple):
     status: int
     text: bytes
     headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+#: the answer to a body not read within WEBHOOK_BODY_TIMEOUT_SECONDS (by the route or the server)
+_BODY_TIMEOUT = Answer(408, b"request body timeout", ((b"connection", b"close"),))
 
 
 class DeliveryHeaders(NamedTuple):
@@ -70,7 +73,7 @@ def scan_headers(scope: Scope) -> DeliveryHeaders:
     signature = request_id = content_length = None
     origin = False
     for name, value in scope["headers"]:
-        if name == b"x-hub-signature-256":
+        if name == _SIGNATURE:
             if signature is None:
                 signature = value
         elif name == b"content-length":
@@ -198,10 +201,11 @@ async def handle_delivery(scope: Scope, receive: Receive, ctx: DeliveryContext, 
 
     if headers is None:
         headers = scan_headers(scope)
-    request_id = safe_request_id(headers.request_id)
+    request_id = safe_request_id(headers.request_id)  # bytes, for the answer's header
+    request_id_text = request_id.decode("ascii")  # for the row and the logs
     reads = ctx.body_reads
     if not reads.try_enter():
-        log.warning("too many webhook bodies being read at once: answering 503", extra={"request_id": request_id.decode()})
+        log.warning("too many webhook bodies being read at once: answering 503", extra={"request_id": request_id_text})
         metrics.WEBHOOK_REQUESTS.labels("busy").inc()
         return Answer(503, b"receiver busy", ((b"retry-after", b"1"),))
     try:
@@ -211,24 +215,24 @@ async def handle_delivery(scope: Scope, receive: Receive, ctx: DeliveryContext, 
             async with asyncio.timeout(settings.webhook_body_timeout_seconds):
                 body = await read_body_limited(receive, headers.content_length, ctx.max_body_bytes)
     except BodyTooLarge as exc:
-        log.warning("webhook body over limit", extra={"request_id": request_id.decode()})
+        log.warning("webhook body over limit", extra={"request_id": request_id_text})
         metrics.WEBHOOK_REQUESTS.labels("too_large").inc()
-        ctx.rejections.record("too_large", _client_ip(scope), exc.size, None, request_id.decode())
+        ctx.rejections.record("too_large", _client_ip(scope), exc.size, None, request_id_text)
         return Answer(413, b"payload too large")
     except TimeoutError:
         log.warning(
             "webhook body not read within %.0f s: answering 408",
             settings.webhook_body_timeout_seconds,
-            extra={"request_id": request_id.decode()},
+            extra={"request_id": request_id_text},
         )
         metrics.WEBHOOK_REQUESTS.labels("body_timeout").inc()
-        return Answer(408, b"request body timeout", ((b"connection", b"close"),))
+        return _BODY_TIMEOUT
     except ClientGone:
         if scope.get(BODY_TIMED_OUT_SCOPE_KEY):  # the server's body bound passed: it logged and answered 408
             metrics.WEBHOOK_REQUESTS.labels("body_timeout").inc()
-            return Answer(408, b"request body timeout", ((b"connection", b"close"),))
+            return _BODY_TIMEOUT
         # the sender hung up mid-body: nothing to store and no one to answer; one line, no traceback
-        log.warning("webhook sender disconnected before the body was complete", extra={"request_id": request_id.decode()})
+        log.warning("webhook sender disconnected before the body was complete", extra={"request_id": request_id_text})
         metrics.WEBHOOK_REQUESTS.labels("client_disconnect").inc()
         return Answer(400, b"client disconnected")
     finally:
@@ -239,16 +243,16 @@ async def handle_delivery(scope: Scope, receive: Receive, ctx: DeliveryContext, 
     )
     if result is not SignatureResult.VALID:
         if result is SignatureResult.VALID_PREVIOUS:
-            log.info("webhook signed with the previous app secret (rotation grace period)", extra={"request_id": request_id.decode()})
+            log.info("webhook signed with the previous app secret (rotation grace period)", extra={"request_id": request_id_text})
         else:
-            return await _refuse_signature(scope, ctx, body, result, request_id.decode())
+            return await _refuse_signature(scope, ctx, body, result, request_id_text)
 
-    webhook = LandedWebhook(body=body, signature_status=result.value, request_id=request_id.decode("ascii"), received_at=utcnow())
+    webhook = LandedWebhook(body=body, signature_status=result.value, request_id=request_id_text, received_at=utcnow())
     started = time.perf_counter()
     try:
         row_id = await ctx.landing.land(webhook)
     except LandingUnavailable as exc:
-        log.error("webhook not stored, answering 503 so Meta redelivers: %s", exc, extra={"request_id": webhook.request_id})
+        log.error("webhook not stored, answering 503 so Meta redelivers: %s", exc, extra={"request_id": request_id_text})
         metrics.WEBHOOK_REQUESTS.labels("db_unavailable").inc()
         metrics.DATABASE_ERRORS.inc()
         return Answer(503, b"storage unavailable")
@@ -256,8 +260,8 @@ async def handle_delivery(scope: Scope, receive: Receive, ctx: DeliveryContext, 
     metrics.BODY_BYTES.observe(len(body))
     _LANDED.inc()
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("webhook landed", extra={"request_id": webhook.request_id, "webhook_log_id": row_id, "size": len(body)})
-    return Answer(200, _ACK_TEXT, ((b"x-request-id", request_id),))
+        log.debug("webhook landed", extra={"request_id": request_id_text, "webhook_log_id": row_id, "size": len(body)})
+    return Answer(200, b"EVENT_RECEIVED", ((b"x-request-id", request_id),))
 
 
 async def _refuse_signature(scope: Scope, ctx: DeliveryContext, body: bytes, result: SignatureResult, request_id: str) -> Answer:
@@ -279,9 +283,6 @@ async def _refuse_signature(scope: Scope, ctx: DeliveryContext, body: bytes, res
 
 async def send_answer(send: Send, answer: Answer) -> None:
     """Send ``answer`` as an ASGI response (plain text, its length, its headers)."""
-    if answer.status == 200 and answer.text is _ACK_TEXT:
-        head = [_ACK_LENGTH, _TEXT_PLAIN, *answer.headers]
-    else:
-        head = [(b"content-length", str(len(answer.text)).encode()), _TEXT_PLAIN, *answer.headers]
+    head = [(b"content-length", str(len(answer.text)).encode()), _TEXT_PLAIN, *answer.headers]
     await send({"type": "http.response.start", "status": answer.status, "headers": head})
     await send({"type": "http.response.body", "body": answer.text})

@@ -63,20 +63,17 @@ _HEADERS = 1  # the request's headers are not complete
 _BODY = 2  # the headers are in, the body is not complete
 
 
-def _response_408(what: bytes) -> bytes:
-    text = b"request " + what + b" timeout"
+def _refusal(status: bytes, text: bytes) -> bytes:
+    """A whole plain-text HTTP/1.1 response that closes the connection."""
     return (
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
         b"content-length: " + str(len(text)).encode() + b"\r\nconnection: close\r\n\r\n" + text
     )
 
 
-_HEADERS_408 = _response_408(b"headers")
-_BODY_408 = _response_408(b"body")
-_HEADERS_431 = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 25\r\nconnection: close\r\n\r\nrequest headers too large"
-)
+_HEADERS_408 = _refusal(b"408 Request Timeout", b"request headers timeout")
+_BODY_408 = _refusal(b"408 Request Timeout", b"request body timeout")
+_HEADERS_431 = _refusal(b"431 Request Header Fields Too Large", b"request headers too large")
 
 
 def _default_timeouts() -> tuple[float, float]:

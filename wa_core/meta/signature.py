@@ -30,10 +30,15 @@ class SignatureResult(str, Enum):
     MISMATCH = "mismatch"
 
 
+def _hex_digest(body: bytes, app_secret: str | bytes) -> str:
+    """``hex(HMAC-SHA256(app_secret, body))``, lower-case."""
+    key = app_secret.encode() if isinstance(app_secret, str) else app_secret
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
 def sign(body: bytes, app_secret: str | bytes) -> str:
     """Header value Meta would send for ``body``: ``"sha256=" + hex(HMAC-SHA256(app_secret, body))``."""
-    key = app_secret.encode() if isinstance(app_secret, str) else app_secret
-    return _PREFIX + hmac.new(key, body, hashlib.sha256).hexdigest()
+    return _PREFIX + _hex_digest(body, app_secret)
 
 
 def verify_signature(body: bytes, header: str | bytes | None, app_secret: str | bytes) -> SignatureResult:
@@ -51,8 +56,7 @@ def verify_signature(body: bytes, header: str | bytes | None, app_secret: str | 
         header = header.strip()
     if not header.startswith(_PREFIX_BYTES) or len(header) != _SIGNED_LENGTH:
         return SignatureResult.MALFORMED
-    key = app_secret.encode() if isinstance(app_secret, str) else app_secret
-    expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode("ascii")
+    expected = _hex_digest(body, app_secret).encode("ascii")
     if hmac.compare_digest(header[_PREFIX_LENGTH:].lower(), expected):
         return SignatureResult.VALID
     return SignatureResult.MISMATCH
