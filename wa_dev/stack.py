@@ -247,10 +247,6 @@ class _DagsterEnv:
                 os.environ[key] = value
 
 
-#: runs a stopped stack leaves behind: their processes are gone, nothing will move them on
-LEFT_BEHIND = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
-
-
 def end_runs_left_behind(env: dict[str, str], why: str) -> int:
     """Mark every run of Dagster's storage in ``env`` that is still queued, starting, started
     or canceling as canceled, with ``why`` in its event log; returns how many. Called when
@@ -259,8 +255,10 @@ def end_runs_left_behind(env: dict[str, str], why: str) -> int:
     stopped its services (their run processes died with them)."""
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+    from wa_pipelines.defs.ingest.sensors import IN_FLIGHT
+
     with _DagsterEnv(env), DagsterInstance.get() as instance:
-        runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus[s] for s in LEFT_BEHIND]))
+        runs = instance.get_runs(RunsFilter(statuses=[*IN_FLIGHT, DagsterRunStatus.CANCELING]))
         for run in runs:
             instance.report_run_canceled(run, message=why)
     return len(runs)

@@ -6,7 +6,6 @@ from datetime import datetime
 
 from dagster import (
     Config,
-    DagsterRunStatus,
     DefaultSensorStatus,
     OpExecutionContext,
     RunRequest,
@@ -23,6 +22,7 @@ from wa_core.events.feed import purge_events
 from wa_core.events.push import enqueue_replay
 from wa_core.organizations import resolve_organization
 from wa_pipelines.defs.factories import one_op_job, running_schedule
+from wa_pipelines.defs.ingest.sensors import IN_FLIGHT
 from wa_pipelines.resources import AppDatabase, TokenKeys
 
 
@@ -50,7 +50,6 @@ DELIVERY_QUEUE = "delivery"
 deliver_events_job = one_op_job("deliver_events", deliver_events_op, "Long-lived push delivery of the event feed (Standard Webhooks).",
                                 queue=DELIVERY_QUEUE)
 
-_IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
 @sensor(job=deliver_events_job, minimum_interval_seconds=1, default_status=DefaultSensorStatus.RUNNING,
@@ -64,7 +63,7 @@ def event_delivery_sensor(context: SensorEvaluationContext, app_db: AppDatabase)
     ended (``EVENT_PUSH_RUN_MAX_SECONDS`` rollover, crash) is replaced within 5 s plus a launch."""
     from wa_core.events.push import has_enabled_endpoint
 
-    runs = context.instance.get_run_records(RunsFilter(job_name="deliver_events", statuses=_IN_FLIGHT), limit=1)
+    runs = context.instance.get_run_records(RunsFilter(job_name="deliver_events", statuses=IN_FLIGHT), limit=1)
     if runs:
         return SkipReason("a delivery run is alive")
     if not app_db.settings.event_push_keep_alive and not has_enabled_endpoint(app_db.get_engine()):
