@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,16 +160,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     passes neither. pytest-xdist schedules ``--dist loadgroup`` by node id, so it ran one of the 33
     operations and reported the suite green. Such an item gets its name (with the operation) as
     its id; any duplicate left is a usage error, never a silently smaller run."""
-    seen: dict[str, int] = {}
-    for item in items:
-        seen[item.nodeid] = seen.get(item.nodeid, 0) + 1
+    seen = Counter(item.nodeid for item in items)
     for item in items:
         if seen[item.nodeid] > 1 and "[" in item.name and item.parent is not None:
             base, _, params = item.name.partition("[")
             item._id = item.parent.id.child(base).with_params(params.removesuffix("]"))  # noqa: SLF001
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item.nodeid] = counts.get(item.nodeid, 0) + 1
-    duplicates = sorted(nodeid for nodeid, n in counts.items() if n > 1)
+    duplicates = sorted(nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1)
     if duplicates:
         raise pytest.UsageError(f"tests share a node id (pytest-xdist would run only one of each): {duplicates[:5]}")
