@@ -1,10 +1,13 @@
-"""The landing store: one durable INSERT per webhook, done by the receiver before it answers 200.
+"""The landing store: the durable INSERT of each webhook, done by the receiver before it answers 200.
 
-Postgres uses an asyncpg pool (the fastest driver measured for this single insert, see
-``docs/benchmarks.md``); the embedded SQLite default uses the synchronous engine in a worker
-thread. Both commit before :meth:`LandingStore.land` returns.
+Postgres uses an asyncpg pool (the fastest driver measured for this insert, see
+``docs/benchmarks.md``) behind a group commit (:mod:`wa_core.db.group_commit`): a landing that
+finds one of the ``DB_POOL_SIZE`` connections free writes its row at once; landings that arrive
+while all are busy share the next commit, one ``INSERT ... SELECT FROM unnest`` for up to
+``LANDING_BATCH_MAX_ROWS`` rows. Each landing returns only once its own row is committed. The
+embedded SQLite default uses the synchronous engine in a worker thread, one row per commit.
 
-On Postgres each landing is then announced with ``NOTIFY wa_webhook_landed`` so that idle
+On Postgres the landings are then announced with ``NOTIFY wa_webhook_landed`` so that idle
 processing runs, which LISTEN, claim at once (:mod:`wa_core.processing.wake`); see
 :class:`LandingAnnouncer` for why the notification is sent after the insert's commit and not
 inside its transaction. ``LANDING_NOTIFY=false`` turns it off (runs then find rows by their
@@ -18,21 +21,29 @@ import hashlib
 import logging
 import os
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 import anyio
 import sqlalchemy as sa
+from prometheus_client import Histogram
 
 from wa_core.db.engine import create_sync_engine
+from wa_core.db.group_commit import GroupCommit
 from wa_core.db.schema import utcnow, whatsapp_webhook_logs
 from wa_core.processing.wake import LANDED_CHANNEL
 from wa_core.routing import routing_waba_id
 from wa_core.settings import Settings
 
 log = logging.getLogger("wa_core.db.landing")
+
+#: rows per landing commit on Postgres (1 at low load; more when deliveries queue for the pool)
+LANDING_BATCH_ROWS = Histogram(
+    "wa_webhook_landing_batch_rows",
+    "Webhook rows written per landing commit (group commit; Postgres).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 
 class LandingUnavailable(Exception):
     """The database could not take the webhook; the receiver answers 503 so Meta redelivers."""
@@ -78,6 +89,19 @@ _PG_INSERT = """
 INSERT INTO whatsapp_webhook_logs
     (received_at, body, body_sha256, body_size, signature_status, request_id, waba_id, status, attempts, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $1)
+RETURNING id
+"""
+
+#: the same row for many landings at once (group commit): one statement, one transaction, the
+#: columns sent as binary arrays. The ids come back in the arrays' order: Postgres inserts the
+#: rows of an INSERT ... SELECT FROM unnest in the SRF's order and RETURNING emits them as
+#: inserted (not a documented guarantee; tests/webhook/test_fast_path.py checks it, and the id
+#: only goes into the receiver's debug log)
+_PG_INSERT_MANY = """
+INSERT INTO whatsapp_webhook_logs
+    (received_at, body, body_sha256, body_size, signature_status, request_id, waba_id, status, attempts, updated_at)
+SELECT r, b, h, n, s, q, w, 'pending', 0, r
+FROM unnest($1::timestamptz[], $2::bytea[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[]) AS t(r, b, h, n, s, q, w)
 RETURNING id
 """
 
@@ -180,63 +204,35 @@ async def keep_session(conn) -> None:  # noqa: ANN001 - an asyncpg connection
     back an open transaction before calling this."""
 
 
-class ConnectionGate:
-    """Hands out a pool's ``size`` connections in arrival order, the wait for one bounded by
-    ``timeout`` seconds, with no timer per landing.
+def _body_size(webhook: LandedWebhook) -> int:
+    return len(webhook.body)
 
-    A landing :meth:`enter` s before it acquires a pooled connection, so the acquire never waits
-    in the pool's own queue, and :meth:`leave` s after releasing it, which hands the slot to the
-    oldest waiter. While every slot is taken, a landing waits on a future in a FIFO queue; one
-    timer, armed for the oldest waiter's deadline, fails the waiters whose wait has passed
-    ``timeout`` with :class:`TimeoutError`. The usual bound, ``asyncio.timeout`` around each
-    acquire (or asyncpg's ``acquire(timeout=)``, a task per wait), cost ~4 µs a landing, 3 % of
-    the receiver's CPU, whenever more deliveries were in flight than connections (the normal
-    case at 16+ connections). Not thread-safe: one event loop.
-    """
 
-    def __init__(self, size: int, timeout: float) -> None:
-        self.free = size
-        self.timeout = timeout
-        self._waiters: deque[tuple[asyncio.Future, float]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
+def _columns(batch: list[LandedWebhook]) -> tuple[list, ...]:
+    """The arrays of :data:`_PG_INSERT_MANY` for ``batch`` (one per column, in row order)."""
+    bodies = [w.body for w in batch]
+    return (
+        [w.received_at for w in batch],
+        bodies,
+        [w.body_sha256 for w in batch],
+        [len(b) for b in bodies],
+        [w.signature_status for w in batch],
+        [w.request_id for w in batch],
+        [w.waba_id for w in batch],
+    )
 
-    async def enter(self) -> None:
-        """Take a slot, waiting in line for one at most :attr:`timeout` seconds (then
-        :class:`TimeoutError`)."""
-        if self.free > 0:  # never while others wait: leave() hands slots to waiters first
-            self.free -= 1
-            return
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._waiters.append((future, loop.time() + self.timeout))
-        if self._timer is None:
-            self._timer = loop.call_at(self._waiters[0][1], self._expire, loop)
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self.leave()  # handed a slot just as this landing was cancelled: pass it on
-            raise
 
-    def leave(self) -> None:
-        """Give a slot back: to the oldest waiter, else to the free count."""
-        while self._waiters:
-            future, _ = self._waiters.popleft()
-            if not future.done():
-                future.set_result(None)
-                return
-        self.free += 1
-
-    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        now = loop.time()
-        waiters = self._waiters
-        while waiters and (waiters[0][0].done() or waiters[0][1] <= now):
-            future, _ = waiters.popleft()
-            if not future.done():
-                future.set_exception(TimeoutError(f"no database connection free within {self.timeout:g} s"))
-        if waiters:
-            self._timer = loop.call_at(waiters[0][1], self._expire, loop)
+async def _insert_one(conn, webhook: LandedWebhook) -> int:  # noqa: ANN001 - an asyncpg connection
+    return await conn.fetchval(
+        _PG_INSERT,
+        webhook.received_at,
+        webhook.body,
+        webhook.body_sha256,
+        len(webhook.body),
+        webhook.signature_status,
+        webhook.request_id,
+        webhook.waba_id,
+    )
 
 
 class PostgresLandingStore:
@@ -248,7 +244,15 @@ class PostgresLandingStore:
         self._timeout = settings.db_timeout_seconds
         self._announcer = LandingAnnouncer(self._dsn, self._timeout) if settings.landing_notify else None
         self._pool = None
-        self._gate = ConnectionGate(self._size, self._timeout)  # who may take a pooled connection
+        # who may take a pooled connection, and which landings share its commit
+        self._commits = GroupCommit(
+            self._size,
+            self._timeout,
+            self._insert_batch,
+            max_items=settings.landing_batch_max_rows,
+            max_bytes=settings.landing_batch_max_bytes,
+            weigh=_body_size,
+        )
         self._failed_at: float | None = None
         self._lock = anyio.Lock()
 
@@ -287,46 +291,47 @@ class PostgresLandingStore:
 
     async def land(self, webhook: LandedWebhook) -> int:
         try:
-            pool = self._pool or await self._get_pool()
-            await self._gate.enter()  # a connection is free for us once this returns
-            try:
-                # does not wait (a holder that lost its connection reconnects within the pool's
-                # connect timeout)
-                conn = await pool.acquire()
-            except BaseException:
-                self._gate.leave()
-                raise
-            try:
-                row_id = await conn.fetchval(
-                    _PG_INSERT,
-                    webhook.received_at,
-                    webhook.body,
-                    webhook.body_sha256,
-                    len(webhook.body),
-                    webhook.signature_status,
-                    webhook.request_id,
-                    webhook.waba_id,
-                )
-            finally:
-                try:
-                    await pool.release(conn)
-                finally:
-                    self._gate.leave()
+            if self._pool is None:
+                await self._get_pool()
+            return await self._commits.submit(webhook)
         except Exception as exc:  # any driver, network or timeout error
             raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _insert_batch(self, batch: list[LandedWebhook]) -> list[int | Exception]:
+        """Insert and commit ``batch`` (the group commit's flush, run by the landing that holds a
+        slot, so the pool always has a connection for it); one id per row, in order. A batch
+        refused for its data (a row Postgres rejects) is split: each row is then inserted alone
+        and only the row at fault fails."""
+        import asyncpg
+
+        pool = self._pool
+        conn = await pool.acquire()  # does not wait: at most db_pool_size slots hold one
+        try:
+            if len(batch) == 1:
+                ids: list[int | Exception] = [await _insert_one(conn, batch[0])]
+            else:
+                try:
+                    ids = [row[0] for row in await conn.fetch(_PG_INSERT_MANY, *_columns(batch))]
+                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError) as exc:
+                    log.warning("a landing batch of %d rows was refused (%s): inserting them one by one", len(batch), type(exc).__name__)
+                    ids = []
+                    for webhook in batch:
+                        try:
+                            ids.append(await _insert_one(conn, webhook))
+                        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError) as row_exc:
+                            ids.append(row_exc)
+        finally:
+            await pool.release(conn)
         if self._announcer is not None:
             self._announcer.announce()  # committed: wake the processing runs
-        return row_id
+        LANDING_BATCH_ROWS.observe(len(batch))
+        return ids
 
     async def ping(self) -> None:
         try:
             pool = await self._get_pool()
-            await self._gate.enter()
-            try:
-                async with pool.acquire(timeout=self._timeout) as conn:
-                    await conn.fetchval("SELECT 1")
-            finally:
-                self._gate.leave()
+            async with pool.acquire(timeout=self._timeout) as conn:
+                await conn.fetchval("SELECT 1")
         except Exception as exc:
             raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
