@@ -10,7 +10,7 @@
   ``META_APP_SECRET``), runs one asyncpg INSERT of the same row into the same table
   ``whatsapp_webhook_logs`` (the receiver's statement ``wa_core.db.landing._PG_INSERT``, the
   same values: received_at UTC, body, SHA-256, size, ``valid``, a random request id, the
-  routing WABA id), commits (autocommit) and answers 200. Pool: ``DB_POOL_SIZE`` (default 10),
+  routing WABA id), commits (autocommit) and answers 200. Pool: ``DB_POOL_SIZE`` (default: the receiver's),
   like the receiver, with no reset query on release (one statement per request). No size bound, timeout, metrics or logging: the floor a durable receiver
   cannot go under.
 
@@ -77,7 +77,10 @@ def minimal_app():
 
     dsn = "postgresql://" + os.environ["DATABASE_URL"].split("://", 1)[1]
     key = os.environ["META_APP_SECRET"].encode()
-    pool_size = int(os.environ.get("DB_POOL_SIZE", "10"))
+    from wa_core.settings import Settings
+
+    # the receiver's pool size, so both hold as many connections
+    pool_size = int(os.environ.get("DB_POOL_SIZE", Settings.model_fields["db_pool_size"].default))
     state: dict = {}
 
     async def _no_reset(conn) -> None:  # noqa: ANN001 - one statement per request, not two
