@@ -14,6 +14,8 @@ no access log, proxy headers, default loop/http = uvloop + httptools):
   each landing it sends the coalesced ``NOTIFY wa_webhook_landed`` (the default);
 - ``nonotify`` the same receiver with ``LANDING_NOTIFY=false``: the plain INSERT, for the
   cost of the notification (list it next to ``receiver``: the matrix is interleaved);
+- ``nogroup``  the same receiver with ``LANDING_BATCH_MAX_ROWS=1``: one row per commit, for
+  what the group commit brings (the receiver's rows per commit are read from its ``/metrics``);
 - ``minimalguard`` the same minimal app served with the receiver's HTTP protocol
   (``wa_webhook.http_guard.RequestTimeoutProtocol``: header and body deadlines, head size
   bound): what the protocol costs on its own;
@@ -54,6 +56,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from _common import (
@@ -82,14 +85,19 @@ PATH = "/api/v1/whatsapp/webhook"
 
 
 #: targets that are the real receiver (readiness on /readyz, rows checked)
-RECEIVERS = ("receiver", "nonotify")
+RECEIVERS = ("receiver", "nonotify", "nogroup")
 #: targets whose rows are checked against their 200 answers
 DURABLE = RECEIVERS + ("minimal", "minimalguard")
 
 
 def server_env(env: dict[str, str], target: str) -> dict[str, str]:
-    """The server's environment: ``nonotify`` turns the landing notification off."""
-    return dict(env, LANDING_NOTIFY="false") if target == "nonotify" else dict(env, LANDING_NOTIFY="true")
+    """The server's environment: ``nonotify`` turns the landing notification off, ``nogroup``
+    the group commit (one row per commit)."""
+    if target == "nonotify":
+        return dict(env, LANDING_NOTIFY="false")
+    if target == "nogroup":
+        return dict(env, LANDING_NOTIFY="true", LANDING_BATCH_MAX_ROWS="1")
+    return dict(env, LANDING_NOTIFY="true")
 
 
 def server_cmd(target: str, port: int, workers: int) -> list[str]:
@@ -111,6 +119,22 @@ def server_cmd(target: str, port: int, workers: int) -> list[str]:
     ]
 
 
+def landing_commits(port: int) -> tuple[float, float] | None:
+    """(rows, commits) so far from the receiver's ``wa_webhook_landing_batch_rows`` histogram
+    (sum, count) on ``/metrics``; ``None`` for a server without it."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("wa_webhook_landing_batch_rows_sum ") or line.startswith("wa_webhook_landing_batch_rows_count "):
+            name, value = line.split()
+            values[name.rsplit("_", 1)[1]] = float(value)
+    return (values["sum"], values["count"]) if len(values) == 2 else None
+
+
 def minimal_ratios(results: list[dict], target: str = "receiver") -> list[dict]:
     """``target`` against ``minimal`` (the minimal durable receiver) for each (workers,
     concurrency), paired per repetition: req/s ratio, p99 ratio and server CPU ms per 200, with
@@ -118,6 +142,7 @@ def minimal_ratios(results: list[dict], target: str = "receiver") -> list[dict]:
     out = []
     for w, c in sorted({(r["workers"], r["concurrency"]) for r in results}):
         rps, p99, cpu = [], [], {target: [], "minimal": []}
+        pg = {target: [], "minimal": []}
         for rep in sorted({r["rep"] for r in results}):
             pair = {r["target"]: r for r in results if (r["workers"], r["concurrency"], r["rep"]) == (w, c, rep)}
             if target in pair and "minimal" in pair and pair["minimal"]["rps"]:
@@ -125,11 +150,13 @@ def minimal_ratios(results: list[dict], target: str = "receiver") -> list[dict]:
                 p99.append(pair[target]["p99_ms"] / pair["minimal"]["p99_ms"])
                 for t in cpu:
                     cpu[t].append(1000 * pair[t]["cpu_server_s"] / max(1, pair[t]["ok"]))
+                    pg[t].append(1000 * pair[t]["cpu_postgres_s"] / max(1, pair[t]["ok"]))
         if rps:
             med = {"rps": statistics.median(rps), "p99": statistics.median(p99)}
             out.append({"target": target, "workers": w, "concurrency": c, "rps_ratios": rps, "p99_ratios": p99,
                         "rps_ratio_median": med["rps"], "p99_ratio_median": med["p99"],
                         "server_cpu_ms_per_request": {t: statistics.median(v) for t, v in cpu.items()},
+                        "postgres_cpu_ms_per_request": {t: statistics.median(v) for t, v in pg.items()},
                         "meets_bar": med["rps"] >= 0.85 and med["p99"] <= 1.5})
     return out
 
@@ -147,6 +174,7 @@ def notify_ratios(results: list[dict]) -> list[dict]:
                 ratios.append(pair["receiver"]["rps"] / pair["nonotify"]["rps"])
                 for t in cpu:
                     cpu[t].append(1000 * pair[t]["cpu_server_s"] / max(1, pair[t]["ok"]))
+                    pg[t].append(1000 * pair[t]["cpu_postgres_s"] / max(1, pair[t]["ok"]))
         if ratios:
             ms = {t: statistics.median(v) for t, v in cpu.items()}
             out.append({"workers": w, "concurrency": c, "ratios": ratios, "median": statistics.median(ratios),
@@ -325,9 +353,11 @@ def main() -> int:
                             if target in DURABLE:
                                 time.sleep(0.5)
                                 truncate(db)
+                            commits0 = landing_commits(port) if target in RECEIVERS else None
                             cpu0 = cpu_snapshot([proc.pid])
                             w = run_wrk(url, bodies_file, conc, args.duration, args.threads)
                             cpu1 = cpu_snapshot([proc.pid])
+                            commits1 = landing_commits(port) if commits0 else None
                             secs = w["duration_us"] / 1e6
                             non200 = w["err_status"]
                             ok = w["requests"] - non200
@@ -341,6 +371,8 @@ def main() -> int:
                                 "cpu_wrk_s": w["wrk_cpu_s"],
                                 "cpu_machine_s": cpu1["machine"] - cpu0["machine"], "loadavg1": os.getloadavg()[0],
                             }
+                            if commits0 and commits1 and commits1[1] > commits0[1]:  # group commit: rows per landing commit
+                                row["rows_per_commit"] = (commits1[0] - commits0[0]) / (commits1[1] - commits0[1])
                             # CPU used by anything else on the machine (other users' jobs), in cores
                             row["other_cores"] = max(0.0, row["cpu_machine_s"] - row["cpu_server_s"] - row["cpu_postgres_s"] - row["cpu_wrk_s"]) / secs
                             if target in DURABLE:
@@ -356,7 +388,8 @@ def main() -> int:
                             results.append(row)
                             print(f"{target:9} {workers:>2} {conc:>3} {rep:>3} {row['rps']:>8.0f} {row['p50_ms']:>7.1f} {row['p90_ms']:>7.1f} "
                                   f"{row['p99_ms']:>7.1f} {non200:>6} {str(row.get('rows_minus_ok', '-')):>8}  "
-                                  f"{row['cpu_server_s'] / secs:.2f}/{row['cpu_postgres_s'] / secs:.2f}/{row['cpu_wrk_s'] / secs:.2f}/{row['other_cores']:.2f}", flush=True)
+                                  f"{row['cpu_server_s'] / secs:.2f}/{row['cpu_postgres_s'] / secs:.2f}/{row['cpu_wrk_s'] / secs:.2f}/{row['other_cores']:.2f}"
+                                  + (f"  rows/commit {row['rows_per_commit']:.1f}" if "rows_per_commit" in row else ""), flush=True)
                     finally:
                         stop_group(proc)
                         log_file.close()
@@ -422,7 +455,8 @@ def main() -> int:
             cpu = m["server_cpu_ms_per_request"]
             print(f"  {m['target']:9} w={m['workers']} c={m['concurrency']}: req/s {', '.join(f'{r:.2f}' for r in m['rps_ratios'])} "
                   f"(median {m['rps_ratio_median']:.2f}x), p99 {', '.join(f'{r:.2f}' for r in m['p99_ratios'])} (median "
-                  f"{m['p99_ratio_median']:.2f}x); server CPU/200 {cpu[m['target']]:.3f} vs {cpu['minimal']:.3f} ms"
+                  f"{m['p99_ratio_median']:.2f}x); server CPU/200 {cpu[m['target']]:.3f} vs {cpu['minimal']:.3f} ms, "
+                  f"Postgres CPU/200 {m['postgres_cpu_ms_per_request'][m['target']]:.3f} vs {m['postgres_cpu_ms_per_request']['minimal']:.3f} ms"
                   f"{'' if m['meets_bar'] else '  BELOW BAR'}")
 
     notify_cost = notify_ratios(results)
