@@ -69,7 +69,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from wa_webhook.http_guard import RequestTimeoutProtocol
 
-    settings_or_exit()
+    settings = settings_or_exit()
+    # the app refuses a missing or malformed key at start-up too, but inside uvicorn's loader
+    # (a traceback); here it is one line and exit 2
+    _cipher_or_exit(settings, hint=" (generate one with: python -c 'import secrets; print(secrets.token_hex(32))')")
     uvicorn.run(
         "wa_webhook.app:create_app",
         factory=True,

@@ -74,3 +74,15 @@ def test_a_webhook_post_with_websocket_upgrade_headers_is_answered_and_does_not_
         assert answer.startswith("HTTP/1.1 4"), answer
         assert signed_post(base, body).status_code == 200  # and the receiver serves deliveries
     assert count(engine) == 1
+
+
+def test_serve_refuses_a_malformed_token_key_in_one_line(settings: Settings) -> None:
+    """A TOKEN_ENCRYPTION_KEY that is not 64 hex characters (here a Fernet key, a common mix-up)
+    stops ``serve`` with exit 2 and one line saying what is wrong and how to make one, not
+    uvicorn's traceback."""
+    cli = str(Path(sys.executable).parent / "wa-onboarding")
+    env = {**os.environ, "TOKEN_ENCRYPTION_KEY": "x" * 43 + "="}
+    out = subprocess.run([cli, "serve", "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert "TOKEN_ENCRYPTION_KEY must be 64 hex characters" in out.stderr and "secrets.token_hex(32)" in out.stderr
