@@ -298,3 +298,54 @@ def test_under_random_concurrency_every_caller_ends_once_with_its_own_result() -
         assert commits.free == 3  # every slot came back
 
     asyncio.run(scenario())
+
+
+def test_a_bare_slot_is_served_in_turn_and_never_batched() -> None:
+    """``slot()`` (the readiness ping) waits in line with the landings: rows queued before it
+    go in the batch ahead of it, rows queued after it wait until it is done."""
+
+    async def scenario() -> None:
+        writer = Writer()
+        writer.hold = asyncio.Event()
+        commits = GroupCommit(1, 30, writer)
+        order: list[str] = []
+        first = asyncio.create_task(commits.submit(0))
+        await asyncio.sleep(0)
+        before = await _queued(commits, range(1, 3))
+        released = asyncio.Event()
+
+        async def ping() -> None:
+            async with commits.slot():
+                order.append(f"ping after {len(writer.batches)} batches")
+                await released.wait()
+
+        pinging = asyncio.create_task(ping())
+        await asyncio.sleep(0)
+        after = await _queued(commits, range(3, 5))
+        writer.hold.set()
+        assert await asyncio.gather(first, *before) == [0, 10, 20]
+        while not order:
+            await asyncio.sleep(0)
+        assert order == ["ping after 2 batches"] and commits.free == 0 and not any(t.done() for t in after)
+        released.set()
+        await pinging
+        assert await asyncio.gather(*after) == [30, 40]
+        assert writer.batches == [[0], [1, 2], [3, 4]] and commits.free == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_bare_slot_times_out_in_line_like_a_landing() -> None:
+    async def scenario() -> None:
+        writer = Writer()
+        writer.hold = asyncio.Event()
+        commits = GroupCommit(1, timeout=0.1, flush=writer)
+        stuck = asyncio.create_task(commits.submit(0))
+        await asyncio.sleep(0)
+        with pytest.raises(TimeoutError):
+            async with commits.slot():
+                pass
+        writer.hold.set()
+        assert await stuck == 0 and commits.free == 1
+
+    asyncio.run(scenario())

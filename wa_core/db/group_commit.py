@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: a waiter's future is set to this when it is to lead the next batch
+#: a waiter's future is set to this when it is to lead the next batch (or take its slot)
 _LEAD = object()
+#: the queue entry of a caller waiting for a bare slot (:meth:`GroupCommit.slot`)
+_SLOT = object()
 
 
 class LeaderGone(Exception):
@@ -80,20 +83,39 @@ class GroupCommit(Generic[T, R]):
         if self.free > 0:
             self.free -= 1
             return await self._lead(item)
+        result = await self._wait_in_line(item)
+        if result is _LEAD:
+            return await self._lead(item)
+        return result
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one slot without writing a batch (e.g. a readiness ``SELECT 1`` on a pooled
+        connection), in line with the landings and under the same ``timeout``
+        (:class:`TimeoutError`)."""
+        if self.free > 0:
+            self.free -= 1
+        else:
+            await self._wait_in_line(_SLOT)  # a batch never takes this entry: it is handed a slot
+        try:
+            yield
+        finally:
+            self._hand_on()
+
+    async def _wait_in_line(self, item: object) -> object:
+        """Queue ``item`` and wait until a leader wrote it (its result) or it is to lead
+        (``_LEAD``)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append((item, future, loop.time() + self.timeout))
         if self._timer is None:
             self._timer = loop.call_at(self._queue[0][2], self._expire, loop)
         try:
-            result = await future
+            return await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.exception() is None and future.result() is _LEAD:
-                self._hand_on()  # made leader just as this landing was cancelled: pass it on
+                self._hand_on()  # made leader just as this caller was cancelled: pass it on
             raise
-        if result is _LEAD:
-            return await self._lead(item)
-        return result
 
     async def _lead(self, item: T) -> R:
         """Write ``item`` and the rows queued behind it in one batch; this call holds a slot."""
@@ -107,6 +129,8 @@ class GroupCommit(Generic[T, R]):
             if future.done():  # cancelled or timed out in line
                 queue.popleft()
                 continue
+            if queued is _SLOT:  # someone waiting for a bare slot: served in turn, after this batch
+                break
             size += weigh(queued)
             if size > self._max_bytes:
                 break

@@ -330,8 +330,9 @@ class PostgresLandingStore:
     async def ping(self) -> None:
         try:
             pool = await self._get_pool()
-            async with pool.acquire(timeout=self._timeout) as conn:
-                await conn.fetchval("SELECT 1")
+            async with self._commits.slot():  # in line with the landings, so its acquire never waits
+                async with pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
         except Exception as exc:
             raise LandingUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
