@@ -169,6 +169,13 @@ class RequestTimeoutProtocol(HttpToolsProtocol):
         self._sweep.discard(self)
         super().handle_websocket_upgrade()
 
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn warns twice per such request, the second time that "no supported WebSocket
+        # library" is installed and how to install one: wrong advice under `serve`, which turns
+        # WebSockets off on purpose (ws="none"); the request is answered as plain HTTP
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("upgrade request served as plain HTTP (no WebSocket route)")
+
     def data_received(self, data: bytes) -> None:
         phase = self._phase
         if phase == _HEADERS:  # this read continues a head that is not complete

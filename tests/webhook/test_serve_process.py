@@ -74,6 +74,8 @@ def test_a_webhook_post_with_websocket_upgrade_headers_is_answered_and_does_not_
         assert answer.startswith("HTTP/1.1 4"), answer
         assert signed_post(base, body).status_code == 200  # and the receiver serves deliveries
     assert count(engine) == 1
+    # and no advice to install a WebSocket library: serve turns WebSockets off on purpose
+    assert "WebSocket library" not in (tmp_path / "receiver.log").read_text()
 
 
 def test_serve_refuses_a_malformed_token_key_in_one_line(settings: Settings) -> None:
