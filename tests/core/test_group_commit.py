@@ -348,4 +348,24 @@ def test_a_bare_slot_times_out_in_line_like_a_landing() -> None:
         writer.hold.set()
         assert await stuck == 0 and commits.free == 1
 
+
+def test_a_flush_that_answers_for_fewer_rows_than_it_was_given_fails_the_whole_batch() -> None:
+    """One result short (an ``INSERT ... RETURNING`` that returned one row fewer, e.g. a row a
+    trigger skipped): no caller may take another row's result as its own, and none may wait for
+    good (a row taken into a batch is past its wait's timeout)."""
+
+    async def scenario() -> None:
+        async def flush(items: list[int]) -> list[int]:
+            await asyncio.sleep(0.01)
+            return [item * 10 for item in items if item != 2]  # row 2 "skipped"
+
+        commits = GroupCommit(1, 30, flush)
+        first = asyncio.create_task(commits.submit(0))
+        await asyncio.sleep(0)
+        rest = await _queued(commits, range(1, 5))
+        results = await asyncio.wait_for(asyncio.gather(first, *rest, return_exceptions=True), 2)
+        assert results[0] == 0  # its own batch of one was answered in full
+        assert all(isinstance(r, RuntimeError) and "3 results for 4 rows" in str(r) for r in results[1:]), results
+        assert commits.free == 1
+
     asyncio.run(scenario())

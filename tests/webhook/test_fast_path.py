@@ -136,3 +136,32 @@ def _sample_of(samples, suffix: str) -> float:
 
 def _sample(metric, suffix: str) -> float:
     return _sample_of(metric.collect()[0].samples, suffix)
+
+
+def test_a_batch_whose_insert_returns_fewer_rows_answers_no_landing_with_another_row(settings: Settings, engine: Engine) -> None:
+    """A trigger that silently skips one row of a batch (``RETURNING`` then has one id fewer):
+    no landing may be answered with another row's id (a 200 for a body not stored), and none
+    may wait for good. Here the whole batch fails (503, Meta redelivers)."""
+    store = PostgresLandingStore(settings.model_copy(update={"db_pool_size": 1, "landing_notify": False}))
+    skip = "CREATE FUNCTION h_skip_gc5() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.request_id = 'gc-5' THEN RETURN NULL; END IF; RETURN NEW; END $$"
+
+    async def scenario() -> list:
+        import asyncpg
+
+        admin = await asyncpg.connect(settings.asyncpg_dsn)
+        await admin.execute(skip)
+        await admin.execute("CREATE TRIGGER h_skip_gc5 BEFORE INSERT ON whatsapp_webhook_logs FOR EACH ROW EXECUTE FUNCTION h_skip_gc5()")
+        try:
+            await store.ping()
+            return await asyncio.wait_for(asyncio.gather(*(store.land(_webhook(i)) for i in range(12)), return_exceptions=True), 5)
+        finally:
+            await admin.execute("DROP TRIGGER h_skip_gc5 ON whatsapp_webhook_logs; DROP FUNCTION h_skip_gc5()")
+            await admin.close()
+            await store.close()
+
+    results = asyncio.run(scenario())
+    stored = {r.id: r.request_id for r in rows(engine, whatsapp_webhook_logs)}
+    assert "gc-5" not in stored.values()
+    assert not isinstance(results[5], int)
+    for i, result in enumerate(results):
+        assert isinstance(result, LandingUnavailable) or stored.get(result) == f"gc-{i}", (i, result)

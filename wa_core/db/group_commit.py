@@ -140,6 +140,8 @@ class GroupCommit(Generic[T, R]):
         try:
             try:
                 results = await self._flush(items)
+                if len(results) != len(items):  # no row may take another's result, none may wait for good
+                    raise RuntimeError(f"the batch write answered {len(results)} results for {len(items)} rows")
             except Exception as exc:
                 for future in followers:
                     if not future.done():
