@@ -108,24 +108,17 @@ class Settings(BaseSettings):
         le=300,
         description="Longest time a client may take to send one request's headers (seconds; `wa-onboarding serve`); then 408 and the connection is closed.",
     )
-    db_pool_size: int = Field(
-        default=4,
-        ge=1,
-        description="Receiver connections per worker (Postgres), which is also how many landing commits run at once; deliveries beyond that share the next commit (LANDING_BATCH_MAX_ROWS).",
-    )
+    db_pool_size: int = Field(default=4, ge=1, description=(
+        "Receiver connections per worker (Postgres), which is also how many landing commits run at once; "
+        "deliveries beyond that share the next commit (LANDING_BATCH_MAX_ROWS)."))
     db_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long the receiver waits for the database (connection, pool, SQLite lock) before answering 503 (seconds)."
     )
-    landing_batch_max_rows: int = Field(
-        default=100,
-        ge=1,
-        description="Postgres: most deliveries one landing commit carries. Deliveries that arrive while every pooled connection is busy share the next commit (group commit); each still gets its 200 only after its own row is committed. 1 turns grouping off.",
-    )
-    landing_batch_max_bytes: int = Field(
-        default=16 * 1024 * 1024,
-        ge=1,
-        description="Postgres: most body bytes one landing commit carries (a single delivery is never refused for it).",
-    )
+    landing_batch_max_rows: int = Field(default=100, ge=1, description=(
+        "Postgres: most deliveries one landing commit carries. Deliveries that arrive while every pooled connection is busy share "
+        "the next commit (group commit); each still gets its 200 only after its own row is committed. 1 turns grouping off."))
+    landing_batch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description=(
+        "Postgres: most body bytes one landing commit carries (a single delivery is never refused for it)."))
 
     # --- processing ----------------------------------------------------------------
     processing_batch_size: int = Field(default=1000, ge=1, le=5000, description="Webhook rows claimed and applied set-based per batch.")

@@ -154,6 +154,7 @@ def test_wa_onboarding_serve_uses_the_guard(monkeypatch) -> None:
     seen: dict = {}
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
     monkeypatch.setattr(cli, "settings_or_exit", lambda: None)
+    monkeypatch.setattr(cli, "_cipher_or_exit", lambda settings, hint="": None)
     cli.main(["serve"])
     assert seen["http"] is RequestTimeoutProtocol
     assert seen["ws"] == "none"  # no WebSocket protocol outside the deadlines
