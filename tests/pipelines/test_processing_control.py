@@ -65,3 +65,20 @@ def test_a_malformed_or_unknown_target_fails_the_run_and_changes_nothing(engine:
         with pytest.raises(Failure, match=message):
             run("pause_processing", instance, **config)
     assert rows(engine, processing_org_controls) == [] and rows(engine, processing_waba_controls) == []
+
+
+def test_assign_waba_takes_the_waba_id_as_a_number_as_the_launchpad_writes_it(engine: Engine) -> None:
+    """``waba_id: 100000000000777`` typed in the launchpad is an int in the run config: it binds
+    the WABA like the quoted string does; a malformed or unknown target fails with its reason."""
+    from wa_core.db.schema import whatsapp_connections
+
+    bind_fixture_numbers(engine)
+    with DagsterInstance.ephemeral() as instance:
+        result = run("assign_waba", instance, waba_id=100000000000777, organization="acme")
+        assert result["replayed"] == []
+        assert run("assign_waba", instance, waba_id="100000000000777", organization="acme")["connection_id"] == result["connection_id"]
+        with pytest.raises(Failure, match="waba_id"):
+            run("assign_waba", instance, waba_id="12ab", organization="acme")
+        with pytest.raises(Failure, match="no organization"):
+            run("assign_waba", instance, waba_id=100000000000778, organization="nobody")
+    assert "100000000000777" in {r.waba_id for r in rows(engine, whatsapp_connections)}

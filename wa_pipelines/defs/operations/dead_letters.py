@@ -1,12 +1,15 @@
 """Operator jobs: replay or purge dead letters, and the retention of processed bodies."""
 
 from datetime import datetime
+from typing import Any
 
-from dagster import Config, OpExecutionContext, op
+from dagster import Config, Failure, OpExecutionContext, op
 from pydantic import Field
 
+from wa_core.bindings import BindingConflict
 from wa_core.dead_letters import DeadLetterSelection, assign_waba, purge_dead_letters, purge_processed_bodies, replay_dead_letters
 from wa_core.explorer.rejections import purge_rejections
+from wa_core.processing.controls import organization_ref, waba_ref
 from wa_pipelines.defs.factories import one_op_job, running_schedule
 from wa_pipelines.resources import AppDatabase
 
@@ -80,17 +83,22 @@ retention_schedule = running_schedule("purge_webhook_bodies_daily", purge_webhoo
 
 
 class AssignWabaConfig(Config):
-    """An unclaimed WABA and the organization it belongs to."""
+    """An unclaimed WABA and the organization it belongs to. Both may be written as a string or
+    a number: run config typed by hand in the launchpad often has ``waba_id: 100000000000777``."""
 
-    waba_id: str = Field(description="the WABA id from the PARTNER_ADDED webhook")
-    organization: str = Field(description="organization id or external id")
+    waba_id: Any = Field(description="the WABA id from the PARTNER_ADDED webhook (string or number)")
+    organization: Any = Field(description="organization id or external id (string or number)")
 
 
 @op(description="Bind an unclaimed WABA to an organization and replay its waiting PARTNER_ADDED webhooks.")
 def assign_waba_op(context: OpExecutionContext, config: AssignWabaConfig, app_db: AppDatabase) -> dict:
-    with app_db.get_engine().begin() as conn:
-        result = assign_waba(conn, config.waba_id, config.organization)
-    context.log.info(f"WABA {config.waba_id} bound to {config.organization}; replayed {len(result['replayed'])} webhooks")
+    try:
+        waba_id, organization = waba_ref(config.waba_id), organization_ref(config.organization)
+        with app_db.get_engine().begin() as conn:
+            result = assign_waba(conn, waba_id, organization)
+    except (ValueError, LookupError, BindingConflict) as exc:  # malformed, unknown or taken: a clear failure, nothing changed
+        raise Failure(description=str(exc)) from exc
+    context.log.info(f"WABA {waba_id} bound to {organization}; replayed {len(result['replayed'])} webhooks")
     context.add_output_metadata({"connection_id": result["connection_id"], "replayed": result["replayed"]})
     return result
 
