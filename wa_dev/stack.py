@@ -21,6 +21,7 @@ import httpx
 import sqlalchemy as sa
 
 from wa_core.db.engine import create_sync_engine
+from wa_core.db.migrate import ensure_postgres_database
 from wa_core.db.schema import whatsapp_webhook_logs
 from wa_core.settings import Settings
 
@@ -49,21 +50,6 @@ def dagster_postgres_url(settings: Settings) -> str:
         name, _, query = tail.partition("?")
         rest = f"{head}/{name}_dagster" + (f"?{query}" if query else "")
     return "postgresql+psycopg2://" + rest
-
-
-def ensure_postgres_database(url: str) -> bool:
-    """Create the database named in ``url`` if it does not exist (needs CREATEDB); True when
-    it was created. Raises ``psycopg.Error`` when the server cannot be reached or refuses."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    admin = parsed.set(drivername="postgresql", database="postgres")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{parsed.database}"')
-    return not exists
 
 
 def prepare_app_database(settings: Settings) -> str | None:

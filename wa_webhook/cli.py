@@ -52,15 +52,22 @@ def _cipher_or_exit(settings, hint: str = ""):
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from wa_core.db.migrate import downgrade, upgrade
+    from sqlalchemy.engine import make_url
+
+    from wa_core.db.migrate import DatabaseUnavailable, downgrade, upgrade
 
     settings = settings_or_exit()
-    if args.downgrade:
-        downgrade(settings, args.revision or "base")
-        print(f"downgraded to {args.revision or 'base'}")
-    else:
-        upgrade(settings, args.revision or "head")
-        print(f"upgraded to {args.revision or 'head'}")
+    try:
+        if args.downgrade:
+            downgrade(settings, args.revision or "base")
+            print(f"downgraded to {args.revision or 'base'}")
+        else:
+            if upgrade(settings, args.revision or "head"):
+                print(f"app database {make_url(settings.database_url).database!r} did not exist: created it")
+            print(f"upgraded to {args.revision or 'head'}")
+    except DatabaseUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -24,8 +25,42 @@ def alembic_config(settings: Settings | None = None) -> Config:
     return cfg
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be used: not reachable within the wait, or missing and not
+    creatable; the message is one line saying why and what to do."""
+
+
+def ensure_postgres_database(url: str) -> bool:
+    """Create the Postgres database named in ``url`` if it does not exist (the user needs
+    CREATEDB); True when it was created. Raises ``psycopg.Error`` when the server cannot be
+    reached or refuses."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    admin = parsed.set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{parsed.database}"')
+    return not exists
+
+
+def _missing_database(exc: sa.exc.OperationalError) -> bool:
+    """Whether the server answered that the database does not exist (SQLSTATE 3D000; libpq
+    gives no SQLSTATE for a failed connection, only the server's ``FATAL: database "…" does
+    not exist``)."""
+    return getattr(exc.orig, "sqlstate", None) == "3D000" or bool(_MISSING.search(str(exc.orig)))
+
+
+_MISSING = re.compile(r'FATAL:\s+database "[^"]*" does not exist')
+
+
 def wait_for_database(settings: Settings, timeout_seconds: float = 30.0) -> None:
-    """Block until the database accepts connections; raise ``RuntimeError`` after the timeout."""
+    """Block until the database accepts connections (a server still starting is waited for).
+
+    Raises :class:`DatabaseUnavailable` after ``timeout_seconds``, and at once when the server
+    answers that the database does not exist (no point waiting for it)."""
     engine = create_sync_engine(settings)
     deadline = time.monotonic() + timeout_seconds
     try:
@@ -35,8 +70,11 @@ def wait_for_database(settings: Settings, timeout_seconds: float = 30.0) -> None
                     conn.execute(sa.text("SELECT 1"))
                 return
             except sa.exc.OperationalError as exc:
+                first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+                if _missing_database(exc):
+                    raise DatabaseUnavailable(first) from exc
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"database not reachable after {timeout_seconds:.0f}s: {exc}") from exc
+                    raise DatabaseUnavailable(f"database not reachable after {timeout_seconds:.0f}s: {first}") from exc
                 time.sleep(1)
     finally:
         engine.dispose()
@@ -53,11 +91,31 @@ def _run(settings: Settings, step, revision: str) -> None:
         engine.dispose()
 
 
-def upgrade(settings: Settings | None = None, revision: str = "head") -> None:
-    """Wait for the database, then ``alembic upgrade revision``."""
+def upgrade(settings: Settings | None = None, revision: str = "head", create_missing: bool = True) -> bool:
+    """Wait for the database, create it when Postgres says it does not exist (and
+    ``create_missing``), then ``alembic upgrade revision``. True when the database was created.
+
+    Raises :class:`DatabaseUnavailable` (one line) when the database cannot be reached, or is
+    missing and cannot be created (no CREATEDB right)."""
+    import psycopg
+
     settings = settings or get_settings()
-    wait_for_database(settings)
+    created = False
+    try:
+        wait_for_database(settings)
+    except DatabaseUnavailable as exc:
+        if not (create_missing and settings.is_postgres and isinstance(exc.__cause__, sa.exc.OperationalError) and _missing_database(exc.__cause__)):
+            raise
+        try:
+            created = ensure_postgres_database(settings.database_url)
+        except psycopg.Error as create_exc:
+            why = str(create_exc).strip().splitlines()[0] if str(create_exc).strip() else type(create_exc).__name__
+            raise DatabaseUnavailable(
+                f"{exc}, and it cannot be created ({why}): create it yourself or give the user CREATEDB"
+            ) from create_exc
+        wait_for_database(settings)
     _run(settings, command.upgrade, revision)
+    return created
 
 
 def downgrade(settings: Settings | None = None, revision: str = "base") -> None:
