@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 import textwrap
+import time
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
@@ -31,11 +33,12 @@ def test_the_example_is_ten_lines_of_code_or_so() -> None:
 
 
 def test_the_integration_example_runs_against_the_app(settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    s = settings.model_copy(update={"meta_app_id": "123456", "meta_config_id": "cfg"})
+    s = settings.model_copy(update={"meta_app_id": "123456", "meta_config_id": "cfg", "jwt_audience": "wa-integrate-test"})
     code = example()
     code, n_api = re.subn(r'^API = .*$', 'API = "http://testserver"', code, flags=re.M)
     code, n_secret = re.subn(r'^JWT_SECRET = .*$', f"JWT_SECRET = {JWT_SECRET!r}", code, flags=re.M)
-    assert n_api == 1 and n_secret == 1  # the two lines a reader changes
+    code, n_aud = re.subn(r'^JWT_AUDIENCE = .*$', 'JWT_AUDIENCE = "wa-integrate-test"', code, flags=re.M)
+    assert n_api == 1 and n_secret == 1 and n_aud == 1  # the three lines a reader changes
     with TestClient(create_app(s)) as app_client:
         # the example's own httpx.Client, served by the app in-process (same base URL, same headers)
         monkeypatch.setattr(httpx, "Client", lambda base_url, headers: TestClient(app_client.app, base_url=base_url, headers=headers))
@@ -45,6 +48,22 @@ def test_the_integration_example_runs_against_the_app(settings: Settings, engine
     assert "then poll /api/v1/whatsapp/onboarding/" in out
     assert "connections: []" in out  # acme has connected nothing yet
     assert "events; next time pass after =" in out
+
+
+def test_the_example_mints_the_aud_the_service_requires(settings: Settings, engine: Engine) -> None:
+    """With JWT_AUDIENCE set, the example's token passes only because it carries "aud"."""
+    s = settings.model_copy(update={"jwt_audience": "wa-integrate-test"})
+    code = re.sub(r'^JWT_SECRET = .*$', f"JWT_SECRET = {JWT_SECRET!r}", example(), flags=re.M)
+    code = re.sub(r'^JWT_AUDIENCE = .*$', 'JWT_AUDIENCE = "wa-integrate-test"', code, flags=re.M)
+    namespace: dict = {"__name__": "integrate_example"}
+    exec(compile(code.split("\napi = ")[0], str(DOC), "exec"), namespace)  # the imports and org_token only
+    token = namespace["org_token"]("acme", "alice@acme.example")
+    assert jwt.decode(token, options={"verify_signature": False})["aud"] == "wa-integrate-test"
+    unaud = jwt.encode({"org_id": "acme", "exp": int(time.time()) + 600}, JWT_SECRET, algorithm="HS256")
+    with TestClient(create_app(s)) as client:
+        assert client.get("/api/v1/whatsapp/check-connection", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        refused = client.get("/api/v1/whatsapp/check-connection", headers={"Authorization": f"Bearer {unaud}"})
+        assert refused.status_code == 401 and "'aud'" in refused.json()["detail"]
 
 
 def test_the_push_verification_snippet_accepts_our_signature_and_refuses_a_forged_one() -> None:
