@@ -93,7 +93,7 @@ def where_to_look(host: str, dagster_port: int, base: str, log_dir: Path) -> str
         f"  Dagster UI        http://{host}:{dagster_port}  (Runs: process_webhooks; Assets: lineage to the dashboards)\n"
         f"  receiver          {base}/docs, {base}/readyz\n"
         f"  logs              {log_dir}\n"
-        f"  stored rows       wa-onboarding status"
+        f"  stored rows       .venv/bin/wa-onboarding status  (from the repository root)"
     )
 
 

@@ -272,3 +272,14 @@ def test_the_dashboards_count_as_refreshed_only_when_all_are_newer_than_the_star
     assert dashboards_refreshed_since(settings, start.timestamp())
     text = operations_report(settings)
     assert "dashboards (materialised by refresh_dashboards" in text and "open alerts" in text
+
+
+# --- item: the report's commands run as printed ------------------------------------------------
+def test_the_where_to_look_status_command_is_a_path_that_exists_from_the_repository_root(tmp_path: Path) -> None:
+    """`bin/up` does not put .venv/bin on PATH: the printed status command is the relative path."""
+    from wa_dev.report import where_to_look
+
+    [line] = [line for line in where_to_look("127.0.0.1", 3000, "http://127.0.0.1:8000", tmp_path).splitlines() if "stored rows" in line]
+    command = line.split()[2]
+    assert command == ".venv/bin/wa-onboarding" and line.split()[3] == "status"
+    assert (ROOT / command).exists()
