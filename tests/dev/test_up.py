@@ -283,3 +283,17 @@ def test_the_where_to_look_status_command_is_a_path_that_exists_from_the_reposit
     command = line.split()[2]
     assert command == ".venv/bin/wa-onboarding" and line.split()[3] == "status"
     assert (ROOT / command).exists()
+
+
+def test_the_readmes_demo_curls_use_ups_admin_token_and_routes_the_app_serves(settings: Settings) -> None:
+    """The README's admin curls (status, doctor) carry the token `up` sets and name real routes."""
+    import re
+
+    from wa_dev.up import DEMO_ADMIN_TOKEN
+    from wa_webhook.app import create_app
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    curls = re.findall(r"curl -H 'Authorization: Bearer (\S+)' http://127\.0\.0\.1:8000(/api/admin/\S+)`", readme)
+    assert {path for _, path in curls} >= {"/api/admin/whatsapp/status", "/api/admin/whatsapp/doctor"}
+    routes = set(create_app(settings).openapi()["paths"])
+    assert all(token == DEMO_ADMIN_TOKEN and path in routes for token, path in curls), curls
