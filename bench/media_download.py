@@ -1,4 +1,4 @@
-"""Worker memory while downloading one 100 MB inbound media file (meta-platform.md §9).
+"""Worker memory while downloading one 100 MB inbound media file (Meta, WhatsApp Cloud API "Media").
 
 The Graph emulator (in this process, on loopback) serves a generated 100 MiB media file
 (``MEDIA_MAX_BYTES``, Meta's inbound cap) through its Media API and expiring CDN. Each variant

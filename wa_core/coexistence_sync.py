@@ -1,7 +1,7 @@
 """Coexistence contact and history syncs, supervised: state transitions, the stall check and
 operator re-requests. The table and its states are in :mod:`wa_core.db.schema_coexistence`.
 
-Source: Meta fact sheet §4. ``POST /{phone-number-id}/smb_app_data`` (``sync_type``
+Source: Meta, "Onboarding WhatsApp Business app users" (coexistence). ``POST /{phone-number-id}/smb_app_data`` (``sync_type``
 ``smb_app_state_sync`` or ``history``) answers ``request_id`` when Meta accepted the request;
 the data arrives later by webhook. Meta accepts each type **once** (2593107) and only
 **within 24 h of onboarding** (2593108, ``whatsapp_configs.sync_deadline_at``).

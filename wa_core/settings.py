@@ -191,7 +191,7 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=36500, description="Finished Dagster runs (and their event logs and captured output) older than this are deleted daily by purge_dagster_runs."
     )
 
-    # --- inbound media (meta-platform.md §9) --------------------------------------------
+    # --- inbound media (Meta, WhatsApp Cloud API "Media") --------------------------------------------
     media_storage_url: str | None = Field(
         default=None,
         description="Where media files go: file:///path or s3://bucket/prefix (fsspec); unset = WA_DATA_DIR/media on local disk.",

@@ -1,8 +1,8 @@
 """An in-memory emulator of the Graph API endpoints the Embedded Signup back end uses.
 
 For tests and the demo: a Starlette app we own that answers like Meta on a versioned prefix
-``/{version}/...`` (any ``vN.M``). It is **not** Meta; behaviour follows the team's fact sheet
-(``meta-platform.md``) §4-§7 and is deliberately small:
+``/{version}/...`` (any ``vN.M``). It is **not** Meta; behaviour follows Meta's Embedded Signup,
+coexistence, token and error-code pages and is deliberately small:
 
 =============================================  ==================================================
 ``GET /oauth/access_token``                    checks ``client_id``/``client_secret``; the ``code``
@@ -379,7 +379,7 @@ class GraphEmulator:
     # --- webhooks like Meta ----------------------------------------------------------------
     def partner_added_payload(self, waba_id: str, entry_time: int | None = None) -> dict[str, Any]:
         """The ``account_update`` ``PARTNER_ADDED`` body Meta sends when ``waba_id`` is shared
-        (fact sheet §3.1): ``entry[].id`` is the partner's business id, the WABA is in
+        (Meta, WhatsApp Cloud API webhook reference "account_update"): ``entry[].id`` is the partner's business id, the WABA is in
         ``value.waba_info.waba_id``."""
         with self._lock:
             waba = self.wabas.get(str(waba_id))

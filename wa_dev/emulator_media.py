@@ -1,4 +1,4 @@
-"""The Graph emulator's Media API (meta-platform.md §9): media nodes and an expiring CDN.
+"""The Graph emulator's Media API (Meta, WhatsApp Cloud API "Media"): media nodes and an expiring CDN.
 
 =============================================  ==================================================
 ``GET /{version}/{media-id}[?phone_number_id]`` bearer of the media's WABA → ``{messaging_product,

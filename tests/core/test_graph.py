@@ -144,7 +144,7 @@ def leaks(exc: BaseException, *secrets: str) -> list[str]:
     return [s for s in secrets if s and s in text]
 
 
-# --- code exchange (fact sheet §5.2 step 1) ----------------------------------------------------
+# --- code exchange (Meta, "Onboarding customers as a Tech Provider", step 1) ----------------------------------------------------
 def test_exchange_code_returns_business_token_bound_to_the_waba(emulator: GraphEmulator, client: GraphClient) -> None:
     answer = client.exchange_code(emulator.issue_code(WABA))
     assert answer["token_type"] == "bearer" and answer["access_token"].startswith("EAA")

@@ -1,6 +1,6 @@
 """The WABA-family state fields (templates, number health, account, security): each fixture
 stores exactly its state, order safety per column group, redelivery adds nothing, alerts
-and events (meta-platform.md §10.1, §10.2)."""
+and events (Meta, WhatsApp Cloud API webhook references: message templates, phone number and account fields)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """Doctor checks that round-trip to the public callback URL, as Meta would.
 
 * ``callback.verify``: ``GET <callback>?hub.mode=subscribe&hub.verify_token=<ours>&hub.challenge=<random>``
-  must answer 200 with the challenge as the body (fact sheet §1.1), and a wrong verify token
+  must answer 200 with the challenge as the body (Meta, WhatsApp Cloud API "Create a webhook endpoint": verification requests), and a wrong verify token
   must be refused (else the endpoint is not checking it).
 * ``callback.signed_delivery``: POST a harmless body signed with ``META_APP_SECRET``
-  (``X-Hub-Signature-256``, fact sheet §1.2); it must answer 200 and the exact bytes must be
+  (``X-Hub-Signature-256``, Meta, WhatsApp Cloud API "Create a webhook endpoint": event notifications); it must answer 200 and the exact bytes must be
   stored in this deployment's ``whatsapp_webhook_logs`` (found by ``body_sha256``).
 
 The probe (:func:`probe_body`) is stored like any delivery, never dropped: its only change has

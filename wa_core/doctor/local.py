@@ -123,7 +123,7 @@ def _jwt(settings: Settings) -> Check:
 
 
 def callback_url_setting(settings: Settings) -> Check:
-    """``META_WEBHOOK_CALLBACK_URL``: https (Meta needs a valid certificate, fact sheet §1.1)
+    """``META_WEBHOOK_CALLBACK_URL``: https (Meta needs a valid certificate: Meta, WhatsApp Cloud API "Webhooks")
     and ending in the receiver's path :data:`WEBHOOK_PATH`; unset is a warning."""
     url = settings.meta_webhook_callback_url
     name = "settings.meta_webhook_callback_url"
@@ -137,7 +137,7 @@ def callback_url_setting(settings: Settings) -> Check:
         return warn(name, f"the callback URL's path is {parts.path or '/'}, not {WEBHOOK_PATH}",
                     f"unless a proxy rewrites it, use https://{parts.netloc}{WEBHOOK_PATH}")
     if parts.scheme != "https":
-        return warn(name, "the callback URL is plain http: Meta only delivers to https with a valid certificate (fact sheet §1.1)",
+        return warn(name, "the callback URL is plain http: Meta only delivers to https with a valid certificate (Meta, WhatsApp Cloud API 'Webhooks')",
                     "serve the receiver behind TLS (a reverse proxy) and use the https:// URL")
     return ok(name, f"callback URL {url}")
 
@@ -176,7 +176,7 @@ def redis_checks(settings: Settings) -> Iterator[Check]:
 
 def page_checks(settings: Settings) -> Iterator[Check]:
     """The onboarding page's Embedded Signup launch: ``META_APP_ID`` and ``META_CONFIG_ID``
-    (the Facebook Login for Business configuration, fact sheet §5.1) set and numeric."""
+    (the Facebook Login for Business configuration, Meta, Embedded Signup "Implementation") set and numeric."""
     missing = [name for name, value in (("META_APP_ID", settings.meta_app_id), ("META_CONFIG_ID", settings.meta_config_id)) if not value]
     if missing:
         yield fail("onboarding_page", f"{' and '.join(missing)} not set: the Connect WhatsApp page cannot start Embedded Signup",

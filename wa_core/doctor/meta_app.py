@@ -1,7 +1,7 @@
 """Doctor checks that ask Meta's Graph API: the app token, the app's webhook subscription and
 its fields, and every stored business token's scopes and expiry.
 
-Sources: Graph API "debug_token" (fact sheet §6), Graph reference "Application
+Sources: Graph API "debug_token" (Meta, Graph API "debug_token" reference), Graph reference "Application
 Subscriptions" / "Subscriptions Edge" (``GET /{app-id}/subscriptions``: ``object``,
 ``callback_url``, ``active``, ``fields[{name, version}]``), and the webhook fields of the fact
 sheet §3, §4 (coexistence: ``history``, ``smb_app_state_sync``, ``smb_message_echoes``), §10.
@@ -60,7 +60,7 @@ def _graph_error(name: str, exc: Exception) -> Check:
                     "a rotated secret must be updated here")
     if isinstance(exc, TransientGraphError):
         return fail(name, f"Graph API not reachable: {exc}", "check outbound HTTPS to graph.facebook.com (GRAPH_API_BASE_URL)")
-    return fail(name, f"Graph API error: {exc}", "see the message; fact sheet §7 lists the codes")
+    return fail(name, f"Graph API error: {exc}", "see the message; Meta, WhatsApp Cloud API 'Error codes' lists the codes")
 
 
 def app_token_checks(settings: Settings, graph: Any) -> Iterator[Check]:

@@ -80,8 +80,8 @@ def extract_keys(payload: Any) -> list[tuple[str, str]]:
     ``phone_number_id`` (anywhere, e.g. ``value.metadata.phone_number_id``), ``wamid`` (any
     string value starting ``wamid.``: message, status, echo, context, reaction target),
     ``wa_id`` (values of ``wa_id``/``from``/``to``/``recipient_id``) and ``user_id`` (values of
-    ``user_id``/``from_user_id``/``recipient_user_id``/``to_user_id``); meta-platform.md §3–§4
-    for where Meta puts them. Read from the parsed tree (what processing applied; a regular
+    ``user_id``/``from_user_id``/``recipient_user_id``/``to_user_id``); Meta, WhatsApp Cloud API
+    "messages" webhook reference and "Business-scoped user IDs" for where Meta puts them. Read from the parsed tree (what processing applied; a regular
     expression over the text was tried and disagreed with it on escaped names and duplicate
     keys). Values longer than 255 characters or holding control characters or lone
     surrogates are skipped. Never raises for any JSON value.

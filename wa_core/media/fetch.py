@@ -1,4 +1,4 @@
-"""One media file from Meta into storage, streamed and verified (meta-platform.md §9.1, §9.3).
+"""One media file from Meta into storage, streamed and verified (Meta, WhatsApp Cloud API "Media": download flow, errors).
 
 Step 1 asks the Graph API for a fresh URL (:meth:`GraphClient.media_info
 <wa_core.meta.graph.client.GraphClient.media_info>`); step 2 GETs that URL with the same

@@ -1,4 +1,4 @@
-"""The ``whatsapp_media`` row an inbound or history media message brings (meta-platform.md §9).
+"""The ``whatsapp_media`` row an inbound or history media message brings (Meta, WhatsApp Cloud API "Media").
 
 Planned by the message handlers into :attr:`MessagePlan.extra
 <wa_core.processing.records.MessagePlan.extra>`: an insert-once :class:`RowWrite` keyed by

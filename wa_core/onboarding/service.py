@@ -1,7 +1,7 @@
 """Onboarding v2 (Embedded Signup): tracking codes, the session the page posts, status views.
 
 Source: Meta, "Embedded Signup" implementation and "Onboarding customers as a Tech
-Provider" (``../shared`` fact sheet §5): the page runs ``FB.login`` and receives a ``code``
+Provider": the page runs ``FB.login`` and receives a ``code``
 (valid for 30 seconds) and a ``WA_EMBEDDED_SIGNUP`` message event (``FINISH``,
 ``FINISH_ONLY_WABA``, ``FINISH_WHATSAPP_BUSINESS_APP_ONBOARDING`` or ``CANCEL``). No tracking
 code ever comes back from Meta: the page correlates, by posting to

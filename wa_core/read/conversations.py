@@ -1,7 +1,7 @@
 """Conversations of an organization: one per contact (1:1 thread) or per group thread.
 
 A conversation's id is ``contact:<contact uuid>`` or ``group:<group_id>`` (Meta's group id,
-meta-platform.md §10 groups). A message belongs to the group thread when it has a
+Meta, WhatsApp Cloud API "Groups" reference). A message belongs to the group thread when it has a
 ``group_id``, else to its contact's thread (messages with neither are in no conversation).
 Reactions, edits and revokes are shown on the message they target (:mod:`.messages`), not
 as messages of the thread. Messages are ordered by Meta's time, ``coalesce(provider_timestamp, received_at)`` (so a

@@ -26,7 +26,7 @@ from wa_core.db.schema import (
 
 from .conversations import MAX_LIMIT, BadCursor, NotFound, Thread, decode_cursor, encode_cursor, sort_time
 
-#: message types whose payload names a Meta media id (meta-platform.md §9)
+#: message types whose payload names a Meta media id (Meta, WhatsApp Cloud API "Media")
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
 #: where a message's media is streamed from (``GET /api/v1/whatsapp/media/{id}``)
 MEDIA_PATH = "/api/v1/whatsapp/media/{id}"

@@ -1,6 +1,6 @@
 """Number and WABA health as the views show it: ``check-connection``, the admin status and
 the ``number_health`` dashboard. Read from the tables the WABA-family state fields write
-(:mod:`wa_core.db.schema_waba_state`; meta-platform.md §10.1, §10.2).
+(:mod:`wa_core.db.schema_waba_state`; Meta's template, phone number and account webhook references).
 
 A number's health row is keyed by (WABA, display digits), as Meta names the number; a
 ``whatsapp_configs`` number is matched by the digits of its ``display_phone_number``.

@@ -2,7 +2,7 @@
 operator's re-request where Meta's rules allow it.
 
 Same authentication as the rest of the admin API (:func:`wa_webhook.routes.admin.require_admin`).
-The rules are :mod:`wa_core.coexistence_sync` (Meta fact sheet §4): refused (409, with
+The rules are :mod:`wa_core.coexistence_sync` (Meta, "Onboarding WhatsApp Business app users"): refused (409, with
 ``next_allowed_at`` in UTC, null when only a new onboarding allows it) within 24 h of the
 last request, once the 24 h sync window after onboarding has closed, or for a history that
 is complete or arriving; Meta's own refusal (e.g. 2593107) is 502 with its message.

@@ -1,7 +1,7 @@
 """A small synchronous Graph API client for the Embedded Signup back end.
 
 Sync on purpose: the Dagster jobs that onboard customers are synchronous. Every method names
-the section of the team's Meta fact sheet (``meta-platform.md``) it implements.
+the Meta documentation page it implements.
 
 Secrets
 -------
@@ -41,7 +41,7 @@ was never established (``request_sent=False``). A timeout or 5xx on those calls 
 once as :class:`TransientGraphError`; a later :class:`SyncAlreadyRequested` then means the
 first ``request_sync`` did go through.
 
-Rate limits are hourly at Meta (80007: 200 or 5000 calls/hour per WABA, fact sheet §7), so a
+Rate limits are hourly at Meta (80007: 200 or 5000 calls/hour per WABA, Meta, WhatsApp Cloud API "Throughput" / "Error codes"), so a
 few seconds of backoff helps with bursts only; a job that still gets :class:`RateLimited`
 should reschedule itself rather than spin.
 """
@@ -71,7 +71,7 @@ log = logging.getLogger("wa_core.meta.graph")
 SyncType = Literal["smb_app_state_sync", "history"]
 SYNC_TYPES: tuple[str, ...] = ("smb_app_state_sync", "history")
 
-#: ``fields`` requested from ``GET /{waba-id}/phone_numbers`` (fact sheet §5.2 and §4).
+#: ``fields`` requested from ``GET /{waba-id}/phone_numbers`` (Meta, Embedded Signup "Onboarding customers as a Tech Provider" and "Onboarding WhatsApp Business app users").
 PHONE_NUMBER_FIELDS = (
     "id",
     "display_phone_number",
@@ -205,9 +205,9 @@ class GraphClient:
     def __repr__(self) -> str:
         return f"GraphClient(api_url={self.api_url!r}, app_id={self.app_id!r})"
 
-    # --- Embedded Signup back end (fact sheet §5.2) ---------------------------------------
+    # --- Embedded Signup back end (Meta, "Onboarding customers as a Tech Provider") --
     def exchange_code(self, code: str) -> dict[str, Any]:
-        """Exchange the Embedded Signup ``code`` for a business token (fact sheet §5.2 step 1).
+        """Exchange the Embedded Signup ``code`` for a business token (Meta, "Onboarding customers as a Tech Provider", step 1).
 
         ``GET /oauth/access_token?client_id=&client_secret=&code=``, server to server, within
         30 s of the customer finishing ES (the code's lifetime, §0/§5.1). Returns Meta's JSON:
@@ -237,7 +237,7 @@ class GraphClient:
         )
 
     def subscribe_app(self, waba_id: str, token: str) -> bool:
-        """Subscribe the app to the customer's WABA webhooks (fact sheet §5.2 step 2, §1.6).
+        """Subscribe the app to the customer's WABA webhooks (Meta, "Onboarding customers as a Tech Provider", step 2; "Subscribed apps").
 
         ``POST /{waba-id}/subscribed_apps`` with the business token → ``{"success": true}``.
         Without a body, as here, this also removes a WABA-level ``override_callback_uri``.
@@ -246,18 +246,18 @@ class GraphClient:
         return bool(payload.get("success"))
 
     def subscribed_apps(self, waba_id: str, token: str) -> list[dict[str, Any]]:
-        """Apps subscribed to the WABA (fact sheet §1.6): ``GET /{waba-id}/subscribed_apps`` →
+        """Apps subscribed to the WABA (Meta, WhatsApp Cloud API "Subscribed apps" reference): ``GET /{waba-id}/subscribed_apps`` →
         ``data[{whatsapp_business_api_data{id, name, link}, override_callback_uri?}]``."""
         return self._paged(f"{_node(waba_id, 'waba_id')}/subscribed_apps", token, {})
 
     def unsubscribe_app(self, waba_id: str, token: str) -> bool:
         """Unsubscribe the app from the WABA: ``DELETE /{waba-id}/subscribed_apps`` → success
-        (subscribed-apps API, fact sheet §1.6 [SUB])."""
+        (Meta, WhatsApp Cloud API "Subscribed apps" reference)."""
         payload = self._json("DELETE", f"{_node(waba_id, 'waba_id')}/subscribed_apps", token=token)
         return bool(payload.get("success"))
 
     def phone_numbers(self, waba_id: str, token: str, *, limit: int | None = None) -> list[dict[str, Any]]:
-        """The WABA's numbers (fact sheet §5.2, §4 for ``is_on_biz_app``/``platform_type``).
+        """The WABA's numbers (Meta, "Onboarding customers as a Tech Provider"; "Onboarding WhatsApp Business app users" for ``is_on_biz_app``/``platform_type``).
 
         ``GET /{waba-id}/phone_numbers?fields=id,display_phone_number,verified_name,
         code_verification_status,quality_rating,platform_type,is_on_biz_app``, following the
@@ -271,7 +271,7 @@ class GraphClient:
     def register(
         self, phone_number_id: str, token: str, pin: str, *, data_localization_region: str | None = None
     ) -> bool:
-        """Register a Cloud API number (fact sheet §5.2 step 3).
+        """Register a Cloud API number (Meta, WhatsApp Cloud API "Registration"; Tech Provider onboarding step 3).
 
         ``POST /{phone-number-id}/register {"messaging_product": "whatsapp", "pin": "<6 digits>"}``.
         If two-step verification is on, ``pin`` must be the existing PIN. Limit: 10 register or
@@ -290,7 +290,7 @@ class GraphClient:
         return bool(payload.get("success"))
 
     def request_sync(self, phone_number_id: str, token: str, sync_type: SyncType) -> str:
-        """Ask Meta to sync a coexistence number's contacts or chat history (fact sheet §4).
+        """Ask Meta to sync a coexistence number's contacts or chat history (Meta, "Onboarding WhatsApp Business app users").
 
         ``POST /{phone-number-id}/smb_app_data {"messaging_product": "whatsapp", "sync_type":
         "smb_app_state_sync" | "history"}`` → ``request_id`` (the request was accepted; the
@@ -309,9 +309,9 @@ class GraphClient:
             raise GraphRequestError("smb_app_data answered without a request_id", method="POST", path="smb_app_data")
         return request_id
 
-    # --- tokens (fact sheet §6) ---------------------------------------------------------
+    # --- tokens (Meta, Graph API "debug_token"; WhatsApp "Access tokens") -----------
     def debug_token(self, input_token: str) -> dict[str, Any]:
-        """Inspect a token (fact sheet §6): ``GET /debug_token?input_token=…&access_token=<app token>``.
+        """Inspect a token (Meta, Graph API "debug_token" reference): ``GET /debug_token?input_token=…&access_token=<app token>``.
 
         The app token is ``app_access_token`` or ``APP_ID|APP_SECRET``; both tokens must
         belong to the same app. Returns the ``data`` object: ``app_id``, ``type``,
@@ -347,9 +347,9 @@ class GraphClient:
         data = payload.get("data")
         return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
 
-    # --- media (fact sheet §9) -----------------------------------------------------------
+    # --- media (Meta, WhatsApp Cloud API "Media") --------------------------------------------
     def media_info(self, media_id: str, token: str, *, phone_number_id: str | None = None) -> dict[str, Any]:
-        """Step 1 of a media download (fact sheet §9.1): ``GET /{media-id}[?phone_number_id=]``
+        """Step 1 of a media download (Meta, WhatsApp Cloud API "Media": download): ``GET /{media-id}[?phone_number_id=]``
         with the business token → ``{"url", "mime_type", "sha256", "file_size", "id"}``.
 
         ``url`` lives 5 minutes and needs the same bearer token (step 2 is

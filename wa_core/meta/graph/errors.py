@@ -5,7 +5,7 @@ Meta answers a failed Graph call with::
     {"error": {"message": "...", "type": "OAuthException", "code": 190, "error_subcode": 463,
                "error_data": {"details": "..."}, "is_transient": false, "fbtrace_id": "..."}}
 
-Source: the team's Meta fact sheet (``meta-platform.md``) §6 "Auth errors" and §7 "Error codes":
+Sources: Meta, Graph API "Handling errors" and Meta, WhatsApp Cloud API "Error codes":
 build logic on ``error.code`` (and ``error_data.details``), **never on the HTTP status or
 ``error_subcode``** (subcodes are deprecated for WhatsApp errors since v16, and every rate
 limit comes back as HTTP 400, never 429). The HTTP status is only used when the body carries
@@ -137,7 +137,7 @@ class TokenInvalid(GraphError):
     """190 (and 102, 463, 467): the access token is expired, invalidated or unparseable.
 
     Meta does not notify you when a business token dies (the customer removed the app,
-    changed password, the token expired): this error is how you find out (fact sheet §6).
+    changed password, the token expired): this error is how you find out (Meta, Graph API "Handling errors", access token errors).
     """
 
 
@@ -147,13 +147,13 @@ class PermissionDenied(GraphError):
 
 class RateLimited(GraphError):
     """4 (app), 80007 (WABA), 130429 (throughput), 131056 (pair rate), 17/32/613 (user, page,
-    custom): a rate limit. Returned as HTTP 400, never 429 (fact sheet §7)."""
+    custom): a rate limit. Returned as HTTP 400, never 429 (Meta, WhatsApp Cloud API "Error codes")."""
 
     retryable = True
 
 
 class RegisterLimit(GraphError):
-    """133016: more than 10 register/deregister calls for this number in 72 h (fact sheet §5.2)."""
+    """133016: more than 10 register/deregister calls for this number in 72 h (Meta, WhatsApp Cloud API "Registration")."""
 
 
 class SyncAlreadyRequested(GraphError):

@@ -43,7 +43,7 @@ HANDLERS: dict[str, Handler] = {
     "partner_solutions": handle_partner_solutions,
     "automatic_events": handle_automatic_events,
     **dict.fromkeys(GROUP_FIELDS, handle_groups),
-    # WABA-family state fields (meta-platform.md §10.1, §10.2): routed by entry.id
+    # WABA-family state fields (Meta's template, phone number and account webhook references): routed by entry.id
     **{name: handle_template for name in TEMPLATE_FIELDS},
     **{name: handle_number_health for name in NUMBER_FIELDS},
     **{name: handle_account_health for name in ACCOUNT_FIELDS},

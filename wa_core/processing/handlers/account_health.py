@@ -2,7 +2,7 @@
 ``whatsapp_account_alerts`` (one row per alert entity and type) and ``whatsapp_waba_events``
 (history): ``account_review_update``, ``business_capability_update``, ``account_alerts``.
 
-Source: meta-platform.md §10.2, §3.2, §10.7. ``business_capability_update``'s
+Source: Meta, WhatsApp Cloud API webhook references "account_review_update", "business_capability_update", "account_alerts". ``business_capability_update``'s
 ``max_daily_conversations_per_business`` is a ``TIER_*`` string in the table but the number
 ``2000`` in Meta's example: both are kept as text. ``account_alerts``' ``entity_id`` is a
 business portfolio or phone-number id, not the WABA: routed by ``entry.id``, the alert is

@@ -1,7 +1,7 @@
 """``calls``: a call's lifecycle (connect → status → terminate), and the call permission a
 user gives in a ``messages`` item (``interactive.call_permission_reply``).
 
-Source: the team's Meta fact sheet §10.5. ``calls[]`` items carry ``event: connect`` (with
+Source: Meta, WhatsApp Cloud API "Calling" reference (call webhooks). ``calls[]`` items carry ``event: connect`` (with
 ``session.sdp_type``) or ``event: terminate`` (``status: COMPLETED|FAILED``, and
 ``start_time``/``end_time``/``duration`` when answered, integers or strings); statuses of a
 business-initiated call arrive as ``statuses[{type: call, status: RINGING|ACCEPTED|REJECTED}]``

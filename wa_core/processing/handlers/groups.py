@@ -1,12 +1,12 @@
 """Group fields: ``group_lifecycle_update``, ``group_participants_update`` (also spelled
 ``group_participant_update``), ``group_settings_update``, ``group_status_update``.
 
-Source: the team's Meta fact sheet §10.6 and §0 (the field and type names differ between
+Source: Meta, WhatsApp Cloud API "Groups" reference and "Webhooks for Groups API" (the field and type names differ between
 Meta pages, so both spellings are accepted, and an item is read by its ``type``, not by the
 field it came in). Common shape: ``groups[{timestamp, group_id, type, [request_id], …}]``;
 ``timestamp`` is an integer or a string (a placeholder in some of Meta's examples: then no
 time). The shapes of ``group_settings_update`` and ``group_status_update`` items are not
-confirmed by Meta's text (fact sheet §10.8): the ``subject``/``description`` keys and
+confirmed by Meta's text: the ``subject``/``description`` keys and
 YCloud's ``settings[{name, text, updateSuccessful}]`` are both read; ``group_suspend`` /
 ``group_suspend_cleared`` set the suspended flag.
 

@@ -3,7 +3,7 @@ number) and ``whatsapp_waba_events`` (history): ``phone_number_quality_update``,
 ``phone_number_name_update``, ``phone_number_username_update``; ``security`` lives in
 :mod:`.security` and writes the same row's PIN columns.
 
-Source: meta-platform.md §10.2, §3.2, §10.7. These items name the number only by
+Source: Meta, WhatsApp Cloud API webhook references "phone_number_quality_update", "phone_number_name_update". These items name the number only by
 ``display_phone_number`` (digits); the row is keyed by (WABA, digits) so a number still
 registering (``ONBOARDING``) is kept too, and ``phone_number_id`` is filled when one of our
 numbers has those digits. Each field updates its own columns with its own order column

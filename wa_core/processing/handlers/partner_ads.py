@@ -1,7 +1,7 @@
 """``partner_solutions`` (multi-partner solution status) and ``automatic_events``
 (Click-to-WhatsApp lead and purchase conversions), stored as typed records.
 
-Source: the team's Meta fact sheet §10.3. ``partner_solutions``: ``entry.id`` is the
+Source: Meta, WhatsApp Cloud API webhook reference "partner_solutions". ``partner_solutions``: ``entry.id`` is the
 partner's **business portfolio** (no WABA, no organization: the solution is the partner's
 own), ``entry.time`` orders the events, value ``{event, solution_id, solution_status}``.
 ``automatic_events`` (phone family): ``automatic_events[{id: <wamid>, event_name,

@@ -1,6 +1,6 @@
 """``user_preferences``: a user stops or resumes marketing messages (phone family).
 
-Source: the team's Meta fact sheet §10.4 (``user_preferences[{wa_id, [user_id], detail,
+Source: Meta, WhatsApp Cloud API webhook reference "user_preferences" (``user_preferences[{wa_id, [user_id], detail,
 category, value: stop|resume, timestamp:<int>}]``, ``contacts[]``; no ``entry.time``; 2026:
 ``wa_id`` may be empty, ``user_id`` added). One row per (organization, contact, category) in
 ``whatsapp_user_preferences``, ordered by Meta's ``timestamp``: a late ``resume`` older than

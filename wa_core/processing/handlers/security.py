@@ -1,7 +1,7 @@
 """``security`` → the number's PIN columns in ``whatsapp_number_health``, a history row in
 ``whatsapp_waba_events``, an event and an operator alert.
 
-Source: meta-platform.md §10.2 (``{display_phone_number, event: PIN_CHANGED|PIN_RESET_REQUEST|
+Source: Meta, WhatsApp Cloud API webhook reference "security" (``{display_phone_number, event: PIN_CHANGED|PIN_RESET_REQUEST|
 PIN_REQUEST_SUCCESS, [requester]}``; ``requester`` is the Business Suite user id, on reset
 requests) and §5.2: after ``PIN_CHANGED`` our stored two-step-verification PIN
 (``REGISTER_PIN``) is stale, so a later ``/register`` needs the new one: the operator is

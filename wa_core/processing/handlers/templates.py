@@ -1,7 +1,7 @@
 """The four template fields → ``whatsapp_templates`` (current state per WABA + template id)
 and ``whatsapp_template_events`` (append-only history).
 
-Source: meta-platform.md §10.1 and §0. ``message_template_id`` arrives as a JSON number and is
+Source: Meta, WhatsApp Cloud API webhook references "message_template_status_update", "message_template_quality_update", "template_category_update". ``message_template_id`` arrives as a JSON number and is
 stored as text. Meta's own quality example is labelled ``message_template_status_update``, so
 the kind of change is told by the value's keys (``new_quality_score``, ``event``,
 ``message_template_element``, ``new_category``…) before the field name. Each kind updates its

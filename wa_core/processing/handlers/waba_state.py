@@ -2,8 +2,8 @@
 routing by ``entry.id``, Meta's event time, stable history keys, the number a display
 number names, and the row writes of the history tables.
 
-Source: meta-platform.md §10 ("WABA family": ``entry.id`` is the WABA, integer
-``entry.time``, no ``metadata``; numbers named only by ``display_phone_number``) and §10.7.
+Source: Meta, WhatsApp Cloud API webhook references of the WABA fields ( ``entry.id`` is the WABA, integer
+``entry.time``, no ``metadata``; numbers named only by ``display_phone_number``).
 """
 
 from __future__ import annotations

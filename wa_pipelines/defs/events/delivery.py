@@ -59,7 +59,7 @@ def event_delivery_sensor(context: SensorEvaluationContext, app_db: AppDatabase)
     newly set endpoint is served at once by the run already listening; with it false, only
     while some push endpoint is enabled (an install whose SaaS only pulls keeps no idle run;
     the first push after enabling an endpoint then waits for this tick and a run launch). It
-    ticks every 5 s (the daemon's best, shared/reference/dagster-measured.md §3): a run that
+    ticks every 5 s (the daemon's best: Dagster docs "Sensors", ``minimum_interval_seconds``; the sensor daemon loop runs every 5 s): a run that
     ended (``EVENT_PUSH_RUN_MAX_SECONDS`` rollover, crash) is replaced within 5 s plus a launch."""
     from wa_core.events.push import has_enabled_endpoint
 

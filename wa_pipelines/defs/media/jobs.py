@@ -1,4 +1,4 @@
-"""Inbound media downloads (meta-platform.md §9): the ``download_media`` job and its sensor.
+"""Inbound media downloads (Meta, WhatsApp Cloud API "Media"): the ``download_media`` job and its sensor.
 
 ``pending_media_sensor`` looks every 5 s for ``whatsapp_media`` rows that are due and, when
 no ``download_media`` run is in flight, starts one; the run downloads until nothing is due

@@ -1,5 +1,5 @@
 """Coexistence syncs, supervised: the stall check (every 15 minutes) and the operator's
-re-request job. The rules are in :mod:`wa_core.coexistence_sync` (Meta fact sheet §4)."""
+re-request job. The rules are in :mod:`wa_core.coexistence_sync` (Meta, "Onboarding WhatsApp Business app users")."""
 
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, op
 from pydantic import Field
