@@ -17,10 +17,10 @@ children of the code server. Per backend (Postgres by default; ``--backends post
    included) per service, RSS and PSS summed over the tree every 5 s, Postgres CPU, the rest of
    the machine, loadavg.
 
-Per-organization quotas are lifted (``--org-quota``) unless told otherwise: the seed's
-100 claims/min/organization is below the bar's 6.7 webhooks/s per organization, which is the
-fairness work's to fix, not the latency's. Every process started is stopped at the end, also on
-failure or SIGTERM (process groups, then any descendant left).
+Per-organization caps are off by default; ``--org-quota`` (1,000,000) sets both caps high
+anyway, so that caps in a local ``.env`` cannot throttle the bar's 6.7 webhooks/s per
+organization (``--org-quota 0`` leaves the settings as they are). Every process started is
+stopped at the end, also on failure or SIGTERM (process groups, then any descendant left).
 
 Usage (~30 min with the defaults: 5 idle windows of 5 minutes):
     .venv/bin/python bench/latency.py
