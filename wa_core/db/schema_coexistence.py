@@ -1,6 +1,7 @@
 """Coexistence sync state: one row per phone number and sync type (contacts, history).
 
-Source: Meta fact sheet §4. ``POST /{phone-number-id}/smb_app_data`` with ``sync_type``
+Source: Meta, WhatsApp Embedded Signup "Onboarding WhatsApp Business app users"
+(coexistence). ``POST /{phone-number-id}/smb_app_data`` with ``sync_type``
 ``smb_app_state_sync`` (contacts) or ``history`` answers only that the request was accepted;
 the data then arrives by webhook (``smb_app_state_sync``, ``history`` chunks with
 ``progress``, or a decline 2593109). Each type can be requested once and only within 24 h

@@ -1,4 +1,4 @@
-"""Inbound media files (meta-platform.md §9): one row per media id a message brought.
+"""Inbound media files (Meta, WhatsApp Cloud API "Media": a media URL lives 5 minutes): one row per media id a message brought.
 
 Rows are created by the processing engine (insert-once, key ``(phone_number_id, media_id)``)
 when an inbound or history media message is applied, and moved through

@@ -8,7 +8,8 @@ Written by the handlers in :mod:`wa_core.processing.handlers` through
 ``wa_id`` when given, else ``user_id`` (the BSUID): the rule ``whatsapp_contacts`` is looked
 up by, so a row joins its contact on (organization_id, wa_id) or (organization_id, user_id).
 Times are UTC; ``*_at`` columns named after an event hold Meta's time, ``updated_at`` ours.
-Source: the team's Meta fact sheet §10.3–§10.6.
+Source: Meta, WhatsApp Cloud API webhooks reference (fields ``user_preferences``, ``calls``,
+``group_*``, ``partner_solutions``, ad referrals).
 """
 
 from __future__ import annotations

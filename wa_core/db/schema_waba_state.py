@@ -1,5 +1,6 @@
 """Tables of the WABA-family state fields: templates, number health, WABA health, account
-alerts, and their append-only histories (meta-platform.md §10.1, §10.2, §10.7).
+alerts, and their append-only histories (Meta, WhatsApp Business Management API webhooks: ``message_template_status_update``,
+``phone_number_quality_update``, ``account_update``, ``account_alerts``).
 
 Each current-state table is written by :class:`~wa_core.processing.state.RowWrite` upserts
 ordered by Meta's event time (``entry.time``, UTC). Where different fields update different
