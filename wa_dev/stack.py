@@ -21,7 +21,7 @@ import httpx
 import sqlalchemy as sa
 
 from wa_core.db.engine import create_sync_engine
-from wa_core.db.migrate import ensure_postgres_database
+from wa_core.db.migrate import ensure_postgres_database, first_line
 from wa_core.db.schema import whatsapp_webhook_logs
 from wa_core.settings import Settings
 
@@ -68,8 +68,7 @@ def prepare_app_database(settings: Settings) -> str | None:
             return "error: DATABASE_URL names no database (postgresql://user@host:5432/<name>)"
         return f"app database {name!r} did not exist: created it" if ensure_postgres_database(settings.database_url) else None
     except (psycopg.Error, ValueError, sa.exc.ArgumentError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"error: cannot use or create the app database of DATABASE_URL ({first}); check the server is up and the user may CREATEDB, or create the database yourself"
+        return f"error: cannot use or create the app database of DATABASE_URL ({first_line(exc)}); check the server is up and the user may CREATEDB, or create the database yourself"
 
 
 def prepare_dagster_home(settings: Settings, env: dict[str, str]) -> Path:

@@ -304,6 +304,8 @@ class PostgresLandingStore:
         and only the row at fault fails."""
         import asyncpg
 
+        # what Postgres says about the rows themselves (not the connection): split, fail alone
+        refused = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
         pool = self._pool
         conn = await pool.acquire()  # does not wait: at most db_pool_size slots hold one
         try:
@@ -312,13 +314,13 @@ class PostgresLandingStore:
             else:
                 try:
                     ids = [row[0] for row in await conn.fetch(_PG_INSERT_MANY, *_columns(batch))]
-                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError) as exc:
+                except refused as exc:
                     log.warning("a landing batch of %d rows was refused (%s): inserting them one by one", len(batch), type(exc).__name__)
                     ids = []
                     for webhook in batch:
                         try:
                             ids.append(await _insert_one(conn, webhook))
-                        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError) as row_exc:
+                        except refused as row_exc:
                             ids.append(row_exc)
         finally:
             await pool.release(conn)

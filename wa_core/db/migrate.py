@@ -25,6 +25,13 @@ def alembic_config(settings: Settings | None = None) -> Config:
     return cfg
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (drivers append hints and context on more lines),
+    or its type's name when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class DatabaseUnavailable(RuntimeError):
     """The database cannot be used: not reachable within the wait, or missing and not
     creatable; the message is one line saying why and what to do."""
@@ -70,7 +77,7 @@ def wait_for_database(settings: Settings, timeout_seconds: float = 30.0) -> None
                     conn.execute(sa.text("SELECT 1"))
                 return
             except sa.exc.OperationalError as exc:
-                first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+                first = first_line(exc.orig)
                 if _missing_database(exc):
                     raise DatabaseUnavailable(first) from exc
                 if time.monotonic() > deadline:
@@ -109,9 +116,8 @@ def upgrade(settings: Settings | None = None, revision: str = "head", create_mis
         try:
             created = ensure_postgres_database(settings.database_url)
         except psycopg.Error as create_exc:
-            why = str(create_exc).strip().splitlines()[0] if str(create_exc).strip() else type(create_exc).__name__
             raise DatabaseUnavailable(
-                f"{exc}, and it cannot be created ({why}): create it yourself or give the user CREATEDB"
+                f"{exc}, and it cannot be created ({first_line(create_exc)}): create it yourself or give the user CREATEDB"
             ) from create_exc
         wait_for_database(settings)
     _run(settings, command.upgrade, revision)
@@ -147,7 +153,7 @@ def require_migrated(settings: Settings) -> None:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
     except sa.exc.OperationalError as exc:
-        raise NotMigrated(f"cannot reach the database: {str(exc.orig).strip().splitlines()[0]}") from exc
+        raise NotMigrated(f"cannot reach the database: {first_line(exc.orig)}") from exc
     finally:
         engine.dispose()
     if current != head:
